@@ -1,0 +1,57 @@
+"""The ``jodiffusion`` command: one subcommand per stage. Each command module registers its parsers
+and calls into the library; nothing here does real work."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from jodiffusion import __version__
+from jodiffusion.errors import JoDiffusionError
+
+# Each module defines register(subparsers); a parser's `func` default runs the command.
+COMMAND_MODULES = (
+    "jodiffusion.cli.data_commands",     # make-data, validate, caption
+    "jodiffusion.cli.vae_commands",      # train-vae, eval-vae
+    "jodiffusion.cli.refine_commands",   # refine
+    "jodiffusion.cli.demo_commands",     # demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jodiffusion", description=__doc__.split(":")[0] + ".")
+    parser.add_argument("--version", action="version", version=f"jodiffusion {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command module not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except JoDiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""One config system for every stage: typed dataclasses, YAML files, dotted overrides, named presets.
+
+Merge order (later wins): dataclass defaults < named preset < YAML files < ``key.sub=value`` overrides.
+OmegaConf's structured configs do the type checking and reject unknown keys; we turn its errors into
+``ConfigError`` messages that name the key and the valid choices. Value checks (ranges, choices) live
+in each dataclass's ``__post_init__`` so that they also run when configs are built in Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from jodiffusion import __version__
+from jodiffusion.errors import ConfigError
+from jodiffusion.utils.io import write_text_atomic
+
+T = TypeVar("T")
+
+PRESET_PACKAGE = "jodiffusion.config.presets"
+
+
+def list_presets(group: str) -> list[str]:
+    """Names of the presets shipped for ``group`` (e.g. ``"vae"``)."""
+    folder = resources.files(PRESET_PACKAGE) / group
+    if not folder.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def _preset_dict(group: str, name: str) -> dict:
+    path = resources.files(PRESET_PACKAGE) / group / f"{name}.yaml"
+    if not path.is_file():
+        choices = ", ".join(list_presets(group)) or "(none)"
+        raise ConfigError(f"unknown {group} preset '{name}'; available presets: {choices}")
+    return _read_yaml(path.read_text(encoding="utf-8"), f"preset {group}/{name}")
+
+
+def _file_dict(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return _read_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+def _merge(base, layer: Any, source: str):
+    try:
+        return OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def _describe(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None)
+    msg = str(exc).splitlines()[0]
+    if "Key" in msg and "not in" in msg:
+        parent = key.rsplit(".", 1)[0] if key and "." in key else ""
+        return f"unknown config key '{key}'" + (f" (under '{parent}')" if parent else "") + f": {msg}"
+    if key:
+        return f"bad value for '{key}': {msg}"
+    return msg
+
+
+def load_config(
+    schema: type[T],
+    *,
+    group: str | None = None,
+    preset: str | None = None,
+    files: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+) -> T:
+    """Build a validated ``schema`` instance from a preset, YAML files and dotted overrides."""
+    cfg = OmegaConf.structured(schema)
+    if preset is not None:
+        if group is None:
+            raise ConfigError("a preset name needs a preset group")
+        cfg = _merge(cfg, _preset_dict(group, preset), f"preset {group}/{preset}")
+    for path in files:
+        cfg = _merge(cfg, _file_dict(path), str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        try:
+            layer = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"override '{item}': {_describe(exc)}") from None
+        cfg = _merge(cfg, layer, f"override '{item}'")
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc)) from None
+    except (ValueError, TypeError) as exc:  # raised by __post_init__ value checks
+        raise ConfigError(str(exc)) from None
+
+
+def config_to_dict(cfg: Any) -> dict:
+    if dataclasses.is_dataclass(cfg):
+        return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    if isinstance(cfg, dict):
+        return cfg
+    raise TypeError(f"not a config dataclass: {type(cfg).__name__}")
+
+
+def config_from_dict(schema: type[T], data: dict) -> T:
+    """Rebuild a config saved by :func:`config_to_dict` (e.g. from a checkpoint's JSON)."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def save_run_config(cfg: Any, run_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config and the package version into the run folder."""
+    data = {"jodiffusion_version": __version__, **config_to_dict(cfg)}
+    path = Path(run_dir) / name
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -1,0 +1,37 @@
+"""Which dataset to read and how: the ``data`` section of every stage's config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+DATASET_NAMES = ("shapes", "voc", "ade20k", "coco-stuff", "coco-things", "cityscapes", "camvid", "folder")
+
+
+@dataclass
+class DataConfig:
+    # One of DATASET_NAMES. "shapes" is the embedded procedural dataset (no download, the default).
+    name: str = "shapes"
+    # Dataset root folder (not used by "shapes").
+    root: Optional[str] = None
+    train_split: str = "train"
+    val_split: str = "val"
+    # captions.jsonl (one {"stem", "caption"} per line); default: <root>/captions.jsonl when present.
+    captions: Optional[str] = None
+    # VOC only: use SBD's "trainaug" list when it is present.
+    voc_trainaug: bool = True
+    # Embedded "shapes" dataset: image size and number of images per split, and its seed.
+    resolution: int = 64
+    num_train: int = 512
+    num_val: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.name not in DATASET_NAMES:
+            raise ValueError(f"data.name='{self.name}' is not a known dataset; choose one of {', '.join(DATASET_NAMES)}")
+        if self.name != "shapes" and not self.root:
+            raise ValueError(f"data.root is required for dataset '{self.name}' (the folder that holds it)")
+        if self.resolution < 16 or self.resolution % 8:
+            raise ValueError(f"data.resolution={self.resolution} must be a multiple of 8 and at least 16")
+        if self.num_train < 1 or self.num_val < 1:
+            raise ValueError("data.num_train and data.num_val must be positive")

@@ -1,0 +1,97 @@
+"""The generic folder layout: what ``folder`` datasets read and what this project writes.
+
+    root/
+      classes.json              {"names": [...], "palette": [[r, g, b], ...], "ignore_index": 255}
+      images/<split>/<stem>.png (or .jpg / .jpeg)
+      masks/<split>/<stem>.png  8-bit palette PNG of class ids, 255 = ignore
+      captions.jsonl            optional: one {"stem": ..., "caption": ...} per line
+      splits/<split>.txt        optional: the stems of a split, one per line
+
+MMSegmentation's ``BaseSegDataset`` reads the same tree with ``img_dir=images/<split>`` and
+``ann_dir=masks/<split>`` (``reduce_zero_label=False``), so what we write is usable there unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jodiffusion.data.classes import ClassInfo
+from jodiffusion.errors import DatasetError
+from jodiffusion.utils.io import atomic_path, write_json_atomic
+
+IMAGES_DIR = "images"
+MASKS_DIR = "masks"
+SPLITS_DIR = "splits"
+CLASSES_FILE = "classes.json"
+CAPTIONS_FILE = "captions.jsonl"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def palette_bytes(classes: ClassInfo) -> list[int]:
+    """A 768-entry PNG palette: class colours, then black, with the ignore index drawn white."""
+    flat = [c for colour in classes.palette for c in colour]
+    flat += [0] * (768 - len(flat))
+    if 0 <= classes.ignore_index < 256:
+        flat[3 * classes.ignore_index: 3 * classes.ignore_index + 3] = [255, 255, 255]
+    return flat
+
+
+def save_mask_png(mask: np.ndarray, path: str | Path, classes: ClassInfo) -> None:
+    """Write an (H, W) mask of class ids as a palette PNG, atomically."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError("mask values must lie in 0..255")
+    im = Image.fromarray(mask.astype(np.uint8), mode="P")
+    im.putpalette(palette_bytes(classes))
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+
+
+def save_image_png(image: np.ndarray, path: str | Path) -> None:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def write_classes(root: str | Path, classes: ClassInfo) -> None:
+    write_json_atomic(Path(root) / CLASSES_FILE, classes.to_dict())
+
+
+def read_classes(root: str | Path) -> ClassInfo:
+    """Read ``classes.json`` (or ``classes.yaml``) of a folder dataset."""
+    root = Path(root)
+    for name in (CLASSES_FILE, "classes.yaml", "classes.yml"):
+        path = root / name
+        if path.is_file():
+            break
+    else:
+        raise DatasetError(
+            f"{root}: no {CLASSES_FILE} (or classes.yaml); write one with the class names, e.g. "
+            '{"names": ["background", "cat"], "ignore_index": 255}')
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            import yaml
+
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, list):
+            data = {"names": data}
+        return ClassInfo.from_dict(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path}: invalid class file ({exc}); expected names, optional palette and ignore_index")
+
+
+def write_pair(root: str | Path, split: str, stem: str, image: np.ndarray, mask: np.ndarray,
+               classes: ClassInfo) -> None:
+    root = Path(root)
+    save_image_png(image, root / IMAGES_DIR / split / f"{stem}.png")
+    save_mask_png(mask, root / MASKS_DIR / split / f"{stem}.png", classes)
