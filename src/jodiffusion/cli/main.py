@@ -13,7 +13,8 @@ from jodiffusion.errors import JoDiffusionError
 
 # Each module defines register(subparsers); a parser's `func` default runs the command.
 COMMAND_MODULES = (
-    "jodiffusion.cli.data_commands",     # make-data, validate, caption
+    "jodiffusion.cli.dataset_commands",  # make-data, caption
+    "jodiffusion.cli.validate_commands", # validate
     "jodiffusion.cli.vae_commands",      # train-vae, eval-vae
     "jodiffusion.cli.refine_commands",   # refine
     "jodiffusion.cli.demo_commands",     # demo
