@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install jodiffusion with its test tools. Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# torch/torchvision first: on the project's machines these exact releases install from a local copy.
+if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+  .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
+fi
+.venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import jodiffusion, torch; print('jodiffusion', jodiffusion.__version__, '| torch', torch.__version__)"

@@ -1,0 +1,67 @@
+"""Mask-only data pipelines for the annotation VAE: cached masks, random crop with ignore padding,
+horizontal flip, and a collate that pads a batch to a common, latent-grid-aligned size."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from jodiffusion.data.base import SegmentationDataset
+
+
+class MaskDataset(torch.utils.data.Dataset):
+    """The masks of a dataset (images are never decoded), optionally held in memory."""
+
+    def __init__(self, dataset: SegmentationDataset, crop_size: int = 0, hflip: bool = False,
+                 cache: bool = True, threads: int = 4):
+        self.dataset = dataset
+        self.crop_size = crop_size
+        self.hflip = hflip
+        self.ignore_index = dataset.classes.ignore_index
+        self._cache = None
+        if cache:
+            with ThreadPoolExecutor(threads) as pool:
+                self._cache = list(pool.map(dataset.load_mask, range(len(dataset))))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _mask(self, index: int) -> np.ndarray:
+        return self._cache[index] if self._cache is not None else self.dataset.load_mask(index)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        mask = self._mask(index)
+        if self.crop_size:
+            mask = random_crop(mask, self.crop_size, self.ignore_index)
+        if self.hflip and torch.rand(()) < 0.5:
+            mask = mask[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+def random_crop(mask: np.ndarray, size: int, fill: int) -> np.ndarray:
+    """A size x size crop at a random position; masks smaller than ``size`` are padded with ``fill``."""
+    h, w = mask.shape
+    if h < size or w < size:
+        padded = np.full((max(h, size), max(w, size)), fill, dtype=mask.dtype)
+        padded[:h, :w] = mask
+        mask, (h, w) = padded, padded.shape
+    top = int(torch.randint(0, h - size + 1, ()))
+    left = int(torch.randint(0, w - size + 1, ()))
+    return mask[top: top + size, left: left + size]
+
+
+def pad_collate(multiple: int, fill: int):
+    """Collate (H, W) masks of any sizes into one (B, H', W') batch, H' and W' multiples of ``multiple``."""
+
+    def collate(masks: list[torch.Tensor]) -> torch.Tensor:
+        h = max(m.shape[0] for m in masks)
+        w = max(m.shape[1] for m in masks)
+        h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+        out = torch.full((len(masks), h, w), fill, dtype=torch.long)
+        for i, m in enumerate(masks):
+            out[i, : m.shape[0], : m.shape[1]] = m
+        return out
+
+    return collate

@@ -1,0 +1,40 @@
+"""Optimisation settings shared by every training stage (VAE, joint diffusion, segmenter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 8           # per process
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    grad_clip: float = 1.0        # 0 disables clipping
+    # "auto": bf16 on GPU, full precision on CPU.
+    mixed_precision: str = "auto"
+    num_workers: int = 2
+    seed: int = 0
+    log_every: int = 20
+    eval_every: int = 0           # 0: only at the end
+    save_every: int = 500         # 0: only at the end
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name}={getattr(self, name)} must be >= 1")
+        for name in ("warmup_steps", "num_workers", "eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name}={getattr(self, name)} must be >= 0")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr={self.lr} must be > 0")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"train.mixed_precision='{self.mixed_precision}'; choose one of {', '.join(MIXED_PRECISION)}")

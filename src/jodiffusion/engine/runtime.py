@@ -1,0 +1,124 @@
+"""What every training stage shares: the accelerate set-up, the run folder, the LR schedule, logging.
+
+Written once so that each stage's loop stays short. Everything degrades to one CPU process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from jodiffusion.engine.config import TrainConfig
+from jodiffusion.errors import JoDiffusionError
+
+log = logging.getLogger("jodiffusion")
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """``auto`` means bf16 where a GPU supports it and full precision on CPU (CPU bf16 is slow)."""
+    if setting != "auto":
+        if setting != "no" and not torch.cuda.is_available():
+            log.warning("mixed_precision=%s requested without a GPU; training in full precision", setting)
+            return "no"
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Accelerator:
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(train.mixed_precision),
+        gradient_accumulation_steps=train.grad_accum,
+        project_dir=str(run_dir) if run_dir else None,
+    )
+    # Different processes get different seeds for augmentation and noise; model init is identical
+    # because accelerate broadcasts nothing here, so we build models before calling this per rank.
+    set_seed(train.seed + accelerator.process_index)
+    return accelerator
+
+
+def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool) -> Path:
+    """Refuse to write into a previous run's folder unless resuming or explicitly overwriting."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and resume is None:
+        if not overwrite:
+            raise JoDiffusionError(
+                f"output folder {run_dir} already holds a run; pass --resume latest to continue it, "
+                "--overwrite to start again there, or choose another output_dir")
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
+    fused = torch.cuda.is_available()
+    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, fused=fused)
+
+
+def make_lr_scheduler(optimizer, train: TrainConfig):
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=train.warmup_steps)
+
+
+class MetricLogger:
+    """Appends one JSON line per logged step to ``metrics.jsonl`` (main process only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.start = time.time()
+
+    def log(self, step: int, **values: Any) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "time_s": round(time.time() - self.start, 2)}
+        row.update({k: (float(v) if isinstance(v, (int, float, torch.Tensor)) else v) for k, v in values.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def infinite_batches(loader, accelerator: Accelerator, start_step: int, steps_per_epoch: int):
+    """Yield (epoch, batch) forever, resuming mid-epoch after ``start_step`` optimizer steps.
+
+    The sampler reshuffles per epoch from a fixed seed, so a resumed run sees the same order.
+    """
+    epoch, offset = divmod(start_step * accelerator.gradient_accumulation_steps, steps_per_epoch)
+    while True:
+        if hasattr(loader, "set_epoch"):  # accelerate's loaders pass it on to the sampler
+            loader.set_epoch(epoch)
+        elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        it = accelerator.skip_first_batches(loader, offset) if offset else loader
+        for batch in it:
+            yield epoch, batch
+        offset = 0
+        epoch += 1
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A permutation of ``range(n)`` that depends only on (seed, epoch): resumable, same on every rank
+    (accelerate then gives each rank its own slice of the batches)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())

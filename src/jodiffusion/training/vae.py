@@ -1,0 +1,243 @@
+"""Stage 1: train and evaluate the annotation VAE (paper, "Annotation VAE": cross-entropy only)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from jodiffusion.config.loader import save_run_config
+from jodiffusion.data.config import DataConfig
+from jodiffusion.data.transforms import MaskDataset, pad_collate
+from jodiffusion.engine.checkpoint import CheckpointManager
+from jodiffusion.engine.config import TrainConfig
+from jodiffusion.engine.runtime import (
+    EpochShuffleSampler,
+    MetricLogger,
+    infinite_batches,
+    make_accelerator,
+    make_lr_scheduler,
+    make_optimizer,
+    prepare_run_dir,
+)
+from jodiffusion.errors import ConfigError
+from jodiffusion.metrics import ConfusionMatrix
+from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig, num_parameters
+from jodiffusion.utils.io import write_json_atomic
+
+log = logging.getLogger("jodiffusion")
+
+MODEL_DIR = "annotation_vae"  # the exported model inside a run folder
+
+
+@dataclass
+class VAERunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AnnotationVAEConfig = field(default_factory=AnnotationVAEConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=2e-4, weight_decay=0.05))
+    crop_size: int = 0            # random square crops in training; 0 = whole masks
+    hflip: bool = True
+    latent_noise: float = 0.1     # noise (relative to latent std) added in training
+    eval_batch_size: int = 8
+    scale_samples: int = 512      # masks used to measure the latent scale factor
+    output_dir: str = "runs/vae"
+
+    def __post_init__(self):
+        if self.crop_size < 0 or (self.crop_size and self.crop_size % self.model.downsample):
+            raise ValueError(f"crop_size={self.crop_size} must be 0 or a positive multiple of "
+                             f"model.downsample={self.model.downsample}")
+        if self.latent_noise < 0:
+            raise ValueError(f"latent_noise={self.latent_noise} must be >= 0")
+        if self.eval_batch_size < 1 or self.scale_samples < 1:
+            raise ValueError("eval_batch_size and scale_samples must be >= 1")
+
+
+def _build_split(data: DataConfig, split: str):
+    from jodiffusion.data.registry import build_dataset
+    from jodiffusion.data.validate import ensure_valid
+
+    dataset = build_dataset(data, split)
+    ensure_valid(dataset)
+    return dataset
+
+
+def evaluate(model: AnnotationVAE, masks: MaskDataset, batch_size: int, device, rank: int = 0,
+             world: int = 1, progress: bool = True) -> ConfusionMatrix:
+    """Reconstruction confusion matrix at full resolution (each process takes every world-th mask)."""
+    cfg = model.config
+    subset = torch.utils.data.Subset(masks, list(range(rank, len(masks), world)))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size,
+                                         collate_fn=pad_collate(cfg.downsample, cfg.ignore_index))
+    cm = ConfusionMatrix(cfg.num_classes, cfg.ignore_index)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+            batch = batch.to(device)
+            pred = model.decode_to_mask(model.encode(batch))
+            cm.update(pred.cpu(), batch.cpu())
+    model.train(was_training)
+    return cm
+
+
+@torch.no_grad()
+def measure_latent_stats(model: AnnotationVAE, masks: MaskDataset, max_samples: int, batch_size: int,
+                         device) -> tuple[float, float]:
+    """Mean and std of the encoder's latents over up to ``max_samples`` masks (padding excluded)."""
+    cfg = model.config
+    n = min(max_samples, len(masks))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(masks, list(range(n))), batch_size=batch_size,
+                                         collate_fn=pad_collate(cfg.downsample, cfg.ignore_index))
+    total, total_sq, count = 0.0, 0.0, 0
+    model.eval()
+    for batch in loader:
+        z = model.encode(batch.to(device)).double()
+        total += z.sum().item()
+        total_sq += (z * z).sum().item()
+        count += z.numel()
+    mean = total / count
+    std = max(total_sq / count - mean * mean, 1e-12) ** 0.5
+    return mean, std
+
+
+def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = False,
+              progress: bool = True) -> Path:
+    """Train, measure the latent scale, export ``<output_dir>/annotation_vae`` and evaluate it."""
+    run_dir = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.train, None)
+    main = accelerator.is_main_process
+    if main:
+        prepare_run_dir(run_dir, resume, overwrite)
+    accelerator.wait_for_everyone()
+
+    train_set = _build_split(cfg.data, cfg.data.train_split)
+    val_set = _build_split(cfg.data, cfg.data.val_split)
+    classes = train_set.classes
+    if cfg.model.num_classes == 0:
+        cfg.model.num_classes = classes.num_classes
+    elif cfg.model.num_classes != classes.num_classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the dataset has {classes.num_classes} "
+                          "classes; set model.num_classes=0 to take it from the dataset")
+    cfg.model.ignore_index = classes.ignore_index
+    if main:
+        save_run_config(cfg, run_dir)
+        write_json_atomic(run_dir / "classes.json", classes.to_dict())
+
+    train_masks = MaskDataset(train_set, crop_size=cfg.crop_size, hflip=cfg.hflip)
+    val_masks = MaskDataset(val_set)
+    f = cfg.model.downsample
+    sampler = EpochShuffleSampler(len(train_masks), cfg.train.seed)
+    loader = torch.utils.data.DataLoader(
+        train_masks, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.train.num_workers,
+        drop_last=len(train_masks) >= cfg.train.batch_size * accelerator.num_processes,
+        collate_fn=pad_collate(f, classes.ignore_index), persistent_workers=cfg.train.num_workers > 0)
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
+    model = AnnotationVAE(cfg.model)
+    optimizer = make_optimizer(model.parameters(), cfg.train)
+    scheduler = make_lr_scheduler(optimizer, cfg.train)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    raw_model: AnnotationVAE = accelerator.unwrap_model(model)
+    if main:
+        log.info("annotation VAE: %.2fM parameters, %d classes, latent %dx/%d, %d train / %d val masks",
+                 num_parameters(raw_model) / 1e6, cfg.model.num_classes, cfg.model.latent_channels, f,
+                 len(train_masks), len(val_masks))
+
+    ckpt = CheckpointManager(run_dir, keep=cfg.train.keep_checkpoints)
+    step = 0
+    if resume is not None:
+        state = ckpt.load(ckpt.resolve(resume), {"model": raw_model}, optimizer, scheduler)
+        step = int(state["step"])
+        if main:
+            log.info("resumed from step %d", step)
+    logger = MetricLogger(run_dir, enabled=main)
+
+    steps_per_epoch = max(1, len(loader))
+    batches = infinite_batches(loader, accelerator, step, steps_per_epoch)
+    bar = tqdm(total=cfg.train.steps, initial=step, desc="train-vae", disable=not (progress and main))
+    running, postfix = [], {}
+    model.train()
+    while step < cfg.train.steps:
+        for _ in range(cfg.train.grad_accum):
+            _, masks = next(batches)
+            with accelerator.accumulate(model), accelerator.autocast():
+                logits, _ = model(masks, latent_noise=cfg.latent_noise)
+                loss = F.cross_entropy(logits.float(), masks, ignore_index=classes.ignore_index)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running.append(loss.detach())
+        step += 1
+        bar.update(1)
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            mean_loss = accelerator.reduce(torch.stack(running).mean(), "mean").item()
+            running.clear()
+            postfix["loss"] = f"{mean_loss:.4f}"
+            bar.set_postfix(postfix)
+            logger.log(step, loss=mean_loss, lr=scheduler.get_last_lr()[0])
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
+            cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=False)
+            logger.log(step, val_miou=cm.miou())
+            postfix["val_miou"] = f"{cm.miou():.2f}"
+            bar.set_postfix(postfix)
+        if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps:
+            if main:
+                ckpt.save(step, {"model": raw_model}, optimizer, scheduler)
+            accelerator.wait_for_everyone()
+    bar.close()
+
+    # Measure the latent scale on the (un-augmented) training masks and export the model.
+    stats_masks = MaskDataset(train_set, cache=False)
+    mean, std = measure_latent_stats(raw_model, stats_masks, cfg.scale_samples, cfg.eval_batch_size,
+                                     accelerator.device)
+    raw_model.config.shift_factor = float(mean)
+    raw_model.config.scale_factor = float(1.0 / std)
+    cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=progress and main)
+    model_dir = run_dir / MODEL_DIR
+    if main:
+        ckpt.save(step, {"model": raw_model}, optimizer, scheduler)
+        raw_model.save_pretrained(model_dir)
+        report = eval_report(cm, classes.names, split=cfg.data.val_split)
+        report.update(latent_mean=mean, latent_std=std, parameters=num_parameters(raw_model), steps=step)
+        write_json_atomic(run_dir / "eval.json", report)
+        logger.log(step, val_miou=cm.miou(), latent_mean=mean, latent_std=std)
+        log.info("latent mean %.4f std %.4f -> scale_factor %.4f", mean, std, raw_model.config.scale_factor)
+        log.info("%s\nreconstruction mIoU on %s: %.2f", cm.table(classes.names), cfg.data.val_split, cm.miou())
+    accelerator.wait_for_everyone()
+    return model_dir
+
+
+def _distributed_eval(model, masks, cfg: VAERunConfig, accelerator, progress: bool) -> ConfusionMatrix:
+    cm = evaluate(model, masks, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
+                  accelerator.num_processes, progress=progress)
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(torch.as_tensor(cm.matrix, device=accelerator.device), "sum")
+        cm.matrix = total.cpu().numpy().astype(np.int64)
+    return cm
+
+
+def eval_report(cm: ConfusionMatrix, names, split: str) -> dict:
+    iou = cm.iou()
+    return {"split": split, "miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy(),
+            "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou, strict=True)}}
+
+
+def evaluate_vae(model_dir: str | Path, data: DataConfig, split: str | None = None, batch_size: int = 8,
+                 device: str | None = None, progress: bool = True) -> tuple[ConfusionMatrix, tuple[str, ...]]:
+    """Reconstruction confusion matrix of a trained annotation VAE on a dataset split (full resolution)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AnnotationVAE.from_pretrained(model_dir).to(device)
+    dataset = _build_split(data, split or data.val_split)
+    if dataset.classes.num_classes != model.config.num_classes:
+        raise ConfigError(f"the model at {model_dir} has {model.config.num_classes} classes but dataset "
+                          f"'{data.name}' has {dataset.classes.num_classes}")
+    cm = evaluate(model, MaskDataset(dataset), batch_size, device, progress=progress)
+    return cm, dataset.classes.names

@@ -1,0 +1,52 @@
+"""Pictures people would rather look at than read: coloured masks, overlays and labelled grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from jodiffusion.data.classes import ClassInfo
+from jodiffusion.utils.io import atomic_path
+
+
+def colorize(mask: np.ndarray, classes: ClassInfo) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 colours; ignore (and unknown ids) drawn white."""
+    lut = np.full((256, 3), 255, dtype=np.uint8)
+    lut[: classes.num_classes] = np.asarray(classes.palette, dtype=np.uint8)
+    return lut[np.clip(mask, 0, 255).astype(np.uint8)]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, classes: ClassInfo, alpha: float = 0.5) -> np.ndarray:
+    colour = colorize(mask, classes).astype(np.float32)
+    return (image.astype(np.float32) * (1 - alpha) + colour * alpha).round().astype(np.uint8)
+
+
+def grid(rows: list[list[np.ndarray]], column_titles: list[str] | None = None,
+         row_titles: list[str] | None = None, scale: int = 2, pad: int = 4) -> Image.Image:
+    """Tile equally sized (H, W, 3) tiles into rows, with optional text above columns / before rows."""
+    h, w = rows[0][0].shape[:2]
+    h, w = h * scale, w * scale
+    title_h = 14 if column_titles else 0
+    label_w = 8 + 6 * max((len(t) for t in row_titles), default=0) if row_titles else 0
+    ncols = max(len(r) for r in rows)
+    canvas = Image.new("RGB", (label_w + ncols * (w + pad) + pad, title_h + len(rows) * (h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(column_titles or []):
+        draw.text((label_w + pad + c * (w + pad), 2), title, fill=(0, 0, 0))
+    for r, row in enumerate(rows):
+        y = title_h + pad + r * (h + pad)
+        if row_titles:
+            draw.text((4, y + h // 2 - 5), row_titles[r], fill=(0, 0, 0))
+        for c, tile in enumerate(row):
+            tile_im = Image.fromarray(tile).resize((w, h), Image.NEAREST)
+            canvas.paste(tile_im, (label_w + pad + c * (w + pad), y))
+    return canvas
+
+
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path

@@ -1,0 +1,55 @@
+import pytest
+import yaml
+
+from jodiffusion.config.loader import config_from_dict, config_to_dict, list_presets, load_config, save_run_config
+from jodiffusion.errors import ConfigError
+from jodiffusion.training.vae import VAERunConfig
+
+
+def test_preset_file_and_overrides_merge_in_order(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {steps: 7, lr: 0.5}\ncrop_size: 16\n")
+    cfg = load_config(VAERunConfig, group="vae", preset="tiny", files=[f], overrides=["train.steps=9"])
+    assert cfg.train.steps == 9          # override beats file
+    assert cfg.train.lr == 0.5           # file beats preset
+    assert cfg.data.resolution == 32     # preset beats defaults
+    assert cfg.crop_size == 16
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.stepz=3", "unknown config key 'train.stepz'"),
+    ("train.steps=abc", "train.steps"),
+    ("train.steps=0", "train.steps=0 must be >= 1"),
+    ("data.name=pascal", "data.name='pascal' is not a known dataset"),
+    ("model.downsample=3", "power of two"),
+    ("train.mixed_precision=fp8", "mixed_precision"),
+    ("noequals", "key.sub=value"),
+])
+def test_bad_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_config(VAERunConfig, group="vae", preset="tiny", overrides=[override])
+
+
+def test_unknown_preset_lists_the_choices():
+    with pytest.raises(ConfigError, match="available presets: .*tiny"):
+        load_config(VAERunConfig, group="vae", preset="nope")
+    assert {"tiny", "shapes", "camvid"} <= set(list_presets("vae"))
+
+
+def test_bad_yaml_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(VAERunConfig, files=[f])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(VAERunConfig, files=[tmp_path / "missing.yaml"])
+
+
+def test_resolved_config_is_saved_with_version_and_reloads(tmp_path):
+    cfg = load_config(VAERunConfig, group="vae", preset="tiny")
+    path = save_run_config(cfg, tmp_path)
+    data = yaml.safe_load(path.read_text())
+    assert "jodiffusion_version" in data and data["train"]["steps"] == cfg.train.steps
+    data.pop("jodiffusion_version")
+    assert config_from_dict(VAERunConfig, data) == cfg
+    assert config_to_dict(cfg)["model"]["base_channels"] == 8
