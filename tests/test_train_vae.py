@@ -5,6 +5,7 @@ import torch
 
 from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
+from jodiffusion.data.shapes import ShapesDataset
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.models.annotation_vae import AnnotationVAE
 from jodiffusion.training.vae import VAERunConfig, train_vae
@@ -22,7 +23,7 @@ def test_train_exports_model_with_measured_scale_and_eval(tmp_path):
     # the stored scale factor is 1/std of the latents measured on the data, not a constant
     assert vae.config.scale_factor == pytest.approx(1.0 / report["latent_std"], rel=1e-6)
     assert vae.config.scale_factor != 1.0
-    assert vae.config.num_classes == 8 and 0.0 <= report["miou"] <= 100.0
+    assert vae.config.num_classes == ShapesDataset().classes.num_classes and 0.0 <= report["miou"] <= 100.0
     assert set(report["iou"]) >= {"background"}
     assert (tmp_path / "run" / "config.yaml").is_file()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

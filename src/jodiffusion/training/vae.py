@@ -219,8 +219,8 @@ def _distributed_eval(model, masks, cfg: VAERunConfig, accelerator, progress: bo
     cm = evaluate(model, masks, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
                   accelerator.num_processes, progress=progress)
     if accelerator.num_processes > 1:
-        total = accelerator.reduce(torch.as_tensor(cm.matrix, device=accelerator.device), "sum")
-        cm.matrix = total.cpu().numpy().astype(np.int64)
+        total = accelerator.reduce(torch.as_tensor(cm.counts, device=accelerator.device), "sum")
+        cm.counts = total.cpu().numpy().astype(np.int64)
     return cm
 
 

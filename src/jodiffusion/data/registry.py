@@ -1,0 +1,102 @@
+"""``build_dataset``: from a ``DataConfig`` and a split name to a dataset, by a registry of builders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jodiffusion.data.base import SegmentationDataset, Transform
+from jodiffusion.data.config import DataConfig
+from jodiffusion.errors import DatasetError
+
+Builder = Callable[[DataConfig, str], SegmentationDataset]
+
+
+class UnknownDatasetError(DatasetError, KeyError):
+    """``cfg.name`` names no registered dataset; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+def _shapes(cfg: DataConfig, split: str) -> SegmentationDataset:
+    from jodiffusion.data.shapes import ShapesDataset
+
+    num_images = cfg.num_train if split == cfg.train_split else cfg.num_val
+    return ShapesDataset(split=split, num_images=num_images, resolution=cfg.resolution, seed=cfg.seed)
+
+
+def _voc(cfg: DataConfig, split: str) -> SegmentationDataset:
+    from jodiffusion.data.readers import read_voc
+
+    return read_voc(cfg.root, split, trainaug=cfg.voc_trainaug)
+
+
+def _ade20k(cfg: DataConfig, split: str) -> SegmentationDataset:
+    from jodiffusion.data.readers import read_ade20k
+
+    return read_ade20k(cfg.root, split)
+
+
+def _coco_stuff(cfg: DataConfig, split: str) -> SegmentationDataset:
+    from jodiffusion.data.readers import read_coco
+
+    return read_coco(cfg.root, split, variant="stuff")
+
+
+def _coco_things(cfg: DataConfig, split: str) -> SegmentationDataset:
+    from jodiffusion.data.readers import read_coco
+
+    return read_coco(cfg.root, split, variant="things")
+
+
+def _cityscapes(cfg: DataConfig, split: str) -> SegmentationDataset:
+    from jodiffusion.data.readers import read_cityscapes
+
+    return read_cityscapes(cfg.root, split)
+
+
+def _camvid(cfg: DataConfig, split: str) -> SegmentationDataset:
+    from jodiffusion.data.readers import read_camvid
+
+    return read_camvid(cfg.root, split)
+
+
+def _folder(cfg: DataConfig, split: str) -> SegmentationDataset:
+    from jodiffusion.data.readers import read_folder
+
+    return read_folder(cfg.root, split)  # classes from <root>/classes.json|yaml (layout.read_classes)
+
+
+DATASETS: dict[str, Builder] = {
+    "shapes": _shapes,
+    "voc": _voc,
+    "ade20k": _ade20k,
+    "coco-stuff": _coco_stuff,
+    "coco-things": _coco_things,
+    "cityscapes": _cityscapes,
+    "camvid": _camvid,
+    "folder": _folder,
+}
+
+
+def register_dataset(name: str, builder: Builder, *, overwrite: bool = False) -> None:
+    """Add a builder ``(cfg, split) -> SegmentationDataset`` under ``name``."""
+    if name in DATASETS and not overwrite:
+        raise ValueError(f"dataset '{name}' is already registered")
+    DATASETS[name] = builder
+
+
+def build_dataset(cfg: DataConfig, split: str, transform: Transform | None = None) -> SegmentationDataset:
+    """The ``split`` of the dataset ``cfg.name`` with ``transform`` attached.
+
+    Raises ``UnknownDatasetError`` (a ``KeyError`` and a ``DatasetError``) listing the valid names for
+    an unknown ``cfg.name``, and ``DatasetError`` for a missing or malformed dataset folder.
+    """
+    try:
+        builder = DATASETS[cfg.name]
+    except KeyError:
+        raise UnknownDatasetError(
+            f"unknown dataset '{cfg.name}'; valid names: {', '.join(sorted(DATASETS))}") from None
+    dataset = builder(cfg, split)
+    dataset.transform = transform
+    return dataset
