@@ -1,0 +1,376 @@
+"""Captions: the text that conditions the joint image-mask model.
+
+A captions file is JSON lines, one ``{"stem": ..., "caption": ...}`` per sample (an optional
+``"split"`` key says which split the stem belongs to). Captions come from one of three sources:
+
+* ``template``: built from the mask alone, e.g. ``"a photo of road, car and sky"`` (no model needed);
+* ``blip2``: a BLIP-2 captioning model (``Blip2Captioner``), from a local folder or a hub id;
+* ``dataset``: the dataset's own captions (the embedded shapes dataset has them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jodiffusion.data.classes import ClassInfo
+from jodiffusion.errors import CheckpointError, DatasetError
+from jodiffusion.utils.io import write_text_atomic
+
+CAPTION_METHODS = ("template", "blip2", "dataset")
+DEFAULT_BLIP2_MODEL = "Salesforce/blip2-opt-2.7b"
+BACKGROUND_NAMES = ("background", "unlabeled", "unlabelled", "void", "other")
+
+
+# --- captions files ---------------------------------------------------------------------------
+
+def read_caption_records(path: str | os.PathLike) -> list[dict]:
+    """Every record of a captions file, validated: a dict with string ``stem`` and ``caption``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(
+            f"captions file {path} does not exist; write one with `jodiffusion caption`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read captions file {path}: {exc}") from None
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: not valid JSON ({exc.msg}); expected "
+                               '{"stem": "...", "caption": "..."}') from None
+        if not isinstance(record, dict):
+            raise DatasetError(f'{where}: expected a JSON object {{"stem": ..., "caption": ...}}, '
+                               f"got {type(record).__name__}")
+        for key in ("stem", "caption"):
+            if key not in record:
+                raise DatasetError(f"{where}: missing key '{key}'")
+            if not isinstance(record[key], str):
+                raise DatasetError(f"{where}: '{key}' must be a string, got {type(record[key]).__name__}")
+        if not record["stem"]:
+            raise DatasetError(f"{where}: empty stem")
+        if "split" in record and not isinstance(record["split"], str):
+            raise DatasetError(f"{where}: 'split' must be a string")
+        record["_line"] = lineno
+        records.append(record)
+    return records
+
+
+def read_captions(path: str | os.PathLike, split: str | None = None) -> dict[str, str]:
+    """``{stem: caption}`` from a captions file.
+
+    With ``split``, lines whose ``"split"`` names another split are skipped (lines without a split
+    are kept). A stem that appears twice among the lines kept is an error naming both lines.
+    """
+    captions: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for record in read_caption_records(path):
+        if split is not None and record.get("split", split) != split:
+            continue
+        stem = record["stem"]
+        if stem in captions:
+            raise DatasetError(f"{path}, line {record['_line']}: duplicate stem '{stem}' (first on line "
+                               f"{first_line[stem]}); keep one caption per image")
+        captions[stem] = record["caption"]
+        first_line[stem] = record["_line"]
+    return captions
+
+
+def _normalise_records(mapping_or_items: Mapping[str, str] | Iterable[Any]) -> list[dict]:
+    if isinstance(mapping_or_items, Mapping):
+        items: Iterable[Any] = mapping_or_items.items()
+    else:
+        items = mapping_or_items
+    records = []
+    seen: set[tuple[str | None, str]] = set()
+    for item in items:
+        if isinstance(item, Mapping):
+            record = {k: v for k, v in item.items() if not str(k).startswith("_")}
+        elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2:
+            record = {"stem": item[0], "caption": item[1]}
+        else:
+            raise ValueError(f"caption items must be {{'stem', 'caption'}} dicts or (stem, caption) pairs, "
+                             f"got {item!r}")
+        if "stem" not in record or "caption" not in record:
+            raise ValueError(f"caption record {record!r} needs 'stem' and 'caption'")
+        stem, caption = record["stem"], record["caption"]
+        if not isinstance(stem, str) or not stem or not isinstance(caption, str):
+            raise ValueError(f"caption record {record!r}: stem and caption must be strings (stem non-empty)")
+        key = (record.get("split"), record["stem"])
+        if key in seen:
+            raise ValueError(f"duplicate caption for stem '{record['stem']}'"
+                             + (f" in split '{key[0]}'" if key[0] is not None else ""))
+        seen.add(key)
+        # stem and caption first, whatever the order of the input
+        records.append({"stem": record["stem"], "caption": record["caption"],
+                        **{k: v for k, v in record.items() if k not in ("stem", "caption")}})
+    return records
+
+
+def write_captions(path: str | os.PathLike, mapping_or_items: Mapping[str, str] | Iterable[Any]) -> Path:
+    """Write a captions file atomically from ``{stem: caption}`` or from records / (stem, caption) pairs.
+
+    Records may carry extra keys (e.g. ``"split"``); they are written as they are.
+    """
+    records = _normalise_records(mapping_or_items)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    path = Path(path)
+    write_text_atomic(path, text)
+    return path
+
+
+# --- template captions -------------------------------------------------------------------------
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def template_caption(mask: np.ndarray, classes: ClassInfo, min_fraction: float = 0.01,
+                     background_names: Iterable[str] = ("background",), prefix: str = "a photo of",
+                     max_classes: int | None = None, empty: str = "an empty scene") -> str:
+    """A caption that lists the classes of a mask: ``"a photo of road, car and sky"``.
+
+    Classes are ordered by area (largest first); those covering less than ``min_fraction`` of the
+    labelled pixels are dropped; ignore pixels (and ids outside the label space) are not counted;
+    classes named in ``background_names`` (case-insensitive) are left out. A mask with nothing else
+    gives ``"<prefix> <empty>"``. Underscores in class names become spaces.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
+    if not 0.0 <= min_fraction < 1.0:
+        raise ValueError(f"min_fraction must lie in [0, 1), got {min_fraction}")
+    values = mask.ravel().astype(np.int64)
+    valid = (values >= 0) & (values < classes.num_classes)
+    counts = np.bincount(values[valid], minlength=classes.num_classes)
+    total = int(counts.sum())
+    skip = {name.lower() for name in background_names}
+    chosen = [(int(n), cid) for cid, n in enumerate(counts)
+              if n > 0 and n >= min_fraction * total and classes.names[cid].lower() not in skip]
+    chosen.sort(key=lambda t: (-t[0], t[1]))
+    if max_classes is not None:
+        chosen = chosen[:max_classes]
+    if not chosen:
+        return f"{prefix} {empty}".strip()
+    names = [classes.names[cid].replace("_", " ") for _, cid in chosen]
+    return f"{prefix} {_join(names)}".strip()
+
+
+# --- BLIP-2 ------------------------------------------------------------------------------------
+
+def _resolve_dtype(dtype: Any, device: str):
+    import torch
+
+    if dtype is None:
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if str(dtype) not in names:
+        raise ValueError(f"unknown dtype '{dtype}'; choose one of {', '.join(names)}")
+    return names[str(dtype)]
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"images must be (H, W, 3) arrays, got shape {arr.shape}")
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return arr
+
+
+class Blip2Captioner:
+    """Captions images with a BLIP-2 model (``Blip2ForConditionalGeneration`` and its processor).
+
+    Build it with ``Blip2Captioner.from_pretrained(path_or_hub_id)``; the constructor takes objects
+    already loaded. ``prompt`` (e.g. ``"a photo of"``) is given to the language model before the
+    answer; the returned captions do not repeat it.
+    """
+
+    def __init__(self, model: Any, processor: Any, device: str | None = None, dtype: Any = None,
+                 prompt: str | None = None, max_new_tokens: int = 30, num_beams: int = 1,
+                 batch_size: int = 8, generate_kwargs: dict | None = None):
+        self.device = device or _default_device()
+        self.dtype = _resolve_dtype(dtype, self.device) if dtype is not None else model.dtype
+        self.model = model.to(self.device).eval()
+        if self.model.dtype != self.dtype:
+            self.model = self.model.to(self.dtype)
+        self.processor = processor
+        self.prompt = prompt or None
+        self.max_new_tokens = int(max_new_tokens)
+        self.num_beams = int(num_beams)
+        self.batch_size = int(batch_size)
+        self.generate_kwargs = dict(generate_kwargs or {})
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        self._link_image_tokens()
+
+    def _link_image_tokens(self) -> None:
+        """Make processor and model agree on the image placeholder tokens (older saved checkpoints
+        lack ``num_query_tokens`` in the processor or ``image_token_index`` in the model config)."""
+        config = self.model.config
+        if getattr(self.processor, "num_query_tokens", None) is None:
+            self.processor.num_query_tokens = config.num_query_tokens
+        tokenizer = self.processor.tokenizer
+        image_token = getattr(self.processor, "image_token", None)
+        token_text = getattr(image_token, "content", image_token) or "<image>"
+        token_id = tokenizer.convert_tokens_to_ids(str(token_text))
+        if getattr(config, "image_token_index", None) is None:
+            config.image_token_index = token_id
+        embeddings = self.model.get_input_embeddings()
+        if config.image_token_index >= embeddings.num_embeddings:
+            self.model.resize_token_embeddings(len(tokenizer))
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike = DEFAULT_BLIP2_MODEL, device: str | None = None,
+                        dtype: Any = None, local_files_only: bool | None = None, **kwargs: Any
+                        ) -> Blip2Captioner:
+        """Load model and processor from a local folder (as written by ``save_pretrained``) or a hub
+        id. A local folder is never looked up online. ``kwargs`` go to the constructor."""
+        from transformers import AutoProcessor, Blip2ForConditionalGeneration
+
+        source = str(path_or_id)
+        is_local = Path(source).expanduser().is_dir()
+        looks_like_path = source.startswith(("/", ".", "~", "\\")) or source.count("/") > 1 or (
+            len(source) > 1 and source[1] == ":")
+        if not is_local and (looks_like_path or Path(source).expanduser().exists()):
+            raise CheckpointError(f"BLIP-2 model folder '{source}' does not exist (or is not a folder)")
+        if is_local:
+            source = str(Path(source).expanduser())
+            local_files_only = True
+        device = device or _default_device()
+        torch_dtype = _resolve_dtype(dtype, device)
+        try:
+            processor = AutoProcessor.from_pretrained(source, local_files_only=bool(local_files_only))
+            model = Blip2ForConditionalGeneration.from_pretrained(
+                source, dtype=torch_dtype, local_files_only=bool(local_files_only))
+        except (OSError, ValueError) as exc:
+            where = "local folder" if is_local else "hub id"
+            raise CheckpointError(
+                f"cannot load a BLIP-2 captioning model from {where} '{source}': {exc}. Pass a folder "
+                "holding a saved Blip2ForConditionalGeneration and its processor, or a hub id such as "
+                f"'{DEFAULT_BLIP2_MODEL}' (needs internet access the first time).") from None
+        return cls(model, processor, device=device, dtype=torch_dtype, **kwargs)
+
+    def caption(self, images: Sequence[Any], batch_size: int | None = None) -> list[str]:
+        """One caption per image (``(H, W, 3)`` uint8 arrays or PIL images), in order."""
+        import torch
+
+        batch_size = int(batch_size or self.batch_size)
+        images = [_as_rgb(im) for im in images]
+        captions: list[str] = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            text = [self.prompt] * len(batch) if self.prompt else None
+            inputs = self.processor(images=batch, text=text, return_tensors="pt")
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+            kwargs = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+                      **self.generate_kwargs}
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, **kwargs)
+            out = self._strip_prompt(out, inputs.get("input_ids"))
+            decoded = self.processor.batch_decode(out, skip_special_tokens=True)
+            captions.extend(" ".join(t.split()) for t in decoded)
+        return captions
+
+    def _strip_prompt(self, out, input_ids):
+        """Decoder-only language models return the prompt (image tokens, BOS, prompt) before the answer."""
+        import torch
+
+        config = self.model.config
+        if input_ids is None:
+            prefix = [config.image_token_index] * config.num_query_tokens + [config.text_config.bos_token_id]
+            input_ids = torch.tensor([prefix] * out.shape[0], dtype=out.dtype)
+        n = input_ids.shape[1]
+        if out.shape[1] >= n and torch.equal(out[:, :n].cpu(), input_ids.to(out.dtype).cpu()):
+            return out[:, n:]
+        return out
+
+
+# --- captioning a dataset ---------------------------------------------------------------------
+
+def caption_dataset(dataset: Any, out_path: str | os.PathLike, method: str = "template",
+                    model: Blip2Captioner | str | os.PathLike | None = None, batch_size: int = 8,
+                    progress: bool = True, overwrite: bool = False, split: str | None = None,
+                    min_fraction: float = 0.01, background_names: Iterable[str] = BACKGROUND_NAMES,
+                    prompt: str | None = None, device: str | None = None, dtype: Any = None,
+                    max_new_tokens: int = 30) -> Path:
+    """Caption every sample of ``dataset`` (a ``SegmentationDataset``) and write ``out_path``.
+
+    ``method``: ``"template"`` (from the masks), ``"blip2"`` (``model``: a ``Blip2Captioner``, or a
+    folder / hub id to load; default ``DEFAULT_BLIP2_MODEL``) or ``"dataset"`` (the dataset's own
+    ``caption(index)``). Each record gets ``"split": split`` when ``split`` is given. An existing
+    ``out_path`` is refused unless ``overwrite``. Images and masks are read untransformed.
+    """
+    from tqdm.auto import tqdm
+
+    if method not in CAPTION_METHODS:
+        raise ValueError(f"unknown caption method '{method}'; choose one of {', '.join(CAPTION_METHODS)}")
+    out = Path(out_path)
+    if out.is_dir():
+        raise DatasetError(f"{out} is a folder; give a file name such as {out / 'captions.jsonl'}")
+    if out.exists() and not overwrite:
+        raise DatasetError(f"{out} already exists; pass overwrite (--overwrite) to replace it, or choose "
+                           "another output file")
+    n = len(dataset)
+    if n == 0:
+        raise DatasetError("the dataset is empty; nothing to caption")
+    captions: list[str] = []
+    if method == "template":
+        bg = tuple(background_names)
+        for i in tqdm(range(n), desc="captioning (template)", unit="img", disable=not progress):
+            captions.append(template_caption(dataset.load_mask(i), dataset.classes, min_fraction=min_fraction,
+                                             background_names=bg))
+    elif method == "dataset":
+        if not callable(getattr(dataset, "caption", None)):
+            raise DatasetError(f"{type(dataset).__name__} has no captions of its own; use method "
+                               "'template' or 'blip2'")
+        captions = [dataset.caption(i) for i in tqdm(range(n), desc="captioning (dataset)", unit="img",
+                                                     disable=not progress)]
+    else:
+        if isinstance(model, Blip2Captioner):
+            captioner = model
+        else:
+            captioner = Blip2Captioner.from_pretrained(model or DEFAULT_BLIP2_MODEL, device=device,
+                                                       dtype=dtype, prompt=prompt,
+                                                       max_new_tokens=max_new_tokens)
+        with tqdm(total=n, desc="captioning (blip2)", unit="img", disable=not progress) as bar:
+            for start in range(0, n, batch_size):
+                idx = range(start, min(n, start + batch_size))
+                images = [dataset.load_image(i) for i in idx]
+                captions.extend(captioner.caption(images, batch_size=batch_size))
+                bar.update(len(idx))
+    records = []
+    for i, caption in enumerate(captions):
+        record = {"stem": dataset.stem(i), "caption": caption}
+        if split is not None:
+            record["split"] = split
+        records.append(record)
+    try:
+        return write_captions(out, records)
+    except ValueError as exc:  # duplicate stems in the dataset
+        raise DatasetError(f"cannot write {out}: {exc}") from None
