@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 DATASET_NAMES = ("shapes", "voc", "ade20k", "coco-stuff", "coco-things", "cityscapes", "camvid", "folder")
 
@@ -13,11 +12,11 @@ class DataConfig:
     # One of DATASET_NAMES. "shapes" is the embedded procedural dataset (no download, the default).
     name: str = "shapes"
     # Dataset root folder (not used by "shapes").
-    root: Optional[str] = None
+    root: str | None = None
     train_split: str = "train"
     val_split: str = "val"
     # captions.jsonl (one {"stem", "caption"} per line); default: <root>/captions.jsonl when present.
-    captions: Optional[str] = None
+    captions: str | None = None
     # VOC only: use SBD's "trainaug" list when it is present.
     voc_trainaug: bool = True
     # Embedded "shapes" dataset: image size and number of images per split, and its seed.
@@ -28,7 +27,8 @@ class DataConfig:
 
     def __post_init__(self):
         if self.name not in DATASET_NAMES:
-            raise ValueError(f"data.name='{self.name}' is not a known dataset; choose one of {', '.join(DATASET_NAMES)}")
+            raise ValueError(f"data.name='{self.name}' is not a known dataset; "
+                             f"choose one of {', '.join(DATASET_NAMES)}")
         if self.name != "shapes" and not self.root:
             raise ValueError(f"data.root is required for dataset '{self.name}' (the folder that holds it)")
         if self.resolution < 16 or self.resolution % 8:

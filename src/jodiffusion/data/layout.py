@@ -87,7 +87,8 @@ def read_classes(root: str | Path) -> ClassInfo:
             data = {"names": data}
         return ClassInfo.from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(f"{path}: invalid class file ({exc}); expected names, optional palette and ignore_index")
+        raise DatasetError(f"{path}: invalid class file ({exc}); "
+                           "expected names, optional palette and ignore_index") from None
 
 
 def write_pair(root: str | Path, split: str, stem: str, image: np.ndarray, mask: np.ndarray,

@@ -37,4 +37,5 @@ class TrainConfig:
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"train.mixed_precision='{self.mixed_precision}'; choose one of {', '.join(MIXED_PRECISION)}")
+            raise ValueError(f"train.mixed_precision='{self.mixed_precision}'; "
+                             f"choose one of {', '.join(MIXED_PRECISION)}")
