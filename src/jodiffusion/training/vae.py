@@ -226,7 +226,7 @@ def _distributed_eval(model, masks, cfg: VAERunConfig, accelerator, progress: bo
 
 def eval_report(cm: ConfusionMatrix, names, split: str) -> dict:
     iou = cm.iou()
-    return {"split": split, "miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy(),
+    return {"split": split, "miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy(), "pixels": cm.total,
             "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou, strict=True)}}
 
 
