@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,21 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert json.loads((tmp_path / "e.json").read_text())["split"] == "val"
     assert main(["train-vae", "--preset", "tiny", "train.steps=-1"]) == 1
     assert "train.steps=-1 must be >= 1" in capsys.readouterr().err
+
+
+def test_training_refuses_a_dataset_that_fails_validation(tmp_path):
+    from jodiffusion.data.classes import ClassInfo
+    from jodiffusion.data.layout import write_classes, write_pair
+    from jodiffusion.errors import DatasetError
+
+    root = tmp_path / "data"
+    classes = ClassInfo(names=("background", "thing"))
+    write_classes(root, classes)
+    image = np.zeros((32, 32, 3), np.uint8)
+    for split in ("train", "val"):
+        write_pair(root, split, "good", image, np.zeros((32, 32), np.uint8), classes)
+    write_pair(root, "train", "bad", image, np.full((32, 32), 7, np.uint8), classes)
+    cfg = _cfg(tmp_path, "data.name=folder", f"data.root={root}")
+    with pytest.raises(DatasetError, match="bad.png"):
+        train_vae(cfg, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
