@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -15,6 +16,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.05
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # "constant" or "cosine" (to 0 at `steps`), both after warmup
     grad_clip: float = 1.0        # 0 disables clipping
     # "auto": bf16 on GPU, full precision on CPU.
     mixed_precision: str = "auto"
@@ -36,6 +38,8 @@ class TrainConfig:
             raise ValueError(f"train.lr={self.lr} must be > 0")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule='{self.lr_schedule}'; choose one of {', '.join(LR_SCHEDULES)}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"train.mixed_precision='{self.mixed_precision}'; "
                              f"choose one of {', '.join(MIXED_PRECISION)}")

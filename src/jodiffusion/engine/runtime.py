@@ -68,7 +68,8 @@ def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
 def make_lr_scheduler(optimizer, train: TrainConfig):
     from diffusers.optimization import get_scheduler
 
-    return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=train.warmup_steps)
+    name = {"constant": "constant_with_warmup", "cosine": "cosine"}[train.lr_schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=train.warmup_steps, num_training_steps=train.steps)
 
 
 class MetricLogger:
