@@ -23,6 +23,7 @@ def test_preset_file_and_overrides_merge_in_order(tmp_path):
     ("data.name=pascal", "data.name='pascal' is not a known dataset"),
     ("model.downsample=3", "power of two"),
     ("train.mixed_precision=fp8", "mixed_precision"),
+    ("train.lr_schedule=linear", "lr_schedule"),
     ("noequals", "key.sub=value"),
 ])
 def test_bad_values_are_clear_errors(override, message):

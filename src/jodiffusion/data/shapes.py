@@ -431,6 +431,12 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
                     bar.update(1)
                 write_text_atomic(tmp / SPLITS_DIR / f"{split}.txt", "\n".join(stems) + "\n")
         write_captions(tmp / CAPTIONS_FILE, records)
+        from jodiffusion import __version__
+        from jodiffusion.utils.io import write_json_atomic
+
+        write_json_atomic(tmp / "dataset.json", {
+            "generator": "jodiffusion make-data (embedded shapes dataset)", "jodiffusion_version": __version__,
+            "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed})
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, trash / "old")  # out was empty or a dataset folder (checked above)

@@ -350,8 +350,11 @@ def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: in
                 pixels_total += n_pixels
             bar.update()
 
+    from jodiffusion import __version__
+
     summary = {
-        "in_dir": str(in_dir), "out_dir": str(out_dir), "tau": int(tau), "connectivity": connectivity,
+        "jodiffusion_version": __version__, "in_dir": str(in_dir), "out_dir": str(out_dir), "tau": int(tau),
+        "connectivity": connectivity,
         "include_background": include_background, "background_id": background_id,
         "ignore_index": ignore_index, "masks": len(tasks) - len(failed), "masks_changed": masks_changed,
         **totals.to_dict(), "pixels_total": pixels_total,
