@@ -1,0 +1,42 @@
+"""Noise schedules, from diffusers: training adds noise with DDPM's schedule, sampling solves with
+DPM-Solver++. The defaults are UniDiffuser's (scaled-linear betas 0.00085 -> 0.012, 1000 steps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")
+
+
+@dataclass
+class NoiseScheduleConfig:
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+
+    def __post_init__(self):
+        if self.num_train_timesteps < 2:
+            raise ValueError("schedule.num_train_timesteps must be >= 2")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ValueError(f"schedule betas must satisfy 0 < beta_start < beta_end < 1, "
+                             f"got {self.beta_start}, {self.beta_end}")
+        if self.beta_schedule not in SCHEDULES:
+            raise ValueError(f"schedule.beta_schedule='{self.beta_schedule}'; choose one of {', '.join(SCHEDULES)}")
+
+    def kwargs(self) -> dict:
+        return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
+                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "prediction_type": "epsilon"}
+
+
+def training_scheduler(cfg: NoiseScheduleConfig):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**cfg.kwargs())
+
+
+def sampling_scheduler(cfg: NoiseScheduleConfig, solver_order: int = 2):
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(**cfg.kwargs(), algorithm_type="dpmsolver++", solver_order=solver_order,
+                                       lower_order_final=True)

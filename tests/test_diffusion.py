@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from jodiffusion.diffusion.objective import JointObjectiveConfig, draw_timesteps, joint_loss
+from jodiffusion.diffusion.sampling import SamplerConfig, guided_eps, sample_latents, sample_seed
+from jodiffusion.diffusion.schedule import NoiseScheduleConfig, training_scheduler
+
+
+class StubNet(torch.nn.Module):
+    """Per-sample network whose output depends on both latents, both timesteps and the text."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Conv2d(6, 6, 1)
+        self.seen_text = []
+
+    def forward(self, img, mask, t_img, t_mask, text):
+        self.seen_text.append(text.detach().clone())
+        x = self.a(torch.cat([img, mask], 1))
+        x = x + text.mean((1, 2)).view(-1, 1, 1, 1) + 1e-3 * (t_img.float() - t_mask.float()).view(-1, 1, 1, 1)
+        return 0.1 * x[:, :4], 0.1 * x[:, 4:]
+
+
+SHAPES = dict(img_shape=(4, 4, 4), mask_shape=(2, 4, 4))
+
+
+def test_batched_guidance_equals_two_separate_calls():
+    net = StubNet()
+    img, mask = torch.randn(3, 4, 4, 4), torch.randn(3, 2, 4, 4)
+    t = torch.tensor([10, 500, 999])
+    text, null = torch.randn(3, 5, 8), torch.randn(1, 5, 8)
+    g_img, g_mask = guided_eps(net, img, mask, t, t, text, null, guidance_scale=4.0)
+    c_img, c_mask = net(img, mask, t, t, text)
+    u_img, u_mask = net(img, mask, t, t, null.expand_as(text))
+    assert torch.allclose(g_img, u_img + 4.0 * (c_img - u_img), atol=1e-6)
+    assert torch.allclose(g_mask, u_mask + 4.0 * (c_mask - u_mask), atol=1e-6)
+    net.seen_text.clear()
+    guided_eps(net, img, mask, t, t, text, null, guidance_scale=4.0)
+    assert len(net.seen_text) == 1 and net.seen_text[0].shape[0] == 6  # ONE forward, both branches
+
+
+def test_a_sample_depends_on_its_seed_not_on_the_batch():
+    net = StubNet()
+    sched, sampler = NoiseScheduleConfig(), SamplerConfig(steps=5, guidance_scale=2.0)
+    text, null = torch.randn(3, 5, 8), torch.zeros(1, 5, 8)
+    seeds = [sample_seed(7, i) for i in range(3)]
+    full = sample_latents(net, text, null, seeds=seeds, sampler=sampler, schedule=sched, **SHAPES)
+    alone = sample_latents(net, text[2:], null, seeds=seeds[2:], sampler=sampler, schedule=sched, **SHAPES)
+    again = sample_latents(net, text, null, seeds=seeds, sampler=sampler, schedule=sched, **SHAPES)
+    assert full["img"].shape == (3, 4, 4, 4) and full["mask"].shape == (3, 2, 4, 4)
+    assert torch.allclose(full["img"][2], alone["img"][0], atol=1e-5)
+    assert torch.allclose(full["mask"][2], alone["mask"][0], atol=1e-5)
+    assert torch.equal(full["img"], again["img"])
+    assert not torch.allclose(full["img"][0], full["img"][1])
+
+
+def test_conditional_modes_keep_the_given_modality_clean():
+    net = StubNet()
+    text, null = torch.randn(2, 5, 8), torch.zeros(1, 5, 8)
+    given = torch.randn(2, 4, 4, 4)
+    out = sample_latents(net, text, null, seeds=[1, 2], sampler=SamplerConfig(steps=3), schedule=NoiseScheduleConfig(),
+                         mode="img2mask", given=given, trajectory_every=1, **SHAPES)
+    assert torch.equal(out["img"], given)
+    assert len(out["trajectory"]) == 3
+    with pytest.raises(ValueError, match="needs the conditioning latents"):
+        sample_latents(net, text, null, seeds=[1, 2], sampler=SamplerConfig(steps=3), schedule=NoiseScheduleConfig(),
+                       mode="mask2img", **SHAPES)
+
+
+def test_sample_seeds_are_stable_and_distinct():
+    assert sample_seed(0, 5) == sample_seed(0, 5)
+    assert len({sample_seed(0, i) for i in range(1000)} | {sample_seed(1, 0)}) == 1001
+
+
+def test_shared_and_independent_timesteps():
+    t_img, t_mask = draw_timesteps(64, 1000, 0.0, "cpu")
+    assert torch.equal(t_img, t_mask)
+    t_img, t_mask = draw_timesteps(64, 1000, 1.0, "cpu", torch.Generator().manual_seed(0))
+    assert (t_img != t_mask).float().mean() > 0.9
+
+
+def test_loss_weights_and_caption_dropout():
+    net = StubNet()
+    sched = training_scheduler(NoiseScheduleConfig())
+    img, mask = torch.randn(4, 4, 4, 4), torch.randn(4, 2, 4, 4)
+    text, null = torch.randn(4, 5, 8), torch.full((1, 5, 8), 7.0)
+    cfg = JointObjectiveConfig(img_weight=1.0, mask_weight=0.0, caption_dropout=1.0)
+    loss, parts = joint_loss(net, sched, img, mask, text, null, cfg, torch.Generator().manual_seed(0))
+    assert torch.allclose(loss, parts["loss_img"])           # mask weight 0: only the image term
+    assert torch.all(net.seen_text[-1] == 7.0)               # every caption dropped to the null prompt
+    loss.backward()
+    assert net.a.weight.grad is not None
+    with pytest.raises(ValueError, match="caption_dropout"):
+        JointObjectiveConfig(caption_dropout=1.5)
