@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "jodiffusion.cli.validate_commands", # validate
     "jodiffusion.cli.vae_commands",      # train-vae, eval-vae
     "jodiffusion.cli.refine_commands",   # refine
+    "jodiffusion.cli.joint_commands",    # train, sample
     "jodiffusion.cli.demo_commands",     # demo
 )
 

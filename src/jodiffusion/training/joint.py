@@ -1,0 +1,320 @@
+"""Stage 2: train the joint image-mask diffusion model (paper, "Joint Diffusion", eq. 3-6).
+
+Frozen: the image codec and the annotation VAE (and a CLIP text encoder, when used). Trained: the
+U-ViT and, for the offline default, the small caption text encoder. Image latents come from a cache
+of posterior moments (a fresh sample and a random flip every epoch); mask latents are encoded on the
+fly by the annotation VAE, which is cheap and follows the flip exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from jodiffusion.config.loader import save_run_config
+from jodiffusion.data.config import DataConfig
+from jodiffusion.diffusion.objective import JointObjectiveConfig, joint_loss
+from jodiffusion.diffusion.sampling import SamplerConfig
+from jodiffusion.diffusion.schedule import NoiseScheduleConfig, training_scheduler
+from jodiffusion.engine.checkpoint import CheckpointManager
+from jodiffusion.engine.config import TrainConfig
+from jodiffusion.engine.ema import EMA
+from jodiffusion.engine.runtime import (
+    EpochShuffleSampler,
+    MetricLogger,
+    infinite_batches,
+    make_accelerator,
+    make_lr_scheduler,
+    make_optimizer,
+    prepare_run_dir,
+)
+from jodiffusion.errors import ConfigError
+from jodiffusion.models.annotation_vae import AnnotationVAE
+from jodiffusion.models.uvit import JointUViT, uvit_config
+
+log = logging.getLogger("jodiffusion")
+
+EXPORT_DIR = "export"
+CODEC_KINDS = ("pixel-unshuffle", "sd-vae")
+TEXT_KINDS = ("caption", "clip")
+
+
+@dataclass
+class CodecConfig:
+    kind: str = "pixel-unshuffle"   # weight-free (embedded data) or "sd-vae" (Stable Diffusion's AutoencoderKL)
+    factor: int = 4                 # pixel-unshuffle only
+    path: str | None = None      # sd-vae: a VAE or pipeline folder, or a hub id already in the local cache
+    subfolder: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in CODEC_KINDS:
+            raise ValueError(f"codec.kind='{self.kind}'; choose one of {', '.join(CODEC_KINDS)}")
+        if self.kind == "sd-vae" and not self.path:
+            raise ValueError("codec.path is required for codec.kind=sd-vae (a local folder or cached hub id)")
+
+
+@dataclass
+class TextConfig:
+    kind: str = "caption"           # "caption": small encoder trained with the model; "clip": frozen CLIP
+    path: str | None = None      # clip: a folder (or pipeline folder) or cached hub id
+    dim: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    max_tokens: int = 16
+
+    def __post_init__(self):
+        if self.kind not in TEXT_KINDS:
+            raise ValueError(f"text.kind='{self.kind}'; choose one of {', '.join(TEXT_KINDS)}")
+        if self.kind == "clip" and not self.path:
+            raise ValueError("text.path is required for text.kind=clip (a local folder or cached hub id)")
+
+
+@dataclass
+class JointModelConfig:
+    preset: str = "small"
+    width: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    gradient_checkpointing: bool = False
+    init_from: str | None = None   # UniDiffuser-v1 weights: original checkpoint or diffusers folder
+
+
+@dataclass
+class JointRunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: str = "runs/vae-shapes/annotation_vae"   # a trained annotation VAE folder
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: JointModelConfig = field(default_factory=JointModelConfig)
+    schedule: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)
+    objective: JointObjectiveConfig = field(default_factory=JointObjectiveConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, weight_decay=0.03, warmup_steps=100))
+    ema_decay: float = 0.999
+    random_flip: bool = True
+    sample_every: int = 0        # sample grids every N steps (0: only at the end)
+    sample_count: int = 4
+    cache_dir: str | None = None   # default: <output_dir>/cache
+    output_dir: str = "runs/joint"
+
+    def __post_init__(self):
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
+        if self.sample_every < 0 or self.sample_count < 0:
+            raise ValueError("sample_every and sample_count must be >= 0")
+
+
+class DenoiserWithText(nn.Module):
+    """The trained parts as one module (one DDP wrapper, one EMA, one checkpoint entry)."""
+
+    def __init__(self, uvit: JointUViT, text_encoder: nn.Module | None):
+        super().__init__()
+        self.uvit = uvit
+        self.text_encoder = text_encoder  # None when the text encoder is frozen (its outputs are cached)
+
+    def forward(self, img, mask, t_img, t_mask, text):
+        return self.uvit(img, mask, t_img, t_mask, text)
+
+
+def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
+    from jodiffusion.data.captions import read_captions
+    from jodiffusion.errors import DatasetError
+
+    if hasattr(dataset, "captions") and callable(dataset.captions) and not data.captions:
+        return dataset.captions()
+    path = Path(data.captions) if data.captions else (Path(data.root) / "captions.jsonl" if data.root else None)
+    if path is None or not path.is_file():
+        raise DatasetError(f"no captions for dataset '{data.name}': expected {path}; write one with "
+                           "`jodiffusion caption` or set data.captions")
+    return read_captions(path)
+
+
+def build_components(cfg: JointRunConfig, captions: dict[str, str]):
+    """The frozen annotation VAE and codec, the text encoder, and a fresh U-ViT sized for them."""
+    from jodiffusion.models.image_codec import build_image_codec
+    from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
+
+    vae = AnnotationVAE.from_pretrained(cfg.vae).eval().requires_grad_(False)
+    codec = build_image_codec({"kind": cfg.codec.kind, "factor": cfg.codec.factor, "path": cfg.codec.path,
+                               "subfolder": cfg.codec.subfolder})
+    if codec.downsample != vae.config.downsample:
+        raise ConfigError(f"the image codec downsamples by {codec.downsample} but the annotation VAE at {cfg.vae} "
+                          f"by {vae.config.downsample}: both latents must share one grid; retrain the VAE with "
+                          f"model.downsample={codec.downsample} or change the codec")
+    if cfg.text.kind == "caption":
+        text = CaptionTextEncoder.from_captions(list(captions.values()), dim=cfg.text.dim,
+                                                num_layers=cfg.text.num_layers, num_heads=cfg.text.num_heads,
+                                                max_tokens=cfg.text.max_tokens)
+    else:
+        text = CLIPTextEncoder.from_pretrained(cfg.text.path)
+    h = w = cfg.data.resolution
+    overrides = {k: v for k, v in (("width", cfg.model.width), ("depth", cfg.model.depth),
+                                   ("num_heads", cfg.model.num_heads)) if v is not None}
+    ucfg = uvit_config(cfg.model.preset, img_channels=codec.latent_channels,
+                       mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
+                       latent_width=w // codec.downsample, text_dim=text.dim, num_text_tokens=text.num_tokens,
+                       gradient_checkpointing=cfg.model.gradient_checkpointing, **overrides)
+    uvit = JointUViT(ucfg)
+    if cfg.model.init_from:
+        from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
+
+        report = load_unidiffuser_weights(uvit, cfg.model.init_from)
+        log.info("initialised from %s: %s", cfg.model.init_from, report)
+    return vae, codec, text, uvit
+
+
+def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool = False,
+                progress: bool = True) -> Path:
+    """Train; returns the exported model folder (``<output_dir>/export``)."""
+    from jodiffusion.data.latent_cache import LatentCache, sample_latent
+    from jodiffusion.data.registry import build_dataset
+    from jodiffusion.data.validate import ensure_valid
+
+    run_dir = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.train)
+    main = accelerator.is_main_process
+    if main:
+        prepare_run_dir(run_dir, resume, overwrite)
+    accelerator.wait_for_everyone()
+
+    dataset = build_dataset(cfg.data, cfg.data.train_split)
+    ensure_valid(dataset, progress=progress and main)
+    captions = _load_captions(dataset, cfg.data)
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
+    vae, codec, text_encoder, uvit = build_components(cfg, captions)
+    if vae.config.num_classes != dataset.classes.num_classes:
+        raise ConfigError(f"the annotation VAE at {cfg.vae} knows {vae.config.num_classes} classes but the dataset "
+                          f"has {dataset.classes.num_classes}")
+    device = accelerator.device
+    vae.to(device)
+    codec.to(device)
+
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
+    with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
+        cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
+                                          resolution=cfg.data.resolution, device=device,
+                                          progress=progress and main, random_flip=cfg.random_flip)
+    if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
+        mean, std = cache.latent_stats()
+        codec.shift_factor, codec.scaling_factor = mean, 1.0 / max(std, 1e-6)
+    trainable_text = text_encoder if text_encoder.trainable else None
+    if trainable_text is None:
+        text_encoder.to(device).eval().requires_grad_(False)
+    model = DenoiserWithText(uvit, trainable_text)
+    ema = EMA(model, cfg.ema_decay)
+    if main:
+        save_run_config(cfg, run_dir)
+        log.info("joint U-ViT: %.2fM parameters (%s), %d training pairs, latents %s + %s", uvit.num_parameters() / 1e6,
+                 cfg.model.preset, len(cache), tuple(cache.latent_shape), vae.config.latent_channels)
+
+    sampler = EpochShuffleSampler(len(cache), cfg.train.seed)
+    loader = torch.utils.data.DataLoader(
+        cache, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.train.num_workers,
+        drop_last=len(cache) >= cfg.train.batch_size * accelerator.num_processes,
+        persistent_workers=cfg.train.num_workers > 0)
+    optimizer = make_optimizer(model.parameters(), cfg.train)
+    lr_scheduler = make_lr_scheduler(optimizer, cfg.train)
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    raw: DenoiserWithText = accelerator.unwrap_model(model)
+    ema.module.to(device)
+    noise_scheduler = training_scheduler(cfg.schedule)
+    noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
+
+    ckpt = CheckpointManager(run_dir, keep=cfg.train.keep_checkpoints)
+    step = 0
+    if resume is not None:
+        state = ckpt.load(ckpt.resolve(resume), {"model": raw, "ema": ema.module}, optimizer, lr_scheduler)
+        step, ema.updates = int(state["step"]), int(state["extra"].get("ema_updates", 0))
+        if main:
+            log.info("resumed from step %d", step)
+    logger = MetricLogger(run_dir, enabled=main)
+
+    def encode_text(captions_batch, batch):
+        if trainable_text is not None:
+            module = raw.text_encoder
+            return module.encode(list(captions_batch)), module.encode([""])
+        return batch["text_emb"].to(device), null_frozen
+
+    null_frozen = None if trainable_text is not None else text_encoder.encode([""]).to(device)
+    batches = infinite_batches(loader, accelerator, step, max(1, len(loader)))
+    bar = tqdm(total=cfg.train.steps, initial=step, desc="train", disable=not (progress and main))
+    running: dict[str, list] = {"loss": [], "loss_img": [], "loss_mask": []}
+    model.train()
+    while step < cfg.train.steps:
+        for _ in range(cfg.train.grad_accum):
+            _, batch = next(batches)
+            with accelerator.accumulate(model), accelerator.autocast():
+                with torch.no_grad():
+                    img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"]))
+                    mask = vae.scale(vae.encode(batch["mask"]))
+                text, null = encode_text(batch["caption"], batch)
+                loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running["loss"].append(loss.detach())
+            running["loss_img"].append(parts["loss_img"])
+            running["loss_mask"].append(parts["loss_mask"])
+        ema.update(raw)
+        step += 1
+        bar.update(1)
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            values = {k: accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
+            for v in running.values():
+                v.clear()
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+            logger.log(step, lr=lr_scheduler.get_last_lr()[0], **values)
+        if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps:
+            if main:
+                ckpt.save(step, {"model": raw, "ema": ema.module}, optimizer, lr_scheduler,
+                          extra={"ema_updates": ema.updates})
+            accelerator.wait_for_everyone()
+        if main and cfg.sample_every and step % cfg.sample_every == 0 and cfg.sample_count:
+            _sample_grid(_pipeline(ema.module, vae, codec, text_encoder, dataset, cfg), captions, cfg, run_dir,
+                         step, logger)
+    bar.close()
+
+    export = run_dir / EXPORT_DIR
+    if main:
+        ckpt.save(step, {"model": raw, "ema": ema.module}, optimizer, lr_scheduler, extra={"ema_updates": ema.updates})
+        pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg)
+        pipe.save_pretrained(export)
+        if cfg.sample_count:
+            _sample_grid(pipe, captions, cfg, run_dir, step, logger)
+        log.info("exported the model to %s", export)
+    accelerator.wait_for_everyone()
+    return export
+
+
+def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, cfg: JointRunConfig):
+    from jodiffusion.generation.pipeline import JoDiffusionPipeline
+
+    text = ema_module.text_encoder if ema_module.text_encoder is not None else text_encoder
+    res = (cfg.data.resolution, cfg.data.resolution)
+    return JoDiffusionPipeline(ema_module.uvit, vae, codec, text, dataset.classes, res, cfg.schedule, cfg.sampler)
+
+
+def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: Path, step: int, logger) -> Path:
+    """A grid of generated (image | mask | overlay) for the first training captions."""
+    from jodiffusion.viz import colorize, grid, overlay, save_png
+
+    prompts = list(captions.values())[: cfg.sample_count]
+    was_training = [m.training for m in (pipe.uvit, pipe.text_encoder)]
+    pipe.uvit.eval()
+    pipe.text_encoder.eval()
+    pairs = pipe.generate(prompts, seed=cfg.train.seed)
+    pipe.uvit.train(was_training[0])
+    pipe.text_encoder.train(was_training[1])
+    rows = [[img, colorize(mask, pipe.classes), overlay(img, mask, pipe.classes)] for img, mask, _ in pairs]
+    path = save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:40] for p in prompts]),
+                    run_dir / "samples" / f"step_{step:08d}.png")
+    logger.log(step, sample_grid=str(path))
+    return path
