@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from jodiffusion.config.loader import save_run_config
 from jodiffusion.data.config import DataConfig
 from jodiffusion.diffusion.objective import JointObjectiveConfig, joint_loss
-from jodiffusion.diffusion.sampling import SamplerConfig
+from jodiffusion.diffusion.sampling import SamplerConfig, sample_seed
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig, training_scheduler
 from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.config import TrainConfig
@@ -244,16 +244,22 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     batches = infinite_batches(loader, accelerator, step, max(1, len(loader)))
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train", disable=not (progress and main))
     running: dict[str, list] = {"loss": [], "loss_img": [], "loss_mask": []}
+    micro = 0
     model.train()
     while step < cfg.train.steps:
         for _ in range(cfg.train.grad_accum):
             _, batch = next(batches)
+            # Noise, timesteps and caption dropout come from a generator seeded by (seed, step, rank),
+            # so a resumed run continues exactly as an uninterrupted one would.
+            gen = torch.Generator(device).manual_seed(
+                sample_seed(cfg.train.seed, (step * cfg.train.grad_accum + micro) * 4096 + accelerator.process_index))
+            micro = (micro + 1) % cfg.train.grad_accum
             with accelerator.accumulate(model), accelerator.autocast():
                 with torch.no_grad():
-                    img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"]))
+                    img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"], gen))
                     mask = vae.scale(vae.encode(batch["mask"]))
                 text, null = encode_text(batch["caption"], batch)
-                loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective)
+                loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective, gen)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.train.grad_clip > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
