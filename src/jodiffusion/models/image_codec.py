@@ -1,0 +1,273 @@
+"""Image codecs: the frozen map between RGB images and the latent grid the diffusion model denoises.
+
+Every codec has the same small interface (``ImageCodec``): ``encode_moments`` gives the posterior
+mean and standard deviation of the *raw* latents, ``encode`` draws (or takes the mean of) a latent
+and normalises it, ``decode`` maps normalised latents back to images in [-1, 1]. The normalisation
+``z = (raw - shift_factor) * scaling_factor`` lives in the codec, never as a constant elsewhere.
+
+* ``StableDiffusionVAECodec``: a diffusers ``AutoencoderKL`` (Stable Diffusion, UniDiffuser, ...),
+  with its scaling and shift factors read from the VAE's own config.
+* ``PixelUnshuffleCodec``: weight-free and exact, ``(B, 3, H, W) -> (B, 3 f^2, H/f, W/f)``; the
+  offline default for the tiny datasets and the tests.
+
+``to_dict()`` describes how to rebuild a codec; ``build_image_codec(spec)`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jodiffusion.errors import CheckpointError, ConfigError
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """``torch.float16`` / ``"float16"`` / ``"fp16"`` / ``"bf16"`` / ``None`` (float32) -> a torch dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    key = str(dtype).removeprefix("torch.").lower()
+    if key not in names:
+        raise ValueError(f"unknown dtype '{dtype}'; use one of {', '.join(names)}")
+    return names[key]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def looks_like_local_path(source: str) -> bool:
+    """A string meant as a folder rather than a hub id (``owner/name``)."""
+    return (source.startswith(("/", ".", "~", "\\")) or source.count("/") > 1 or (len(source) > 1 and source[1] == ":")
+            or Path(source).expanduser().exists())
+
+
+class ImageCodec(nn.Module):
+    """A frozen image autoencoder. Images are (B, 3, H, W) floats in [-1, 1], H and W multiples of
+    ``downsample``; latents are (B, latent_channels, H / downsample, W / downsample)."""
+
+    kind: ClassVar[str] = ""
+    deterministic: ClassVar[bool] = False  # True: encode_moments always returns std = 0
+
+    latent_channels: int
+    downsample: int
+    scaling_factor: float
+    shift_factor: float = 0.0
+
+    # -- to implement -----------------------------------------------------------------------------
+    def _moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _decode_raw(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``build_image_codec`` needs to rebuild this codec (JSON-serialisable)."""
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def train(self, mode: bool = True) -> ImageCodec:
+        return super().train(False)  # frozen: dropout / norm statistics never switch to training
+
+    def check_size(self, height: int, width: int) -> None:
+        f = self.downsample
+        if height % f or width % f:
+            raise ValueError(f"image size {height}x{width} is not divisible by the codec's downsampling factor "
+                             f"{f}; resize or crop to a multiple of {f} (e.g. "
+                             f"{math.ceil(height / f) * f}x{math.ceil(width / f) * f})")
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        self.check_size(height, width)
+        return self.latent_channels, height // self.downsample, width // self.downsample
+
+    @torch.no_grad()
+    def encode_moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior (mean, std) of the raw (unscaled) latents, both (B, C, h, w) float32."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        self.check_size(*images.shape[-2:])
+        mean, std = self._moments(images)
+        return mean.float(), std.float()
+
+    def scale(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> the normalised latents the diffusion model sees."""
+        return (raw - self.shift_factor) * self.scaling_factor
+
+    def unscale(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents / self.scaling_factor + self.shift_factor
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None,
+               sample: bool = True) -> torch.Tensor:
+        """Images in [-1, 1] -> normalised latents: a posterior sample, or its mean with ``sample=False``."""
+        mean, std = self.encode_moments(images)
+        if sample and not self.deterministic:
+            mean = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return self.scale(mean)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> images (B, 3, H, W) float32 in [-1, 1]."""
+        return self._decode_raw(self.unscale(latents.float())).float().clamp(-1, 1)
+
+
+# --- Stable Diffusion VAE ------------------------------------------------------------------------
+
+class StableDiffusionVAECodec(ImageCodec):
+    """A diffusers ``AutoencoderKL``; scaling / shift factors come from its config unless overridden."""
+
+    kind = "sd-vae"
+
+    def __init__(self, vae: nn.Module, source: str | None = None, subfolder: str | None = None,
+                 scaling_factor: float | None = None, shift_factor: float | None = None):
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        config = vae.config
+        self.source, self.subfolder = source, subfolder
+        self.latent_channels = int(config.latent_channels)
+        self.downsample = 2 ** (len(config.block_out_channels) - 1)
+        if scaling_factor is None:
+            scaling_factor = getattr(config, "scaling_factor", None)
+        if shift_factor is None:
+            shift_factor = getattr(config, "shift_factor", None)
+        if scaling_factor is None:
+            raise CheckpointError(f"the VAE config of {source} has no scaling_factor; pass scaling_factor")
+        self.scaling_factor = float(scaling_factor)
+        self.shift_factor = float(shift_factor or 0.0)
+        if not (self.scaling_factor > 0 and math.isfinite(self.scaling_factor)):
+            raise ValueError(f"scaling_factor={self.scaling_factor} must be a positive finite number")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, subfolder: str | None = None,
+                        dtype: torch.dtype | str | None = torch.float32, scaling_factor: float | None = None,
+                        shift_factor: float | None = None, local_files_only: bool | None = None
+                        ) -> StableDiffusionVAECodec:
+        """Load a VAE folder (``config.json`` + weights), or a full pipeline folder / hub id holding a
+        ``vae/`` subfolder. A local folder is never looked up online."""
+        from diffusers import AutoencoderKL
+
+        source = str(path_or_hub_id)
+        is_local = looks_like_local_path(source)
+        if is_local:
+            folder = Path(source).expanduser().absolute()
+            if not folder.is_dir():
+                raise CheckpointError(f"VAE folder '{source}' does not exist (or is not a folder); pass a folder "
+                                      "holding an AutoencoderKL (config.json + weights) or a Stable Diffusion "
+                                      "pipeline folder with a vae/ subfolder")
+            source, local_files_only = str(folder), True
+            if subfolder is None and not (folder / "config.json").is_file() and (folder / "vae").is_dir():
+                subfolder = "vae"
+        torch_dtype = resolve_dtype(dtype)
+        tries = [subfolder] if subfolder is not None or is_local else [None, "vae"]
+        error: Exception | None = None
+        for sub in tries:
+            try:
+                vae = AutoencoderKL.from_pretrained(source, subfolder=sub, torch_dtype=torch_dtype,
+                                                    local_files_only=bool(local_files_only))
+            except (OSError, ValueError, KeyError) as exc:
+                error = exc
+                continue
+            return cls(vae, source=source, subfolder=sub, scaling_factor=scaling_factor, shift_factor=shift_factor)
+        where = os.path.join(source, subfolder) if subfolder else source
+        reason = str(error).rstrip(".")
+        raise CheckpointError(f"cannot load an AutoencoderKL from '{where}': {reason}. Pass a VAE folder, a Stable "
+                              "Diffusion / UniDiffuser pipeline folder (with vae/), or a hub id such as "
+                              "'stabilityai/sd-vae-ft-mse' (needs internet access the first time).") from None
+
+    def _moments(self, images):
+        posterior = self.vae.encode(images.to(self.device, self.dtype)).latent_dist
+        return posterior.mean, posterior.std
+
+    def _decode_raw(self, latents):
+        return self.vae.decode(latents.to(self.device, self.dtype)).sample
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.source, "subfolder": self.subfolder, "dtype": dtype_name(self.dtype),
+                "scaling_factor": self.scaling_factor, "shift_factor": self.shift_factor}
+
+
+# --- pixel unshuffle --------------------------------------------------------------------------------
+
+class PixelUnshuffleCodec(ImageCodec):
+    """Weight-free, exact codec: each f x f pixel block becomes 3 f^2 channels of one latent pixel.
+
+    The latents are the pixel values themselves (std 0), so ``decode(encode(x)) == x``. The default
+    factors (1, 0) keep them in [-1, 1]; a trainer may measure better ones from the data and pass them.
+    """
+
+    kind = "pixel-unshuffle"
+    deterministic = True
+
+    def __init__(self, factor: int = 4, scaling_factor: float = 1.0, shift_factor: float = 0.0):
+        super().__init__()
+        if int(factor) < 1:
+            raise ValueError(f"factor={factor} must be a positive integer")
+        if not (scaling_factor > 0 and math.isfinite(scaling_factor)):
+            raise ValueError(f"scaling_factor={scaling_factor} must be a positive finite number")
+        self.downsample = int(factor)
+        self.latent_channels = 3 * self.downsample**2
+        self.scaling_factor = float(scaling_factor)
+        self.shift_factor = float(shift_factor)
+
+    def _moments(self, images):
+        mean = F.pixel_unshuffle(images.float(), self.downsample)  # (B, 3 f^2, H/f, W/f)
+        return mean, torch.zeros_like(mean)
+
+    def _decode_raw(self, latents):
+        return F.pixel_shuffle(latents, self.downsample)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "factor": self.downsample, "scaling_factor": self.scaling_factor,
+                "shift_factor": self.shift_factor}
+
+
+# --- registry --------------------------------------------------------------------------------------
+
+def _build_sd_vae(spec: dict[str, Any]) -> ImageCodec:
+    if not spec.get("path"):
+        raise ConfigError("an 'sd-vae' image codec needs 'path' (a VAE or pipeline folder, or a hub id)")
+    return StableDiffusionVAECodec.from_pretrained(
+        spec["path"], subfolder=spec.get("subfolder"), dtype=spec.get("dtype"),
+        scaling_factor=spec.get("scaling_factor"), shift_factor=spec.get("shift_factor"))
+
+
+def _build_pixel_unshuffle(spec: dict[str, Any]) -> ImageCodec:
+    return PixelUnshuffleCodec(factor=int(spec.get("factor", 4)), scaling_factor=float(spec.get("scaling_factor", 1.0)),
+                               shift_factor=float(spec.get("shift_factor", 0.0)))
+
+
+IMAGE_CODECS: dict[str, Callable[[dict[str, Any]], ImageCodec]] = {
+    StableDiffusionVAECodec.kind: _build_sd_vae,
+    PixelUnshuffleCodec.kind: _build_pixel_unshuffle,
+}
+
+
+def build_image_codec(spec: dict[str, Any]) -> ImageCodec:
+    """Rebuild a codec from ``to_dict()`` output (or a config section of the same shape)."""
+    kind = spec.get("kind")
+    if kind not in IMAGE_CODECS:
+        raise ConfigError(f"unknown image codec kind {kind!r}; valid kinds: {', '.join(sorted(IMAGE_CODECS))}")
+    return IMAGE_CODECS[kind](dict(spec))
+
+
+__all__ = ["IMAGE_CODECS", "ImageCodec", "PixelUnshuffleCodec", "StableDiffusionVAECodec", "build_image_codec",
+           "resolve_dtype"]
