@@ -45,6 +45,7 @@ def test_train_export_and_sample(tmp_path, tiny_vae):
     assert (tmp_path / "run" / "samples").is_dir() and (tmp_path / "run" / "config.yaml").is_file()
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss", "loss_img", "loss_mask"} <= set(rows[0])
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_export_round_trip_gives_identical_samples(tmp_path, tiny_vae):

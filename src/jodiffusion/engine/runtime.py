@@ -73,12 +73,18 @@ def make_lr_scheduler(optimizer, train: TrainConfig):
 
 
 class MetricLogger:
-    """Appends one JSON line per logged step to ``metrics.jsonl`` (main process only)."""
+    """One JSON line per logged step in ``metrics.jsonl`` and the same scalars in TensorBoard
+    (``<run_dir>/tensorboard``); main process only."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True):
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self.start = time.time()
+        self.writer = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, step: int, **values: Any) -> None:
         if not self.enabled:
@@ -87,6 +93,16 @@ class MetricLogger:
         row.update({k: (float(v) if isinstance(v, (int, float, torch.Tensor)) else v) for k, v in values.items()})
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, float):
+                    self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+
+    def add_image(self, tag: str, image, step: int) -> None:
+        """An (H, W, 3) uint8 picture, e.g. a sample grid."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
 
 
 def infinite_batches(loader, accelerator: Accelerator, start_step: int, steps_per_epoch: int):

@@ -323,4 +323,9 @@ def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: P
     path = save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:40] for p in prompts]),
                     run_dir / "samples" / f"step_{step:08d}.png")
     logger.log(step, sample_grid=str(path))
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        logger.add_image("samples", np.asarray(im.convert("RGB")), step)
     return path
