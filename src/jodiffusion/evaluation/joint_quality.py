@@ -1,0 +1,82 @@
+"""How good are generated pairs? Two measures, both computed without any human label:
+
+* prompted-class precision / recall: the classes a prompt names against the classes present in the
+  generated mask (above a minimum area). Precision: present classes that were asked for; recall:
+  asked-for classes that are present. Background-like classes are not counted.
+* image-mask agreement: a segmenter trained on the REAL data labels each generated image; the mIoU
+  of its prediction against the generated mask says whether the mask describes the image.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from jodiffusion.data.classes import ClassInfo
+from jodiffusion.metrics import ConfusionMatrix
+
+BACKGROUND_NAMES = ("background", "other", "unlabelled", "void")
+
+
+def classes_named(prompt: str, classes: ClassInfo, background_names: Sequence[str] = BACKGROUND_NAMES) -> set[int]:
+    """Ids of the classes whose name appears in the prompt as whole words (case-insensitive,
+    underscores read as spaces, a plural 's' allowed)."""
+    text = " " + re.sub(r"[^a-z0-9]+", " ", prompt.lower()) + " "
+    found = set()
+    for k, name in enumerate(classes.names):
+        if name.lower() in background_names:
+            continue
+        words = re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
+        if words and re.search(rf" {re.escape(words)}(s|es)? ", text):
+            found.add(k)
+    return found
+
+
+def classes_present(mask: np.ndarray, classes: ClassInfo, min_fraction: float = 0.005,
+                    background_names: Sequence[str] = BACKGROUND_NAMES) -> set[int]:
+    counts = np.bincount(mask.ravel(), minlength=256)[: classes.num_classes]
+    total = max(int(counts.sum()), 1)
+    return {k for k in range(classes.num_classes)
+            if counts[k] / total >= min_fraction and classes.names[k].lower() not in background_names}
+
+
+@dataclass
+class PromptAdherence:
+    true_positive: int = 0
+    present: int = 0
+    named: int = 0
+
+    def update(self, named: set[int], present: set[int]) -> None:
+        self.true_positive += len(named & present)
+        self.present += len(present)
+        self.named += len(named)
+
+    @property
+    def precision(self) -> float:
+        return 100.0 * self.true_positive / self.present if self.present else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return 100.0 * self.true_positive / self.named if self.named else float("nan")
+
+
+def evaluate_pairs(prompts: Sequence[str], images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                   classes: ClassInfo, predict: Callable[[np.ndarray], np.ndarray] | None = None,
+                   min_fraction: float = 0.005) -> dict:
+    """Prompt adherence and (with ``predict``: (B, H, W, 3) uint8 -> (B, H, W) ids) image-mask agreement."""
+    adherence = PromptAdherence()
+    for prompt, mask in zip(prompts, masks, strict=True):
+        adherence.update(classes_named(prompt, classes), classes_present(mask, classes, min_fraction))
+    result = {"pairs": len(prompts), "prompt_precision": adherence.precision, "prompt_recall": adherence.recall}
+    if predict is not None:
+        cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
+        for start in range(0, len(images), 16):
+            pred = predict(np.stack(images[start: start + 16]))
+            cm.update(pred, np.stack(masks[start: start + 16]))
+        result["agreement_miou"] = cm.miou()
+        result["agreement_iou"] = {n: (None if np.isnan(v) else float(v))
+                                   for n, v in zip(classes.names, cm.iou(), strict=True)}
+    return result
