@@ -166,6 +166,7 @@ class LatentCache(torch.utils.data.Dataset):
         self.stems: list[str] = samples["stems"]
         self.captions: list[str] = samples["captions"]
         self.random_flip = random_flip
+        self.epoch, self.flip_seed = 0, 0
         self.fingerprint: str = self.meta["fingerprint"]
         self.resolution: tuple[int, int] = tuple(self.meta["resolution"])
         self.latent_shape: tuple[int, int, int] = tuple(self.meta["latent_shape"])
@@ -215,8 +216,15 @@ class LatentCache(torch.utils.data.Dataset):
             item["text_emb"] = self._row("text_emb", index).float()
         return item
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the training loop's loader each epoch: flips are a function of (epoch, index),
+        so a resumed run sees the same flips as an uninterrupted one."""
+        self.epoch = int(epoch)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        flip = self.random_flip and bool(torch.rand(()) < 0.5)
+        flip = False
+        if self.random_flip:
+            flip = bool(np.random.SeedSequence([self.flip_seed, self.epoch, int(index)]).generate_state(1)[0] & 1)
         return self.get(index, flip)
 
     def latent_stats(self, max_samples: int = 1024) -> tuple[float, float]:

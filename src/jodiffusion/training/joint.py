@@ -216,7 +216,8 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     loader = torch.utils.data.DataLoader(
         cache, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.train.num_workers,
         drop_last=len(cache) >= cfg.train.batch_size * accelerator.num_processes,
-        persistent_workers=cfg.train.num_workers > 0)
+        persistent_workers=False)  # fresh workers each epoch see the cache's current epoch (its flips)
+    cache.flip_seed = cfg.train.seed
     optimizer = make_optimizer(model.parameters(), cfg.train)
     lr_scheduler = make_lr_scheduler(optimizer, cfg.train)
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
