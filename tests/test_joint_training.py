@@ -98,3 +98,19 @@ def test_two_process_training(tmp_path, tiny_vae):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert JoDiffusionPipeline.from_pretrained(tmp_path / "run" / "export").uvit is not None
+
+
+def test_image_to_mask_and_mask_to_image(tmp_path, tiny_vae):
+    from jodiffusion.data.shapes import ShapesDataset
+
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=2", "objective.independent_timesteps=0.5",
+                              "sample_count=0"), progress=False)
+    pipe = JoDiffusionPipeline.from_pretrained(export)
+    ds = ShapesDataset("val", num_images=2, resolution=32)
+    images = np.stack([ds.load_image(i) for i in range(2)])
+    masks = pipe.image_to_mask(images, [ds.caption(0), ds.caption(1)], seed=0)
+    assert masks.shape == (2, 32, 32) and masks.dtype == np.uint8
+    drawn = pipe.mask_to_image(np.stack([ds.load_mask(i) for i in range(2)]), [ds.caption(0), ds.caption(1)])
+    assert drawn.shape == (2, 32, 32, 3) and drawn.dtype == np.uint8
+    with pytest.raises(ValueError, match="resize them first"):
+        pipe.image_to_mask(np.zeros((1, 16, 16, 3), np.uint8), ["x"])
