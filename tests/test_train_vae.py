@@ -88,3 +88,29 @@ def test_training_refuses_a_dataset_that_fails_validation(tmp_path):
     with pytest.raises(DatasetError, match="bad.png"):
         train_vae(cfg, progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_stop_signal_saves_a_checkpoint_that_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jodiffusion.cli.main", "train-vae", "--preset", "tiny", "train.steps=100000",
+           "train.log_every=1", f"output_dir={out}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "--resume latest" in err, err[-2000:]
+    saved = [p.name for p in (out / "checkpoints").iterdir()]
+    assert len(saved) == 1
+    step = int(saved[0].removeprefix("step_"))
+    train_vae(_cfg(tmp_path, f"train.steps={step + 2}"), resume="latest", progress=False)
+    assert json.loads((out / "eval.json").read_text())["steps"] == step + 2

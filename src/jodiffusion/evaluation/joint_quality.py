@@ -80,3 +80,53 @@ def evaluate_pairs(prompts: Sequence[str], images: Sequence[np.ndarray], masks: 
         result["agreement_iou"] = {n: (None if np.isnan(v) else float(v))
                                    for n, v in zip(classes.names, cm.iou(), strict=True)}
     return result
+
+
+def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps: int | None = None,
+                   guidance: float | None = None, batch_size: int = 16, seed: int = 0, tau: int = 20,
+                   device: str | None = None, grid_path=None, progress: bool = True) -> dict:
+    """Generate one pair per prompt with a trained model and score the pairs (see module doc)."""
+    import time
+    from dataclasses import replace
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from jodiffusion.generation.pipeline import JoDiffusionPipeline
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)
+    sampler = pipe.sampler
+    if steps is not None:
+        sampler = replace(sampler, steps=steps)
+    if guidance is not None:
+        sampler = replace(sampler, guidance_scale=guidance)
+    images, masks = [], []
+    start = time.perf_counter()
+    for first in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+        batch = list(prompts[first: first + batch_size])
+        for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau):
+            images.append(image)
+            masks.append(mask)
+    seconds = time.perf_counter() - start
+    predict = None
+    if segmenter_dir is not None:
+        from jodiffusion.segmentation.models import load_segmenter
+        from jodiffusion.segmentation.train import predict as segment
+
+        net, seg_cfg = load_segmenter(segmenter_dir)
+        net = net.to(device)
+
+        def predict(batch_images):
+            return segment(net, batch_images, input_size=seg_cfg.input_size)
+
+    result = evaluate_pairs(prompts, images, masks, pipe.classes, predict)
+    result.update(steps=sampler.steps, guidance_scale=sampler.guidance_scale, tau=tau, seed=seed,
+                  seconds=round(seconds, 2), pairs_per_second=len(prompts) / max(seconds, 1e-9))
+    if grid_path is not None:
+        from jodiffusion.viz import colorize, grid, overlay, save_png
+
+        rows = [[images[i], colorize(masks[i], pipe.classes), overlay(images[i], masks[i], pipe.classes)]
+                for i in range(min(12, len(images)))]
+        save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:48] for p in prompts[:12]]), grid_path)
+    return result

@@ -27,6 +27,8 @@ from jodiffusion.engine.ema import EMA
 from jodiffusion.engine.runtime import (
     EpochShuffleSampler,
     MetricLogger,
+    StopRequest,
+    TrainingInterrupted,
     infinite_batches,
     make_accelerator,
     make_lr_scheduler,
@@ -245,48 +247,51 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     batches = infinite_batches(loader, accelerator, step, max(1, len(loader)))
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train", disable=not (progress and main))
     running: dict[str, list] = {"loss": [], "loss_img": [], "loss_mask": []}
-    micro = 0
     model.train()
-    while step < cfg.train.steps:
-        for _ in range(cfg.train.grad_accum):
-            _, batch = next(batches)
-            # Noise, timesteps and caption dropout come from a generator seeded by (seed, step, rank),
-            # so a resumed run continues exactly as an uninterrupted one would.
-            gen = torch.Generator(device).manual_seed(
-                sample_seed(cfg.train.seed, (step * cfg.train.grad_accum + micro) * 4096 + accelerator.process_index))
-            micro = (micro + 1) % cfg.train.grad_accum
-            with accelerator.accumulate(model), accelerator.autocast():
-                with torch.no_grad():
-                    img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"], gen))
-                    mask = vae.scale(vae.encode(batch["mask"]))
-                text, null = encode_text(batch["caption"], batch)
-                loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective, gen)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.train.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            running["loss"].append(loss.detach())
-            running["loss_img"].append(parts["loss_img"])
-            running["loss_mask"].append(parts["loss_mask"])
-        ema.update(raw)
-        step += 1
-        bar.update(1)
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            values = {k: accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
-            for v in running.values():
-                v.clear()
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-            logger.log(step, lr=lr_scheduler.get_last_lr()[0], **values)
-        if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps:
-            if main:
-                ckpt.save(step, {"model": raw, "ema": ema.module}, optimizer, lr_scheduler,
-                          extra={"ema_updates": ema.updates})
-            accelerator.wait_for_everyone()
-        if main and cfg.sample_every and step % cfg.sample_every == 0 and cfg.sample_count:
-            _sample_grid(_pipeline(ema.module, vae, codec, text_encoder, dataset, cfg), captions, cfg, run_dir,
-                         step, logger)
+    with StopRequest() as stop:
+        while step < cfg.train.steps:
+            for micro in range(cfg.train.grad_accum):
+                _, batch = next(batches)
+                # Noise, timesteps and caption dropout come from a generator seeded by (seed, step, rank),
+                # so a resumed run continues exactly as an uninterrupted one would.
+                draw = (step * cfg.train.grad_accum + micro) * 4096 + accelerator.process_index
+                gen = torch.Generator(device).manual_seed(sample_seed(cfg.train.seed, draw))
+                with accelerator.accumulate(model), accelerator.autocast():
+                    with torch.no_grad():
+                        img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"], gen))
+                        mask = vae.scale(vae.encode(batch["mask"]))
+                    text, null = encode_text(batch["caption"], batch)
+                    loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective, gen)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.train.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                running["loss"].append(loss.detach())
+                running["loss_img"].append(parts["loss_img"])
+                running["loss_mask"].append(parts["loss_mask"])
+            ema.update(raw)
+            step += 1
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                values = {k: accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
+                for v in running.values():
+                    v.clear()
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                logger.log(step, lr=lr_scheduler.get_last_lr()[0], **values)
+            if (cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps) or stop.requested:
+                if main:
+                    ckpt.save(step, {"model": raw, "ema": ema.module}, optimizer, lr_scheduler,
+                              extra={"ema_updates": ema.updates})
+                accelerator.wait_for_everyone()
+            if stop.requested:
+                bar.close()
+                raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {ckpt.root}; "
+                                          "continue with --resume latest")
+            if main and cfg.sample_every and step % cfg.sample_every == 0 and cfg.sample_count:
+                _sample_grid(_pipeline(ema.module, vae, codec, text_encoder, dataset, cfg), captions, cfg, run_dir,
+                             step, logger)
     bar.close()
 
     export = run_dir / EXPORT_DIR

@@ -19,6 +19,8 @@ from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.runtime import (
     EpochShuffleSampler,
     MetricLogger,
+    StopRequest,
+    TrainingInterrupted,
     infinite_batches,
     make_accelerator,
     make_lr_scheduler,
@@ -162,36 +164,41 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train-vae", disable=not (progress and main))
     running, postfix = [], {}
     model.train()
-    while step < cfg.train.steps:
-        for _ in range(cfg.train.grad_accum):
-            _, masks = next(batches)
-            with accelerator.accumulate(model), accelerator.autocast():
-                logits, _ = model(masks, latent_noise=cfg.latent_noise)
-                loss = F.cross_entropy(logits.float(), masks, ignore_index=classes.ignore_index)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.train.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            running.append(loss.detach())
-        step += 1
-        bar.update(1)
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            mean_loss = accelerator.reduce(torch.stack(running).mean(), "mean").item()
-            running.clear()
-            postfix["loss"] = f"{mean_loss:.4f}"
-            bar.set_postfix(postfix)
-            logger.log(step, loss=mean_loss, lr=scheduler.get_last_lr()[0])
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
-            cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=False)
-            logger.log(step, val_miou=cm.miou())
-            postfix["val_miou"] = f"{cm.miou():.2f}"
-            bar.set_postfix(postfix)
-        if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps:
-            if main:
-                ckpt.save(step, {"model": raw_model}, optimizer, scheduler)
-            accelerator.wait_for_everyone()
+    with StopRequest() as stop:
+        while step < cfg.train.steps:
+            for _ in range(cfg.train.grad_accum):
+                _, masks = next(batches)
+                with accelerator.accumulate(model), accelerator.autocast():
+                    logits, _ = model(masks, latent_noise=cfg.latent_noise)
+                    loss = F.cross_entropy(logits.float(), masks, ignore_index=classes.ignore_index)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.train.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                running.append(loss.detach())
+            step += 1
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                mean_loss = accelerator.reduce(torch.stack(running).mean(), "mean").item()
+                running.clear()
+                postfix["loss"] = f"{mean_loss:.4f}"
+                bar.set_postfix(postfix)
+                logger.log(step, loss=mean_loss, lr=scheduler.get_last_lr()[0])
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
+                cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=False)
+                logger.log(step, val_miou=cm.miou())
+                postfix["val_miou"] = f"{cm.miou():.2f}"
+                bar.set_postfix(postfix)
+            if (cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps) or stop.requested:
+                if main:
+                    ckpt.save(step, {"model": raw_model}, optimizer, scheduler)
+                accelerator.wait_for_everyone()
+            if stop.requested:
+                bar.close()
+                raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {ckpt.root}; "
+                                          "continue with --resume latest")
     bar.close()
 
     # Measure the latent scale on the (un-augmented) training masks and export the model.
