@@ -114,3 +114,27 @@ def test_a_stop_signal_saves_a_checkpoint_that_resumes(tmp_path):
     step = int(saved[0].removeprefix("step_"))
     train_vae(_cfg(tmp_path, f"train.steps={step + 2}"), resume="latest", progress=False)
     assert json.loads((out / "eval.json").read_text())["steps"] == step + 2
+
+
+def test_balanced_class_weights_favour_rare_classes_and_keep_the_loss_scale():
+    from jodiffusion.training.vae import balanced_class_weights
+
+    class Masks:
+        def __init__(self, arrays):
+            self.arrays = arrays
+
+        def __len__(self):
+            return len(self.arrays)
+
+        def _mask(self, i):
+            return self.arrays[i]
+
+    m = np.zeros((100, 100), np.uint8)
+    m[:36] = 1          # rows: class 2 0-3, class 1 4-35, class 0 36-89, ignore 90-99 (not counted)
+    m[:4] = 2
+    m[90:] = 255
+    w = balanced_class_weights(Masks([m]), 3).numpy()
+    freq = np.array([54, 32, 4]) / 90
+    assert w[2] > w[1] > w[0]
+    assert w[2] / w[1] == pytest.approx(np.sqrt(32 / 4), rel=1e-5)
+    assert (w * freq).sum() == pytest.approx(1.0, rel=1e-5)

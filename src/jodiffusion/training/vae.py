@@ -45,6 +45,9 @@ class VAERunConfig:
     crop_size: int = 0            # random square crops in training; 0 = whole masks
     hflip: bool = True
     latent_noise: float = 0.1     # noise (relative to latent std) added in training
+    # Weight the cross-entropy by inverse square-root class frequency, so rare thin classes (poles,
+    # signs) are learned early instead of last; the weights are measured from the training masks.
+    class_balance: bool = False
     eval_batch_size: int = 8
     scale_samples: int = 512      # masks used to measure the latent scale factor
     output_dir: str = "runs/vae"
@@ -57,6 +60,20 @@ class VAERunConfig:
             raise ValueError(f"latent_noise={self.latent_noise} must be >= 0")
         if self.eval_batch_size < 1 or self.scale_samples < 1:
             raise ValueError("eval_batch_size and scale_samples must be >= 1")
+
+
+def balanced_class_weights(masks: MaskDataset, num_classes: int, clip: float = 10.0) -> torch.Tensor:
+    """Inverse square-root frequency weights, clipped to [1/clip, clip] and normalised so the
+    average weight over training pixels is 1 (the loss keeps its scale)."""
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for i in range(len(masks)):
+        m = masks._mask(i)
+        counts += np.bincount(m[m < num_classes].ravel(), minlength=num_classes)[:num_classes]
+    freq = counts / max(counts.sum(), 1.0)
+    weights = 1.0 / np.sqrt(np.maximum(freq, 1e-12))  # absent classes never occur as targets
+    weights = np.clip(weights / np.median(weights[freq > 0]), 1.0 / clip, clip)
+    weights /= max((weights * freq).sum(), 1e-12)
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _build_split(data: DataConfig, split: str):
@@ -131,6 +148,12 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
         write_json_atomic(run_dir / "classes.json", classes.to_dict())
 
     train_masks = MaskDataset(train_set, crop_size=cfg.crop_size, hflip=cfg.hflip)
+    class_weights = None
+    if cfg.class_balance:
+        class_weights = balanced_class_weights(train_masks, cfg.model.num_classes).to(accelerator.device)
+        if main:
+            pairs = zip(classes.names, class_weights.tolist(), strict=True)
+            log.info("class weights: %s", ", ".join(f"{n} {w:.2f}" for n, w in pairs))
     val_masks = MaskDataset(val_set)
     f = cfg.model.downsample
     sampler = EpochShuffleSampler(len(train_masks), cfg.train.seed)
@@ -170,7 +193,8 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
                 _, masks = next(batches)
                 with accelerator.accumulate(model), accelerator.autocast():
                     logits, _ = model(masks, latent_noise=cfg.latent_noise)
-                    loss = F.cross_entropy(logits.float(), masks, ignore_index=classes.ignore_index)
+                    loss = F.cross_entropy(logits.float(), masks, weight=class_weights,
+                                           ignore_index=classes.ignore_index)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.train.grad_clip > 0:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
