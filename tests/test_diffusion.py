@@ -93,3 +93,19 @@ def test_loss_weights_and_caption_dropout():
     assert net.a.weight.grad is not None
     with pytest.raises(ValueError, match="caption_dropout"):
         JointObjectiveConfig(caption_dropout=1.5)
+
+
+def test_batched_guidance_equals_two_calls_with_the_real_network():
+    from jodiffusion.models.uvit import JointUViT, uvit_config
+
+    torch.manual_seed(0)
+    net = JointUViT(uvit_config("tiny")).eval()
+    img, mask = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    t = torch.tensor([3, 700])
+    text, null = torch.randn(2, 8, 32), torch.randn(1, 8, 32)
+    with torch.no_grad():
+        g_img, g_mask = guided_eps(net, img, mask, t, t, text, null, guidance_scale=3.0)
+        c_img, c_mask = net(img, mask, t, t, text)
+        u_img, u_mask = net(img, mask, t, t, null.expand_as(text))
+    assert torch.allclose(g_img, u_img + 3.0 * (c_img - u_img), atol=1e-5)
+    assert torch.allclose(g_mask, u_mask + 3.0 * (c_mask - u_mask), atol=1e-5)
