@@ -16,8 +16,10 @@ COMMAND_MODULES = (
     "jodiffusion.cli.dataset_commands",  # make-data, caption
     "jodiffusion.cli.validate_commands", # validate
     "jodiffusion.cli.vae_commands",      # train-vae, eval-vae
+    "jodiffusion.cli.seg_commands",      # train-seg, eval-seg, export-mmseg
     "jodiffusion.cli.refine_commands",   # refine
     "jodiffusion.cli.joint_commands",    # train, sample
+    "jodiffusion.cli.eval_commands",     # eval-joint
     "jodiffusion.cli.demo_commands",     # demo
 )
 

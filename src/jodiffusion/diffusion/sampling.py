@@ -89,7 +89,7 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
     trajectory = []
     for i, t in enumerate(scheduler.timesteps):
         img, mask = split(x)
-        tt = torch.full((b,), int(t), device=device, dtype=torch.long)
+        tt = t.to(device=device, dtype=torch.long).reshape(1).expand(b)  # no host sync per step
         if mode == "img2mask":
             img, t_img, t_mask = given, zeros, tt
         elif mode == "mask2img":
