@@ -105,6 +105,17 @@ class MetricLogger:
             self.writer.add_image(tag, image, step, dataformats="HWC")
 
 
+def optimizer_step(accelerator: Accelerator, model, loss, optimizer, lr_scheduler, grad_clip: float) -> None:
+    """Backward, clip (on the micro-step that syncs gradients), step and reset: call it inside
+    ``accelerator.accumulate(model)`` and outside autocast."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and grad_clip > 0:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def infinite_batches(loader, accelerator: Accelerator, start_step: int, steps_per_epoch: int):
     """Yield (epoch, batch) forever, resuming mid-epoch after ``start_step`` optimizer steps.
 

@@ -33,6 +33,7 @@ from jodiffusion.engine.runtime import (
     make_accelerator,
     make_lr_scheduler,
     make_optimizer,
+    optimizer_step,
     prepare_run_dir,
 )
 from jodiffusion.errors import ConfigError
@@ -256,18 +257,14 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
                 # so a resumed run continues exactly as an uninterrupted one would.
                 draw = (step * cfg.train.grad_accum + micro) * 4096 + accelerator.process_index
                 gen = torch.Generator(device).manual_seed(sample_seed(cfg.train.seed, draw))
-                with accelerator.accumulate(model), accelerator.autocast():
-                    with torch.no_grad():
-                        img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"], gen))
-                        mask = vae.scale(vae.encode(batch["mask"]))
-                    text, null = encode_text(batch["caption"], batch)
-                    loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective, gen)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.train.grad_clip > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                    optimizer.step()
-                    lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        with torch.no_grad():
+                            img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"], gen))
+                            mask = vae.scale(vae.encode(batch["mask"]))
+                        text, null = encode_text(batch["caption"], batch)
+                        loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective, gen)
+                    optimizer_step(accelerator, model, loss, optimizer, lr_scheduler, cfg.train.grad_clip)
                 running["loss"].append(loss.detach())
                 running["loss_img"].append(parts["loss_img"])
                 running["loss_mask"].append(parts["loss_mask"])

@@ -25,6 +25,7 @@ from jodiffusion.engine.runtime import (
     make_accelerator,
     make_lr_scheduler,
     make_optimizer,
+    optimizer_step,
     prepare_run_dir,
 )
 from jodiffusion.errors import ConfigError
@@ -191,16 +192,12 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
         while step < cfg.train.steps:
             for _ in range(cfg.train.grad_accum):
                 _, masks = next(batches)
-                with accelerator.accumulate(model), accelerator.autocast():
-                    logits, _ = model(masks, latent_noise=cfg.latent_noise)
-                    loss = F.cross_entropy(logits.float(), masks, weight=class_weights,
-                                           ignore_index=classes.ignore_index)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.train.grad_clip > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        logits, _ = model(masks, latent_noise=cfg.latent_noise)
+                        loss = F.cross_entropy(logits.float(), masks, weight=class_weights,
+                                               ignore_index=classes.ignore_index)
+                    optimizer_step(accelerator, model, loss, optimizer, scheduler, cfg.train.grad_clip)
                 running.append(loss.detach())
             step += 1
             bar.update(1)
