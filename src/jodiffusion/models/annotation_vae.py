@@ -12,20 +12,14 @@ noise added to the latents in training (``latent_noise`` in the training config)
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from jodiffusion.errors import CheckpointError
 from jodiffusion.models.bit_encoding import encode_bits, num_bits
-from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from jodiffusion.models.persistence import PretrainedMixin
 
 
 @dataclass
@@ -114,7 +108,10 @@ class MaskDecoder(nn.Module):
         return self.head(self.stages(self.stem(z)))
 
 
-class AnnotationVAE(nn.Module):
+class AnnotationVAE(PretrainedMixin, nn.Module):
+    config_class = AnnotationVAEConfig
+    written_by = "`jodiffusion train-vae`"
+
     def __init__(self, config: AnnotationVAEConfig):
         super().__init__()
         if config.num_classes < 2:
@@ -167,34 +164,6 @@ class AnnotationVAE(nn.Module):
             z = z + latent_noise * std * torch.randn_like(z)
         return self.decode(z), z
 
-    # -- persistence ----------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        save_safetensors_atomic(self.state_dict(), folder / WEIGHTS_NAME)
-        write_json_atomic(folder / CONFIG_NAME, {"class": "AnnotationVAE", **asdict(self.config)})
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> AnnotationVAE:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise CheckpointError(f"{p} not found: an annotation VAE folder holds {CONFIG_NAME} and "
-                                      f"{WEIGHTS_NAME} (written by `jodiffusion train-vae`)")
-        data = json.loads(cfg_path.read_text())
-        data.pop("class", None)
-        try:
-            config = AnnotationVAEConfig(**data)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{cfg_path}: invalid annotation VAE config: {exc}") from None
-        model = cls(config)
-        try:
-            model.load_state_dict(load_file(str(w_path), device=map_location))
-        except RuntimeError as exc:
-            raise CheckpointError(f"{w_path} does not match {cfg_path}: {str(exc).splitlines()[0]}") from None
-        return model
 
 
 def num_parameters(module: nn.Module) -> int:

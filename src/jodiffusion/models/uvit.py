@@ -13,23 +13,17 @@ schedules, losses and samplers live in ``jodiffusion.diffusion``.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from jodiffusion.errors import CheckpointError
+from jodiffusion.models.persistence import PretrainedMixin
 from jodiffusion.models.token_layout import UNIDIFFUSER_EXTRA, TokenLayout
-from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -207,7 +201,10 @@ class OutputHead(nn.Module):
         return self.conv(x) if self.conv is not None else x
 
 
-class JointUViT(nn.Module):
+class JointUViT(PretrainedMixin, nn.Module):
+    config_class = UViTConfig
+    written_by = "JointUViT.save_pretrained"
+
     def __init__(self, config: UViTConfig):
         super().__init__()
         self.config = config
@@ -326,36 +323,6 @@ class JointUViT(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        save_safetensors_atomic(self.state_dict(), folder / WEIGHTS_NAME)
-        write_json_atomic(folder / CONFIG_NAME, {"class": "JointUViT", **asdict(self.config)})
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> JointUViT:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise CheckpointError(f"{p} not found: a joint U-ViT folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
-                                      "(written by JointUViT.save_pretrained)")
-        data = json.loads(cfg_path.read_text())
-        kind = data.pop("class", "JointUViT")
-        if kind != "JointUViT":
-            raise CheckpointError(f"{cfg_path} describes a {kind}, not a JointUViT")
-        try:
-            config = UViTConfig(**data)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{cfg_path}: invalid U-ViT config: {exc}") from None
-        model = cls(config)
-        try:
-            model.load_state_dict(load_file(str(w_path), device=map_location))
-        except RuntimeError as exc:
-            detail = " ".join(str(exc).split("\n")[1:]).strip() or str(exc)
-            raise CheckpointError(f"{w_path} does not match {cfg_path}: {detail[:500]}") from None
-        return model
 
 
 __all__ = ["JointUViT", "UVIT_PRESETS", "UViTConfig", "timestep_embedding", "uvit_config"]

@@ -1,0 +1,53 @@
+"""Saving and loading a model as a self-describing folder: ``config.json`` (its dataclass config
+plus the class name) and ``model.safetensors``. Shared by every network we train."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import ClassVar
+
+from jodiffusion.errors import CheckpointError
+from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class PretrainedMixin:
+    """For an ``nn.Module`` built as ``cls(config)`` from a dataclass ``config_class``."""
+
+    config_class: ClassVar[type]
+    written_by: ClassVar[str] = "save_pretrained"  # named in the error for a missing file
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        save_safetensors_atomic(self.state_dict(), folder / WEIGHTS_NAME)
+        write_json_atomic(folder / CONFIG_NAME, {"class": type(self).__name__, **asdict(self.config)})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu"):
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise CheckpointError(f"{p} not found: a {cls.__name__} folder holds {CONFIG_NAME} and "
+                                      f"{WEIGHTS_NAME} (written by {cls.written_by})")
+        data = json.loads(cfg_path.read_text())
+        kind = data.pop("class", cls.__name__)
+        if kind != cls.__name__:
+            raise CheckpointError(f"{cfg_path} describes a {kind}, not a {cls.__name__}")
+        try:
+            config = cls.config_class(**data)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{cfg_path}: invalid {cls.__name__} config: {exc}") from None
+        model = cls(config)
+        try:
+            model.load_state_dict(load_file(str(w_path), device=map_location))
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split("\n")[1:]).strip() or str(exc)
+            raise CheckpointError(f"{w_path} does not match {cfg_path}: {detail[:500]}") from None
+        return model
