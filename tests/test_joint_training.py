@@ -114,3 +114,14 @@ def test_image_to_mask_and_mask_to_image(tmp_path, tiny_vae):
     assert drawn.shape == (2, 32, 32, 3) and drawn.dtype == np.uint8
     with pytest.raises(ValueError, match="resize them first"):
         pipe.image_to_mask(np.zeros((1, 16, 16, 3), np.uint8), ["x"])
+
+
+def test_eval_joint_reports_prompt_adherence(tmp_path, tiny_vae):
+    run = tmp_path / "run"
+    train_joint(_cfg(tmp_path, tiny_vae, "train.steps=1", "sample_count=0"), progress=False)
+    report = tmp_path / "eval.json"
+    assert main(["eval-joint", str(run / "export"), "--resolution", "32", "--num", "3", "--steps", "2",
+                 "--json", str(report), "--grid", str(tmp_path / "grid.png")]) == 0
+    data = json.loads(report.read_text())
+    assert data["pairs"] == 3 and data["steps"] == 2
+    assert 0 <= data["prompt_recall"] <= 100 and (tmp_path / "grid.png").is_file()

@@ -10,7 +10,7 @@ The initial noise of sample i comes from its own seed, so a pair never depends o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -33,6 +33,11 @@ class SamplerConfig:
             raise ValueError(f"sampler.guidance_scale={self.guidance_scale} must be >= 0")
         if self.solver_order not in (1, 2, 3):
             raise ValueError(f"sampler.solver_order={self.solver_order} must be 1, 2 or 3")
+
+    def override(self, steps: int | None = None, guidance_scale: float | None = None) -> SamplerConfig:
+        """A copy with the given settings replaced (None keeps the current value)."""
+        changes = {k: v for k, v in (("steps", steps), ("guidance_scale", guidance_scale)) if v is not None}
+        return replace(self, **changes)
 
 
 def sample_seed(global_seed: int, index: int) -> int:

@@ -87,7 +87,6 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
                    device: str | None = None, grid_path=None, progress: bool = True) -> dict:
     """Generate one pair per prompt with a trained model and score the pairs (see module doc)."""
     import time
-    from dataclasses import replace
 
     import torch
     from tqdm.auto import tqdm
@@ -96,11 +95,7 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)
-    sampler = pipe.sampler
-    if steps is not None:
-        sampler = replace(sampler, steps=steps)
-    if guidance is not None:
-        sampler = replace(sampler, guidance_scale=guidance)
+    sampler = pipe.sampler.override(steps, guidance)
     images, masks = [], []
     start = time.perf_counter()
     for first in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):

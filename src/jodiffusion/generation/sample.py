@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,11 +33,7 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
         shutil.rmtree(out)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)
-    sampler = pipe.sampler
-    if steps is not None:
-        sampler = replace(sampler, steps=steps)
-    if guidance is not None:
-        sampler = replace(sampler, guidance_scale=guidance)
+    sampler = pipe.sampler.override(steps, guidance)
     autocast = torch.bfloat16 if device.startswith("cuda") else None
     jobs = [p for p in prompts for _ in range(num_per_prompt)]
     records, rows = [], []
