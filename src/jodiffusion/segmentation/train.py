@@ -39,6 +39,7 @@ from jodiffusion.engine.runtime import (
     make_accelerator,
     make_lr_scheduler,
     make_optimizer,
+    optimizer_step,
     prepare_run_dir,
 )
 from jodiffusion.errors import ConfigError, DatasetError
@@ -472,17 +473,13 @@ def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: boo
             masks = batch["mask"]
             synthetic = batch["synthetic"].long().sum()
             seen += torch.stack([len(masks) - synthetic, synthetic])
-            with accelerator.accumulate(model), accelerator.autocast():
-                logits, aux = model(images, with_aux=True)
-                loss = F.cross_entropy(logits.float(), masks, ignore_index=ignore)
-                if aux is not None:
-                    loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), masks, ignore_index=ignore)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.train.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits, aux = model(images, with_aux=True)
+                    loss = F.cross_entropy(logits.float(), masks, ignore_index=ignore)
+                    if aux is not None:
+                        loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), masks, ignore_index=ignore)
+                optimizer_step(accelerator, model, loss, optimizer, scheduler, cfg.train.grad_clip)
             running.append(loss.detach())
         step += 1
         bar.update(1)
