@@ -11,4 +11,9 @@ if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
 fi
 .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+# Best effort: headless Chromium for the test that opens the demo's HTML report (skipped without it).
+# JODIFFUSION_SKIP_CHROMIUM=1 leaves the system's packages alone.
+if [ "${JODIFFUSION_SKIP_CHROMIUM:-0}" != "1" ]; then
+  bash scripts/install_chromium.sh || echo "note: headless Chromium is not installed; the report's browser test will be skipped"
+fi
 .venv/bin/python -c "import jodiffusion, torch; print('jodiffusion', jodiffusion.__version__, '| torch', torch.__version__)"

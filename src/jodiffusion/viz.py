@@ -23,22 +23,30 @@ def overlay(image: np.ndarray, mask: np.ndarray, classes: ClassInfo, alpha: floa
     return (image.astype(np.float32) * (1 - alpha) + colour * alpha).round().astype(np.uint8)
 
 
+LINE_H = 12   # pixels per line of the default font (size 10) with a little leading
+CHAR_W = 6    # approximate advance of one character of that font
+
+
 def grid(rows: list[list[np.ndarray]], column_titles: list[str] | None = None,
          row_titles: list[str] | None = None, scale: int = 2, pad: int = 4) -> Image.Image:
-    """Tile equally sized (H, W, 3) tiles into rows, with optional text above columns / before rows."""
+    """Tile equally sized (H, W, 3) tiles into rows, with optional text above columns / before rows.
+    Titles may hold several lines ("\n"): the title band grows to the tallest column title."""
     h, w = rows[0][0].shape[:2]
     h, w = h * scale, w * scale
-    title_h = 14 if column_titles else 0
-    label_w = 8 + 6 * max((len(t) for t in row_titles), default=0) if row_titles else 0
+    title_h = (2 + LINE_H * max(t.count("\n") + 1 for t in column_titles)) if column_titles else 0
+    label_w = (8 + CHAR_W * max((len(line) for t in row_titles for line in t.split("\n")), default=0)
+               if row_titles else 0)
     ncols = max(len(r) for r in rows)
     canvas = Image.new("RGB", (label_w + ncols * (w + pad) + pad, title_h + len(rows) * (h + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
     for c, title in enumerate(column_titles or []):
-        draw.text((label_w + pad + c * (w + pad), 2), title, fill=(0, 0, 0))
+        draw.multiline_text((label_w + pad + c * (w + pad), 2), title, fill=(0, 0, 0), spacing=2)
     for r, row in enumerate(rows):
         y = title_h + pad + r * (h + pad)
         if row_titles:
-            draw.text((4, y + h // 2 - 5), row_titles[r], fill=(0, 0, 0))
+            lines = row_titles[r].count("\n") + 1
+            draw.multiline_text((4, max(y, y + h // 2 - LINE_H * lines // 2)), row_titles[r], fill=(0, 0, 0),
+                                spacing=2)
         for c, tile in enumerate(row):
             tile_im = Image.fromarray(tile).resize((w, h), Image.NEAREST)
             canvas.paste(tile_im, (label_w + pad + c * (w + pad), y))

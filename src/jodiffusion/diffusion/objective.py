@@ -22,10 +22,16 @@ class JointObjectiveConfig:
     mask_weight: float = 1.0
     independent_timesteps: float = 0.0   # probability per sample of independent timesteps
     caption_dropout: float = 0.1         # probability per sample of training on the empty prompt
+    # Min-SNR-gamma loss weighting (Hang et al., 2023): each sample's MSE is weighted by
+    # min(SNR_t, gamma) / SNR_t, so the many nearly clean timesteps stop dominating the gradient;
+    # it converges several times faster from scratch. 0 turns it off (the paper's plain MSE).
+    snr_gamma: float = 0.0
 
     def __post_init__(self):
         if self.img_weight < 0 or self.mask_weight < 0 or self.img_weight + self.mask_weight == 0:
             raise ValueError("objective.img_weight and objective.mask_weight must be >= 0, not both 0")
+        if self.snr_gamma < 0:
+            raise ValueError(f"objective.snr_gamma={self.snr_gamma} must be >= 0 (0: off)")
         for name in ("independent_timesteps", "caption_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"objective.{name}={getattr(self, name)} must lie in [0, 1]")
@@ -59,7 +65,18 @@ def joint_loss(model, scheduler, img: torch.Tensor, mask: torch.Tensor, text: to
         drop = torch.rand(b, device=device, generator=generator) < cfg.caption_dropout
         text = torch.where(drop.view(b, 1, 1), null_text.to(text.dtype).expand_as(text), text)
     pred_img, pred_mask = model(noisy_img, noisy_mask, t_img, t_mask, text)
-    loss_img = F.mse_loss(pred_img.float(), noise_img.float())
-    loss_mask = F.mse_loss(pred_mask.float(), noise_mask.float())
+    loss_img = _weighted_mse(pred_img, noise_img, t_img, scheduler, cfg.snr_gamma)
+    loss_mask = _weighted_mse(pred_mask, noise_mask, t_mask, scheduler, cfg.snr_gamma)
     loss = (cfg.img_weight * loss_img + cfg.mask_weight * loss_mask) / (cfg.img_weight + cfg.mask_weight)
     return loss, {"loss_img": loss_img.detach(), "loss_mask": loss_mask.detach()}
+
+
+def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, scheduler, snr_gamma: float):
+    if snr_gamma <= 0:
+        return F.mse_loss(pred.float(), target.float())
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, t)
+    weight = torch.clamp(snr, max=snr_gamma) / snr
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+    return (per_sample * weight).mean()

@@ -47,6 +47,10 @@ class UViTConfig:
     final_conv: bool = False         # a 3x3 conv on each predicted latent (U-ViT)
     qkv_bias: bool = False
     gradient_checkpointing: bool = False
+    # "sincos": image and mask tokens of one grid cell start from the SAME 2-D sine-cosine position
+    # (the network then knows from step 0 which mask patch lies under which image patch; learning that
+    # from random positions cost most of a short CPU run); "random": truncated normal, as U-ViT.
+    pos_embed_init: str = "sincos"
 
     def __post_init__(self):
         for name in ("img_channels", "mask_channels", "latent_height", "latent_width", "patch_size", "width",
@@ -68,6 +72,8 @@ class UViTConfig:
             raise ValueError(f"UViTConfig.mlp_ratio={self.mlp_ratio} must be positive")
         if self.text_bottleneck < 0:
             raise ValueError(f"UViTConfig.text_bottleneck={self.text_bottleneck} must be >= 0 (0: no bottleneck)")
+        if self.pos_embed_init not in ("sincos", "random"):
+            raise ValueError(f"UViTConfig.pos_embed_init='{self.pos_embed_init}'; choose 'sincos' or 'random'")
         if self.data_type not in (0, 1):
             raise ValueError(f"UViTConfig.data_type={self.data_type} must be 0 or 1")
 
@@ -122,6 +128,22 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+def sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """(rows * cols, dim) fixed 2-D position code: half the channels encode the row, half the column,
+    each as [sin | cos] of geometrically spaced frequencies (MAE / DiT style), row-major like the patches."""
+    rows, cols = grid
+    quarter = dim // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1))
+    r, c = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32),
+                          indexing="ij")
+    parts = []
+    for coord in (r.reshape(-1), c.reshape(-1)):
+        args = coord[:, None] * freqs[None]
+        parts += [torch.sin(args), torch.cos(args)]
+    out = torch.cat(parts, dim=1)
+    return F.pad(out, (0, dim - out.shape[1]))  # widths not divisible by 4: zero-pad the last channels
 
 
 class PatchEmbed(nn.Module):
@@ -243,6 +265,11 @@ class JointUViT(PretrainedMixin, nn.Module):
 
         self.apply(init)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.config.pos_embed_init == "sincos":
+            with torch.no_grad():
+                grid = sincos_2d(self.config.grid, self.config.width)
+                self.pos_embed[0, self.layout.img] = grid
+                self.pos_embed[0, self.layout.mask] = grid
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, img: torch.Tensor, mask: torch.Tensor, t_img: torch.Tensor, t_mask: torch.Tensor,

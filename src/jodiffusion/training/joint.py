@@ -84,6 +84,7 @@ class JointModelConfig:
     depth: int | None = None
     num_heads: int | None = None
     gradient_checkpointing: bool = False
+    pos_embed_init: str = "sincos"  # "sincos" (image and mask patches share grid positions) or "random"
     init_from: str | None = None   # UniDiffuser-v1 weights: original checkpoint or diffusers folder
 
 
@@ -161,7 +162,8 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
     ucfg = uvit_config(cfg.model.preset, img_channels=codec.latent_channels,
                        mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
                        latent_width=w // codec.downsample, text_dim=text.dim, num_text_tokens=text.num_tokens,
-                       gradient_checkpointing=cfg.model.gradient_checkpointing, **overrides)
+                       gradient_checkpointing=cfg.model.gradient_checkpointing,
+                       pos_embed_init=cfg.model.pos_embed_init, **overrides)
     uvit = JointUViT(ucfg)
     if cfg.model.init_from:
         from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights

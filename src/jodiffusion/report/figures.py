@@ -1,0 +1,121 @@
+"""The PNG figures of the demo's report: generated pairs, the denoising trajectory, mask optimisation and
+real vs synthetic class frequencies. Each function writes one PNG (atomically) and returns its path."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jodiffusion.data.classes import ClassInfo
+from jodiffusion.viz import LINE_H, colorize, grid, overlay, save_png
+
+
+def _label(text: str, width: int, max_lines: int) -> str:
+    """Wrap ``text`` into at most ``max_lines`` lines of ``width`` characters (ellipsis when cut).
+    Non-Latin-1 characters become '?': Pillow's fallback bitmap font (no FreeType) cannot draw them."""
+    text = " ".join(str(text).split()).encode("latin-1", "replace").decode("latin-1")
+    lines = textwrap.wrap(text, width=width) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: max(width - 3, 1)] + "..."
+    return "\n".join(lines)
+
+
+def _max_lines(tile_height: int, scale: int) -> int:
+    # row titles must fit beside their tile, or they would run into the next row
+    return max(1, (tile_height * scale) // LINE_H)
+
+
+def pairs_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], prompts: Sequence[str],
+               classes: ClassInfo, path: str | Path, max_rows: int = 12, scale: int = 2,
+               prompt_width: int = 28) -> Path:
+    """Generated pairs, one per row: image | coloured mask | overlay, with the prompt beside the row."""
+    n = min(len(images), len(masks), len(prompts), max_rows)
+    if n == 0:
+        raise ValueError("pairs_grid needs at least one (image, mask, prompt)")
+    rows = [[images[i], colorize(masks[i], classes), overlay(images[i], masks[i], classes)] for i in range(n)]
+    lines = _max_lines(images[0].shape[0], scale)
+    titles = [_label(p, prompt_width, lines) for p in prompts[:n]]
+    return save_png(grid(rows, ["image", "mask", "overlay"], row_titles=titles, scale=scale), path)
+
+
+def refinement_figure(images: Sequence[np.ndarray], before: Sequence[np.ndarray], after: Sequence[np.ndarray],
+                      classes: ClassInfo, path: str | Path, truths: Sequence[np.ndarray] | None = None,
+                      max_rows: int = 8, scale: int = 3) -> Path:
+    """Mask optimisation, one example per row: image | [truth |] mask before | mask after.
+    The row title gives the share of pixels the optimisation changed, so no-op rows stand out."""
+    n = min(len(images), len(before), len(after), max_rows)
+    if n == 0:
+        raise ValueError("refinement_figure needs at least one (image, before, after)")
+    rows, titles = [], []
+    for i in range(n):
+        row = [images[i]]
+        if truths is not None:
+            row.append(colorize(truths[i], classes))
+        row += [colorize(before[i], classes), colorize(after[i], classes)]
+        rows.append(row)
+        changed = 100.0 * float(np.mean(np.asarray(before[i]) != np.asarray(after[i])))
+        titles.append(f"{changed:.1f}%\nchanged")
+    columns = ["image", *(["truth"] if truths is not None else []), "before", "after"]
+    return save_png(grid(rows, columns, row_titles=titles, scale=scale), path)
+
+
+def frame_indices(steps: int, num_frames: int) -> list[int]:
+    """``num_frames`` sampler step indices spread evenly over ``0..steps-1``, first and last included."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames={num_frames} must be >= 1")
+    if num_frames == 1:
+        return [steps - 1]
+    return sorted({int(round(v)) for v in np.linspace(0, steps - 1, min(num_frames, steps))})
+
+
+def trajectory_figure(pipe, prompts: Sequence[str], seed: int, path: str | Path, num_frames: int = 6,
+                      sampler=None, scale: int = 2) -> Path:
+    """The denoising trajectory (the paper's Fig. 4): for each prompt, a row of predicted clean images and a
+    row of predicted clean masks at ``num_frames`` steps; columns are titled with the step and timestep."""
+    import torch
+
+    from jodiffusion.diffusion.sampling import sample_seed
+    from jodiffusion.diffusion.schedule import sampling_scheduler
+
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("trajectory_figure needs at least one prompt")
+    sampler = sampler or pipe.sampler
+    seeds = [sample_seed(seed, i) for i in range(len(prompts))]
+    # Capture every step (latents are small) and pick frames afterwards: trajectory_every=k alone cannot give
+    # an exact number of evenly spaced frames that also ends on the last step.
+    lat = pipe.generate_latents(prompts, seeds, sampler, trajectory_every=1)
+    trajectory = lat["trajectory"]
+    frames = frame_indices(len(trajectory), num_frames)
+    # The sampler does not return its timesteps; rebuild the same scheduler to name each column.
+    scheduler = sampling_scheduler(pipe.schedule, sampler.solver_order)
+    scheduler.set_timesteps(sampler.steps)
+    timesteps = [int(t) for t in scheduler.timesteps]
+
+    decoded = []
+    for f in frames:
+        img_lat, mask_lat = trajectory[f]
+        with torch.no_grad():
+            decoded.append(pipe.decode(img_lat, mask_lat))
+    rows, titles = [], []
+    lines = _max_lines(pipe.resolution[0], scale)
+    for b, prompt in enumerate(prompts):
+        rows.append([images[b] for images, _ in decoded])
+        rows.append([colorize(masks[b], pipe.classes) for _, masks in decoded])
+        titles += [_label(f"{b + 1}: {prompt}", 20, lines), "mask"]
+    columns = [f"step {f + 1}/{len(trajectory)}\nt={timesteps[f] if f < len(timesteps) else '?'}" for f in frames]
+    return save_png(grid(rows, columns, row_titles=titles, scale=scale), path)
+
+
+def class_histogram(real_freq, synth_freq, classes: ClassInfo | Sequence[str], path: str | Path, **kwargs) -> Path:
+    """Real vs synthetic class frequencies. The drawing lives in ``evaluation.dataset_stats`` (imported here,
+    lazily, so the report's other figures work without it); ``kwargs`` go to its ``class_histogram_figure``."""
+    from jodiffusion.evaluation.dataset_stats import class_histogram_figure
+
+    names = list(classes.names) if isinstance(classes, ClassInfo) else list(classes)
+    result = class_histogram_figure(real_freq, synth_freq, names, path, **kwargs)
+    return Path(result) if result is not None else Path(path)
