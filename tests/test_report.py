@@ -4,12 +4,11 @@ page (every metric and figure, escaping, n/a for missing values) and the page in
 import json
 import math
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import torch
+from chromium_helpers import dump_dom, find_chromium, images_loaded
 from PIL import Image
 
 from jodiffusion.data.classes import ClassInfo
@@ -206,14 +205,6 @@ def test_html_shows_missing_values_and_figures_without_failing(tmp_path):
 
 
 # -- in a browser ----------------------------------------------------------------------------------
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def test_report_opens_in_headless_chromium_with_every_image_loaded(tmp_path):
     browser = find_chromium()
     if browser is None:
@@ -231,17 +222,3 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(tmp_path):
     # the check is not vacuous: a PNG the browser cannot decode is not counted
     (folder / "refine.png").write_bytes(b"not a png")
     assert images_loaded(dump_dom(browser, page, tmp_path / "profile")) == "1"
-
-
-def dump_dom(browser: str, page, profile) -> str:
-    cmd = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-extensions",
-           f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
-
-
-def images_loaded(dom: str) -> str:
-    found = re.search(r'data-images-loaded="([^"]*)"', dom)
-    assert found is not None, dom[:2000]
-    return found.group(1)

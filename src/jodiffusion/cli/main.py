@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "jodiffusion.cli.refine_commands",   # refine
     "jodiffusion.cli.joint_commands",    # train, sample
     "jodiffusion.cli.eval_commands",     # eval-joint
+    "jodiffusion.cli.generate_commands", # generate
     "jodiffusion.cli.stats_commands",    # stats
     "jodiffusion.cli.demo_commands",     # demo
 )

@@ -87,8 +87,10 @@ def load_config(
     preset: str | None = None,
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
+    values: dict | None = None,
 ) -> T:
-    """Build a validated ``schema`` instance from a preset, YAML files and dotted overrides."""
+    """Build a validated ``schema`` instance from a preset, YAML files, dotted overrides and, last,
+    ``values`` (a nested dict, e.g. what a pipeline imposes on each of its stages)."""
     cfg = OmegaConf.structured(schema)
     if preset is not None:
         if group is None:
@@ -104,6 +106,8 @@ def load_config(
         except OmegaConfBaseException as exc:
             raise ConfigError(f"override '{item}': {_describe(exc)}") from None
         cfg = _merge(cfg, layer, f"override '{item}'")
+    if values:
+        cfg = _merge(cfg, values, "values set by the caller")
     try:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:

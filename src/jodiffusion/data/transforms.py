@@ -37,7 +37,8 @@ class MaskDataset(torch.utils.data.Dataset):
             mask = random_crop(mask, self.crop_size, self.ignore_index)
         if self.hflip and torch.rand(()) < 0.5:
             mask = mask[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(mask)).long()
+        # torch.tensor copies: masks may be read-only views (memory-mapped or cached arrays)
+        return torch.tensor(np.ascontiguousarray(mask), dtype=torch.long)
 
 
 def random_crop(mask: np.ndarray, size: int, fill: int) -> np.ndarray:

@@ -1,0 +1,185 @@
+"""`jodiffusion pipeline`: every stage of the paper on one dataset, resumable stage by stage.
+
+    captions -> train-vae -> train (joint) -> generate (x1, and x4 when asked) -> train-seg on real
+    -> eval-joint (prompt adherence, image-mask agreement with the real-data segmenter)
+    -> train-seg on synthetic / synthetic x4 / real+synthetic -> report
+
+Each stage is the library call behind its own command, configured by that command's preset and
+overrides (``PipelineConfig``), and runs in ``<output_dir>/<stage>``; a rerun skips complete stages
+and resumes the interrupted one (``stages.StageRunner``). The segmenters of every experiment share
+one model and schedule, so their mIoUs compare the training data alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from jodiffusion.config.loader import config_to_dict, load_config
+from jodiffusion.data.config import DataConfig
+from jodiffusion.pipelines.config import PipelineConfig
+from jodiffusion.pipelines.stages import StageRunner, has_checkpoint
+
+log = logging.getLogger("jodiffusion")
+
+SEG_METRIC_KEYS = {"real": "seg_miou_real", "synthetic": "seg_miou_synthetic",
+                   "synthetic_x4": "seg_miou_synthetic_x4", "real+synthetic": "seg_miou_real_synthetic"}
+
+
+def _train_args(folder: Path, resume: bool) -> dict:
+    """How to (re)start a training command in a stage folder: continue from its latest checkpoint;
+    a folder without one holds only an interrupted start, which is replaced."""
+    if resume and has_checkpoint(folder):
+        return {"resume": "latest", "overwrite": False}
+    return {"resume": None, "overwrite": True}
+
+
+def _stage_config(schema, group: str, spec, **fields):
+    """The stage's own preset and overrides, then what the pipeline ties together (dataset, folders)."""
+    values = {k: config_to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()}
+    return load_config(schema, group=group, preset=spec.preset, overrides=list(spec.overrides), values=values)
+
+
+def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner | None = None) -> dict:
+    """Run (or finish) every stage; returns the metrics (also in ``<output_dir>/report/metrics.json``)."""
+    from jodiffusion.data.registry import build_dataset
+
+    root = Path(cfg.output_dir)
+    runner = runner or StageRunner(root)
+    real_train = build_dataset(cfg.data, cfg.data.train_split)
+    data = _captions_stage(cfg, runner, real_train, progress)
+
+    # -- annotation VAE -----------------------------------------------------------------------------
+    from jodiffusion.training.vae import VAERunConfig, train_vae
+
+    def vae_stage(folder: Path, resume: bool) -> dict:
+        vcfg = _stage_config(VAERunConfig, "vae", cfg.vae, data=data, output_dir=str(folder))
+        export = train_vae(vcfg, progress=progress, **_train_args(folder, resume))
+        evaluation = json.loads((folder / "eval.json").read_text())
+        return {"export": str(export), "miou": evaluation["miou"], "parameters": evaluation.get("parameters")}
+
+    vae = runner.run("vae", {"data": config_to_dict(data), "spec": dataclasses.asdict(cfg.vae)}, vae_stage)
+
+    # -- joint diffusion model ------------------------------------------------------------------------
+    from jodiffusion.training.joint import JointRunConfig, train_joint
+
+    def joint_stage(folder: Path, resume: bool) -> dict:
+        jcfg = _stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
+                             output_dir=str(folder))
+        return {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume)))}
+
+    joint = runner.run("joint", {"vae": vae, "spec": dataclasses.asdict(cfg.joint)}, joint_stage)
+
+    # -- synthetic datasets -----------------------------------------------------------------------------
+    num = cfg.generate.num or len(real_train)
+    synthetic = {"synthetic": runner.run("generate", _gen_settings(cfg, joint, num, data),
+                                         lambda f, r: _generate(cfg, joint, data, f, num, progress))}
+    if "synthetic_x4" in cfg.experiments:
+        synthetic["synthetic_x4"] = runner.run("generate_x4", _gen_settings(cfg, joint, 4 * num, data),
+                                               lambda f, r: _generate(cfg, joint, data, f, 4 * num, progress))
+
+    # -- segmenters and scores ----------------------------------------------------------------------
+    seg = {"real": runner.run("seg-real", _seg_settings(cfg, data, "real", None),
+                              lambda f, r: _segment(cfg, data, "real", None, f, r, progress))}
+    quality = runner.run("eval-joint", {"joint": joint, "segmenter": seg["real"]["export"],
+                                        "pairs": cfg.eval_pairs, "generate": dataclasses.asdict(cfg.generate)},
+                         lambda f, r: _evaluate_joint(cfg, data, joint, seg["real"], f, progress))
+    for experiment in cfg.experiments:
+        if experiment == "real":
+            continue
+        folder = synthetic["synthetic_x4" if experiment == "synthetic_x4" else "synthetic"]["out"]
+        mix = "real+synthetic" if experiment == "real+synthetic" else "synthetic"
+        seg[experiment] = runner.run(f"seg-{experiment}", _seg_settings(cfg, data, mix, folder),
+                                     lambda f, r, m=mix, s=folder: _segment(cfg, data, m, s, f, r, progress))
+
+    metrics = {
+        "vae_reconstruction_miou": vae["miou"], "vae_parameters": vae.get("parameters"),
+        "prompt_precision": quality["prompt_precision"], "prompt_recall": quality["prompt_recall"],
+        "agreement_miou": quality.get("agreement_miou"),
+        "pairs": synthetic["synthetic"]["pairs"], "pairs_per_second": synthetic["synthetic"]["pairs_per_second"],
+        **{SEG_METRIC_KEYS[e]: seg[e]["miou"] for e in seg},
+        "seg_per_class": {e: seg[e]["per_class"] for e in seg},
+        "eval_joint": quality,
+    }
+    if cfg.report:
+        from jodiffusion.pipelines.report_stage import write_pipeline_report
+
+        runner.seconds["report"] = 0.0
+        metrics = write_pipeline_report(cfg, data, joint, synthetic["synthetic"], metrics, runner, progress)
+    return metrics
+
+
+# --- stages -------------------------------------------------------------------------------------------
+
+def _captions_stage(cfg: PipelineConfig, runner: StageRunner, real_train, progress: bool) -> DataConfig:
+    """Datasets without captions (CamVid, Cityscapes, most folders) get template captions from their
+    masks; the joint model is conditioned on them and generation draws its prompts from them."""
+    has_own = (callable(getattr(real_train, "captions", None)) or cfg.data.captions
+               or (cfg.data.root and (Path(cfg.data.root) / "captions.jsonl").is_file()))
+    if has_own:
+        return cfg.data
+
+    def make(folder: Path, resume: bool) -> dict:
+        from jodiffusion.data.captions import caption_dataset
+
+        path = folder / "captions.jsonl"
+        caption_dataset(real_train, path, method="template", progress=progress, overwrite=True,
+                        split=cfg.data.train_split, min_fraction=cfg.caption_min_fraction)
+        return {"captions": str(path)}
+
+    done = runner.run("captions", {"data": config_to_dict(cfg.data), "min_fraction": cfg.caption_min_fraction},
+                      make)
+    return dataclasses.replace(cfg.data, captions=done["captions"])
+
+
+def _gen_settings(cfg: PipelineConfig, joint: dict, num: int, data: DataConfig) -> dict:
+    return {"joint": joint, "num": num, "captions": data.captions, **dataclasses.asdict(cfg.generate)}
+
+
+def _generate(cfg: PipelineConfig, joint: dict, data: DataConfig, folder: Path, num: int, progress: bool) -> dict:
+    from jodiffusion.generation.generate import GenerateConfig, generate_dataset
+    from jodiffusion.generation.prompts import PromptConfig
+
+    g = cfg.generate
+    captions = data.captions or (str(Path(data.root) / "captions.jsonl") if data.root else None)
+    gcfg = GenerateConfig(num=num, out=str(folder), seed=g.seed, steps=g.steps, guidance=g.guidance,
+                          batch_size=g.batch_size, tau=g.tau, workers=g.workers, split="train",
+                          prompts=PromptConfig(source="captions", captions=captions, split=data.train_split))
+    summary = generate_dataset(joint["export"], gcfg, progress=progress)
+    return {"out": str(folder), "pairs": summary.get("pairs", num),
+            "pairs_per_second": summary.get("pairs_per_second")}
+
+
+def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None) -> dict:
+    return {"data": config_to_dict(data), "mix": mix, "synthetic": synthetic, "spec": dataclasses.asdict(cfg.seg)}
+
+
+def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
+             progress: bool) -> dict:
+    from jodiffusion.segmentation.train import SegRunConfig, train_segmenter
+
+    scfg = _stage_config(SegRunConfig, "seg", cfg.seg, data=data, mix=mix, synthetic=synthetic,
+                         output_dir=str(folder))
+    export = train_segmenter(scfg, progress=progress, **_train_args(folder, resume))
+    report = json.loads((folder / "eval.json").read_text())
+    return {"export": str(export), "miou": report["miou"], "per_class": report["iou"]}
+
+
+def _evaluate_joint(cfg: PipelineConfig, data: DataConfig, joint: dict, seg_real: dict, folder: Path,
+                    progress: bool) -> dict:
+    """Prompt adherence and image-mask agreement of fresh pairs drawn from the training captions."""
+    from jodiffusion.data.captions import read_captions
+    from jodiffusion.evaluation.joint_quality import evaluate_model
+    from jodiffusion.utils.io import write_json_atomic
+
+    captions = data.captions or str(Path(data.root) / "captions.jsonl")
+    prompts = list(read_captions(captions, split=data.train_split).values())
+    prompts = [prompts[i % len(prompts)] for i in range(cfg.eval_pairs)]
+    g = cfg.generate
+    result = evaluate_model(joint["export"], prompts, segmenter_dir=seg_real["export"], steps=g.steps,
+                            guidance=g.guidance, batch_size=g.batch_size, seed=g.seed + 1, tau=g.tau,
+                            grid_path=folder / "grid.png", progress=progress)
+    write_json_atomic(folder / "eval_joint.json", result)
+    return result

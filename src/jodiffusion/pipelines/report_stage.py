@@ -1,0 +1,95 @@
+"""The report folder of a pipeline run: figures, metrics.json and index.html.
+
+Always rebuilt (it takes seconds), so it reflects every stage, skipped or freshly run:
+  pairs.png        generated pairs (image | mask | overlay) with their prompts
+  trajectory.png   the denoising trajectory of a few pairs (the paper's Fig. 4)
+  class_histogram.png  real vs synthetic class pixel frequencies
+  mask_refinement.png  generated masks before and after mask optimisation
+  metrics.json, index.html
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jodiffusion.data.config import DataConfig
+from jodiffusion.pipelines.config import PipelineConfig
+from jodiffusion.utils.io import write_json_atomic
+
+REPORT_DIR = "report"
+
+
+def _first_pairs(folder: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """The first ``n`` generated pairs and their prompts, in index order (from manifest.jsonl)."""
+    from PIL import Image
+
+    images, masks, prompts = [], [], []
+    with open(folder / "manifest.jsonl", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    records = sorted((r for r in records if r.get("kept", True)), key=lambda r: r["index"])
+    for record in records[:n]:
+        stem = record["stem"]
+        image_path = next((folder / "images" / "train").glob(f"{stem}.*"))
+        with Image.open(image_path) as im:
+            images.append(np.asarray(im.convert("RGB")))
+        with Image.open(folder / "masks" / "train" / f"{stem}.png") as im:
+            masks.append(np.asarray(im))
+        prompts.append(record["prompt"])
+    return images, masks, prompts
+
+
+def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, synthetic: dict, metrics: dict,
+                          runner, progress: bool, title: str = "JoDiffusion pipeline report") -> dict:
+    import torch
+
+    from jodiffusion.data.registry import build_dataset
+    from jodiffusion.evaluation.dataset_stats import compute_stats
+    from jodiffusion.generation.pipeline import JoDiffusionPipeline
+    from jodiffusion.generation.refine import refine_mask
+    from jodiffusion.report.figures import class_histogram, pairs_grid, refinement_figure, trajectory_figure
+    from jodiffusion.report.html import write_report
+
+    start = time.time()
+    out = Path(cfg.output_dir) / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    synth_dir = Path(synthetic["out"])
+    figures = []
+
+    images, masks, prompts = _first_pairs(synth_dir, 8)
+    pipe = JoDiffusionPipeline.from_pretrained(joint["export"], device="cuda" if torch.cuda.is_available() else "cpu")
+    pairs_grid(images, masks, prompts, pipe.classes, out / "pairs.png")
+    figures.append(("pairs.png", "Generated pairs (image | mask | overlay) and the prompts they were drawn from."))
+
+    sampler = pipe.sampler.override(cfg.generate.steps, cfg.generate.guidance)
+    trajectory_figure(pipe, prompts[:3], cfg.generate.seed, out / "trajectory.png", sampler=sampler)
+    figures.append(("trajectory.png", "Denoising trajectory: the predicted clean image and mask at several "
+                                      "solver steps (as in the paper's Fig. 4)."))
+
+    real_stats = compute_stats(build_dataset(data, data.train_split), "real", progress=False)
+    synth_stats = compute_stats(build_dataset(DataConfig(name="folder", root=str(synth_dir)), "train"), "synthetic",
+                                progress=False)
+    class_histogram(real_stats.pixel_frequency(), synth_stats.pixel_frequency(), pipe.classes,
+                    out / "class_histogram.png")
+    figures.append(("class_histogram.png", "Share of pixels per class, real training set vs generated set."))
+
+    # Raw masks straight from the annotation VAE (no refinement), then the mask optimisation of the paper.
+    raw = pipe.generate(prompts[:6], seed=cfg.generate.seed + 2, sampler=sampler, refine_tau=0)
+    before = [m for _, m, _ in raw]
+    after = [refine_mask(m, tau=cfg.generate.tau, ignore_index=pipe.classes.ignore_index)[0] for m in before]
+    refinement_figure([im for im, _, _ in raw], before, after, pipe.classes, out / "mask_refinement.png")
+    figures.append(("mask_refinement.png", f"Mask optimisation (tau = {cfg.generate.tau} pixels): generated masks "
+                                           "before and after small regions take their boundary's majority label."))
+
+    runner.seconds["report"] = round(time.time() - start, 2)
+    metrics = {**metrics, "class_pixel_frequency": {
+        "real": dict(zip(pipe.classes.names, map(float, real_stats.pixel_frequency()), strict=True)),
+        "synthetic": dict(zip(pipe.classes.names, map(float, synth_stats.pixel_frequency()), strict=True))},
+        "stage_seconds": dict(runner.seconds), "skipped_stages": list(runner.skipped),
+        "total_seconds": round(sum(runner.seconds.values()), 2)}
+    write_json_atomic(out / "metrics.json", metrics)
+    write_report(out, metrics, figures, title, metrics["stage_seconds"], pipe.classes)
+    return metrics

@@ -1,0 +1,67 @@
+"""Resumable stages: each stage of a pipeline runs once, and a rerun skips what is complete.
+
+A stage owns the folder ``<root>/<name>``. When its function returns, ``<root>/<name>/STAGE.json``
+records the stage's settings, its result and its wall time; that file is written last (atomically),
+so it exists only for a complete stage. On a rerun:
+
+* marker present, same settings  -> skipped, the recorded result is returned;
+* marker present, other settings -> refused (the output belongs to another configuration);
+* no marker, folder present      -> the stage is resumed: its function is told so, and the training
+  commands continue from their latest checkpoint (generation resumes by itself).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jodiffusion.errors import JoDiffusionError
+from jodiffusion.utils.io import write_json_atomic
+
+log = logging.getLogger("jodiffusion")
+MARKER = "STAGE.json"
+
+
+class StageRunner:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.seconds: dict[str, float] = {}   # wall time of every stage (as recorded when it ran)
+        self.skipped: list[str] = []
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    def run(self, name: str, settings: dict, fn: Callable[[Path, bool], dict]) -> dict:
+        """Run ``fn(folder, resume)`` unless stage ``name`` is already complete with these settings.
+        ``settings`` must be JSON-serialisable; ``fn`` returns a JSON-serialisable result."""
+        folder = self.folder(name)
+        marker = folder / MARKER
+        settings = json.loads(json.dumps(settings))  # normalise (tuples -> lists) before comparing
+        if marker.is_file():
+            done = json.loads(marker.read_text())
+            if done.get("settings") != settings:
+                raise JoDiffusionError(
+                    f"stage '{name}' in {folder} was completed with other settings; delete that folder to "
+                    f"redo it, or choose another output_dir (recorded: {done.get('settings')}; now: {settings})")
+            log.info("== %s: complete, skipped (%s)", name, marker)
+            self.seconds[name] = done["seconds"]
+            self.skipped.append(name)
+            return done["result"]
+        resume = folder.exists() and any(folder.iterdir())
+        log.info("== %s%s", name, " (resuming)" if resume else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        result = fn(folder, resume)
+        seconds = round(time.time() - start, 2)
+        write_json_atomic(marker, {"stage": name, "settings": settings, "result": result, "seconds": seconds})
+        self.seconds[name] = seconds
+        return result
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a training run folder holds a checkpoint to resume from."""
+    ckpts = run_dir / "checkpoints"
+    return ckpts.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in ckpts.iterdir())

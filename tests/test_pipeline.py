@@ -1,0 +1,139 @@
+"""The end-to-end pipeline and the demo built on it: every stage at toy sizes, the report folder (also
+in a headless browser), skipping of complete stages, refusal of changed settings, resumption of an
+interrupted stage, and the CamVid pipeline run end to end at a tiny size when the dataset is present."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from chromium_helpers import dump_dom, find_chromium, images_loaded
+
+from jodiffusion.cli.main import main
+from jodiffusion.config.loader import load_config
+from jodiffusion.errors import ConfigError, JoDiffusionError
+from jodiffusion.pipelines.config import PipelineConfig
+from jodiffusion.pipelines.demo import run_demo
+from jodiffusion.pipelines.stages import MARKER, StageRunner
+
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+REPORT_FIGURES = ("pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    metrics = run_demo(out, quick=True, progress=False)
+    return out, metrics
+
+
+def test_demo_runs_every_stage_and_reports_every_metric(demo):
+    out, metrics = demo
+    stages = ["data", "vae", "joint", "generate", "seg-real", "eval-joint", "seg-synthetic", "seg-real+synthetic"]
+    for stage in stages:
+        assert (out / stage / MARKER).is_file(), stage
+    assert list(metrics["stage_seconds"]) == [*stages, "report"]
+    for key in ("vae_reconstruction_miou", "prompt_precision", "prompt_recall", "agreement_miou", "seg_miou_real",
+                "seg_miou_synthetic", "seg_miou_real_synthetic"):
+        assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 100.0, key
+    assert metrics["pairs"] == 8
+    saved = json.loads((out / "report" / "metrics.json").read_text())
+    assert saved["seg_miou_real"] == metrics["seg_miou_real"]
+    # the three segmenters were really trained on different data
+    configs = {e: (out / f"seg-{e}" / "config.yaml").read_text() for e in ("real", "synthetic", "real+synthetic")}
+    assert "mix: real\n" in configs["real"] and "mix: synthetic\n" in configs["synthetic"]
+    assert "mix: real+synthetic" in configs["real+synthetic"] and str(out / "generate") in configs["synthetic"]
+
+
+def test_report_folder_holds_the_figures_and_a_page_that_shows_them(demo):
+    out, metrics = demo
+    page = out / "report" / "index.html"
+    text = page.read_text()
+    for name in REPORT_FIGURES:
+        assert (out / "report" / name).stat().st_size > 0
+        assert f'src="{name}"' in text
+    assert f"{metrics['seg_miou_real']:.1f}" in text
+    browser = find_chromium()
+    if browser is None:
+        pytest.skip("headless Chromium not installed: run scripts/install_chromium.sh")
+    dom = dump_dom(browser, page, out / "chromium-profile")
+    assert images_loaded(dom) == str(len(REPORT_FIGURES))
+
+
+def test_rerun_skips_complete_stages_and_keeps_their_results(demo, capsys):
+    out, metrics = demo
+    vae_weights = out / "vae" / "annotation_vae" / "model.safetensors"
+    before = vae_weights.stat().st_mtime_ns
+    again = run_demo(out, quick=True, progress=False)
+    assert vae_weights.stat().st_mtime_ns == before
+    assert set(again["skipped_stages"]) >= {"vae", "joint", "generate", "seg-real", "seg-synthetic"}
+    assert again["seg_miou_synthetic"] == metrics["seg_miou_synthetic"]
+    assert "skipped (already complete)" in capsys.readouterr().out
+
+
+def test_a_stage_done_with_other_settings_is_refused_not_overwritten(demo):
+    out, _ = demo
+    weights = out / "vae" / "annotation_vae" / "model.safetensors"
+    content = weights.read_bytes()
+    with pytest.raises(JoDiffusionError, match="stage 'vae'.*other settings"):
+        run_demo(out, quick=True, progress=False, overrides=("vae.overrides=[train.steps=5]",))
+    assert weights.read_bytes() == content
+
+
+def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
+    """A stage folder without its completion marker is resumed; later stages then run on its output."""
+    runner = StageRunner(tmp_path)
+    calls = []
+
+    def stage(folder, resume):
+        calls.append(resume)
+        (folder / "partial.txt").write_text("x")
+        return {"value": 1}
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "leftover.txt").write_text("from a killed run")
+    assert runner.run("s", {"a": 1}, stage) == {"value": 1}
+    assert runner.run("s", {"a": 1}, stage) == {"value": 1}
+    assert calls == [True]  # resumed once, then skipped
+    assert runner.skipped == ["s"]
+
+
+def test_pipeline_config_is_validated():
+    with pytest.raises(ConfigError, match="experiments"):
+        load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x", "experiments=[real,fake]"])
+    with pytest.raises(ConfigError, match="include 'real'"):
+        load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x", "experiments=[synthetic]"])
+    with pytest.raises(ConfigError, match="generate.num"):
+        load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x", "generate.num=-1"])
+    cfg = load_config(PipelineConfig, group="pipeline", preset="camvid", overrides=["data.root=/x"])
+    assert cfg.experiments == ["real", "synthetic", "synthetic_x4", "real+synthetic"]
+
+
+@pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="../shared/data/camvid is not present")
+def test_camvid_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
+    """The GPU preset's stages, shrunk to seconds: template captions, 1x and 4x synthetic sets, 4 segmenters."""
+    out = tmp_path / "camvid"
+    args = ["pipeline", "--preset", "camvid", f"data.root={CAMVID}", f"output_dir={out}", "data.resolution=32",
+            "vae.overrides=[train.steps=2,train.save_every=0,train.num_workers=0,model.base_channels=8,"
+            "model.max_channels=16,model.blocks_per_stage=0,crop_size=32,model.downsample=8]",
+            "joint.overrides=[train.steps=2,train.batch_size=4,train.num_workers=0,model.preset=tiny,"
+            "model.width=32,model.depth=3,model.num_heads=2,text.dim=32,text.num_layers=1,text.num_heads=2,"
+            "codec.factor=8,sampler.steps=2]",
+            "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
+            "seg.preset=tiny", "seg.overrides=[input_size=32]"]
+    assert main(args) == 0
+    captions = (out / "captions" / "captions.jsonl").read_text().splitlines()
+    assert len(captions) == 367 and "a photo of" in captions[0]
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    for key in ("seg_miou_real", "seg_miou_synthetic", "seg_miou_synthetic_x4", "seg_miou_real_synthetic"):
+        assert metrics[key] is not None
+    assert len(list((out / "generate_x4" / "masks" / "train").glob("*.png"))) == 16
+    assert "segmenter mIoU" in capsys.readouterr().out
