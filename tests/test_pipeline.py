@@ -107,12 +107,15 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_pipeline_config_is_validated():
+    def demo_with(*overrides):
+        return load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x", *overrides])
+
     with pytest.raises(ConfigError, match="experiments"):
-        load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x", "experiments=[real,fake]"])
+        demo_with("experiments=[real,fake]")
     with pytest.raises(ConfigError, match="include 'real'"):
-        load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x", "experiments=[synthetic]"])
+        demo_with("experiments=[synthetic]")
     with pytest.raises(ConfigError, match="generate.num"):
-        load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x", "generate.num=-1"])
+        demo_with("generate.num=-1")
     cfg = load_config(PipelineConfig, group="pipeline", preset="camvid", overrides=["data.root=/x"])
     assert cfg.experiments == ["real", "synthetic", "synthetic_x4", "real+synthetic"]
 

@@ -135,7 +135,8 @@ def model_fingerprint(model_dir: str | Path) -> str:
             if path.stat().st_size > 1 << 20:
                 cache[key], dirty = digest, True
         total.update(f"{path.relative_to(model_dir).as_posix()}\0{digest}\n".encode())
-    if dirty:
+    if dirty:  # forget files that are gone (temporary models), so that the cache does not grow forever
+        cache = {k: v for k, v in cache.items() if Path(k.rsplit(":", 2)[0]).is_file()}
         try:
             write_json_atomic(cache_path, cache)
         except OSError:
