@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args) -> int:
-    from jodiffusion.segmentation.train import SegRunConfig, train_segmenter
+    from jodiffusion.segmentation.config import SegRunConfig
+    from jodiffusion.segmentation.train import train_segmenter
 
     cfg = config_from_args(args, SegRunConfig, "seg")
     model_dir = train_segmenter(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -59,7 +60,7 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from jodiffusion.data.config import DataConfig
     from jodiffusion.errors import ConfigError
-    from jodiffusion.segmentation.train import eval_report, evaluate_segmenter
+    from jodiffusion.segmentation.inference import eval_report, evaluate_segmenter
     from jodiffusion.utils.io import write_json_atomic
 
     try:

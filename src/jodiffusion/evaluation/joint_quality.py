@@ -106,8 +106,8 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
     seconds = time.perf_counter() - start
     predict = None
     if segmenter_dir is not None:
+        from jodiffusion.segmentation.inference import predict as segment
         from jodiffusion.segmentation.models import load_segmenter
-        from jodiffusion.segmentation.train import predict as segment
 
         net, seg_cfg = load_segmenter(segmenter_dir)
         net = net.to(device)

@@ -254,8 +254,8 @@ def build_pair_filter(cfg: FilterConfig, classes: ClassInfo, device=None) -> Pai
     if cfg.consistency_segmenter is not None:
         import torch
 
+        from jodiffusion.segmentation.inference import predict_proba
         from jodiffusion.segmentation.models import load_segmenter
-        from jodiffusion.segmentation.train import predict_proba
 
         folder = Path(cfg.consistency_segmenter).expanduser()
         if not folder.is_dir():

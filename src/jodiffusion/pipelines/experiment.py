@@ -158,7 +158,8 @@ def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: st
 
 def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
              progress: bool) -> dict:
-    from jodiffusion.segmentation.train import SegRunConfig, train_segmenter
+    from jodiffusion.segmentation.config import SegRunConfig
+    from jodiffusion.segmentation.train import train_segmenter
 
     scfg = _stage_config(SegRunConfig, "seg", cfg.seg, data=data, mix=mix, synthetic=synthetic,
                          output_dir=str(folder))

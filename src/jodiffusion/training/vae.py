@@ -77,7 +77,7 @@ def balanced_class_weights(masks: MaskDataset, num_classes: int, clip: float = 1
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _build_split(data: DataConfig, split: str):
+def build_split(data: DataConfig, split: str):
     from jodiffusion.data.registry import build_dataset
     from jodiffusion.data.validate import ensure_valid
 
@@ -135,8 +135,8 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
         prepare_run_dir(run_dir, resume, overwrite)
     accelerator.wait_for_everyone()
 
-    train_set = _build_split(cfg.data, cfg.data.train_split)
-    val_set = _build_split(cfg.data, cfg.data.val_split)
+    train_set = build_split(cfg.data, cfg.data.train_split)
+    val_set = build_split(cfg.data, cfg.data.val_split)
     classes = train_set.classes
     if cfg.model.num_classes == 0:
         cfg.model.num_classes = classes.num_classes
@@ -263,7 +263,7 @@ def evaluate_vae(model_dir: str | Path, data: DataConfig, split: str | None = No
     """Reconstruction confusion matrix of a trained annotation VAE on a dataset split (full resolution)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = AnnotationVAE.from_pretrained(model_dir).to(device)
-    dataset = _build_split(data, split or data.val_split)
+    dataset = build_split(data, split or data.val_split)
     if dataset.classes.num_classes != model.config.num_classes:
         raise ConfigError(f"the model at {model_dir} has {model.config.num_classes} classes but dataset "
                           f"'{data.name}' has {dataset.classes.num_classes}")

@@ -1,0 +1,195 @@
+"""Segmenter training data: the real and synthetic splits, their augmentation and the mixed batches.
+
+Every training pair is fitted to one *training frame* (the size of the first training image, its
+short side scaled to ``input_size`` when set), then scale-jittered, cropped and flipped with a
+generator seeded per drawn sample, so batches do not depend on worker or process counts and a
+resumed run sees the same data. With ``mix=real+synthetic`` every batch holds a fixed number of
+samples from each source (:func:`batch_split`), drawn by :class:`MixedBatchSampler`.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+
+from jodiffusion.data.base import SegmentationDataset
+from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.config import DataConfig
+from jodiffusion.data.latent_cache import resize_pair
+from jodiffusion.errors import ConfigError, DatasetError
+from jodiffusion.segmentation.config import SegRunConfig
+
+
+def build_split(data: DataConfig, split: str, progress: bool = True,
+                 same_classes_as: ClassInfo | None = None) -> SegmentationDataset:
+    from jodiffusion.data.registry import build_dataset
+    from jodiffusion.data.validate import ensure_valid
+
+    dataset = build_dataset(data, split)
+    if same_classes_as is not None:  # before validation: a wrong label space is the clearer error
+        check_same_classes(same_classes_as, dataset.classes, str(data.root))
+    ensure_valid(dataset, progress=progress)
+    return dataset
+
+
+def synthetic_data_config(folder: str, split: str = "train") -> DataConfig:
+    return DataConfig(name="folder", root=folder, train_split=split)
+
+
+def check_same_classes(real: ClassInfo, synthetic: ClassInfo, where: str) -> None:
+    if tuple(real.names) != tuple(synthetic.names):
+        raise DatasetError(f"the class names of the synthetic set {where} do not match the real dataset's:\n"
+                           f"  synthetic: {', '.join(synthetic.names)}\n  real:      {', '.join(real.names)}\n"
+                           "generate the set from a model trained on this dataset, or fix its classes.json")
+
+
+def frame_size(dataset: SegmentationDataset, input_size: int) -> tuple[int, int]:
+    """(H, W) of the training frame: the first image's size, short side scaled to ``input_size``."""
+    h, w = dataset.load_mask(0).shape[:2]
+    if not input_size:
+        return h, w
+    s = input_size / min(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def augment_pair(image: np.ndarray, mask: np.ndarray, out_hw: tuple[int, int], scale_range: tuple[float, float],
+                 hflip: bool, ignore_index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random rescale, random crop to ``out_hw`` (padding: black image, ignored mask) and flip."""
+    h, w = mask.shape
+    s = rng.uniform(*scale_range)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    if (nh, nw) != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))
+        mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.Resampling.NEAREST))
+    oh, ow = out_hw
+    if nh < oh or nw < ow:
+        ph, pw = max(nh, oh), max(nw, ow)
+        padded_image = np.zeros((ph, pw, 3), np.uint8)
+        padded_mask = np.full((ph, pw), ignore_index, np.uint8)
+        padded_image[:nh, :nw], padded_mask[:nh, :nw] = image, mask
+        image, mask, nh, nw = padded_image, padded_mask, ph, pw
+    top, left = int(rng.integers(0, nh - oh + 1)), int(rng.integers(0, nw - ow + 1))
+    image, mask = image[top:top + oh, left:left + ow], mask[top:top + oh, left:left + ow]
+    if hflip and rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    return np.array(image, order="C"), np.array(mask, order="C")  # copies: the cache stays untouched
+
+
+class TrainPairs(torch.utils.data.Dataset):
+    """The training pairs of one or more sources behind one index space.
+
+    Key ``(index, seed)`` -> ``{"image": (3, h, w) uint8, "mask": (h, w) long, "synthetic": bool}``: the
+    pair is fitted to ``frame`` (resize to cover, centre crop), then augmented by a generator seeded
+    with ``seed``. ``sources``: ``(dataset, is_synthetic)``; masks are mapped to ``ignore_index``.
+    """
+
+    def __init__(self, sources: list[tuple[SegmentationDataset, bool]], frame: tuple[int, int],
+                 out_size: tuple[int, int], scale_range: tuple[float, float] = (1.0, 1.0), hflip: bool = False,
+                 ignore_index: int = 255, cache: bool = True, threads: int = 4):
+        self.sources = sources
+        self.frame, self.out_size, self.scale_range = frame, out_size, scale_range
+        self.hflip, self.ignore_index = hflip, ignore_index
+        self.offsets = np.cumsum([0] + [len(ds) for ds, _ in sources])
+        self._cache = None
+        if cache:
+            with ThreadPoolExecutor(threads) as pool:
+                self._cache = list(pool.map(self._fitted, range(len(self))))
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Global index -> (source number, index within that source)."""
+        s = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return s, int(index - self.offsets[s])
+
+    def _fitted(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        s, i = self.locate(index)
+        dataset = self.sources[s][0]
+        image, mask = resize_pair(dataset.load_image(i), dataset.load_mask(i), self.frame)
+        own_ignore = dataset.classes.ignore_index
+        if own_ignore != self.ignore_index:
+            mask = np.where(mask == own_ignore, self.ignore_index, mask).astype(np.uint8)
+        return image, mask
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, seed = key
+        image, mask = self._cache[index] if self._cache is not None else self._fitted(index)
+        image, mask = augment_pair(image, mask, self.out_size, self.scale_range, self.hflip, self.ignore_index,
+                                   np.random.default_rng(seed))
+        return {"image": torch.from_numpy(image).permute(2, 0, 1), "mask": torch.from_numpy(mask).long(),
+                "synthetic": self.sources[self.locate(index)[0]][1]}
+
+
+class MixedBatchSampler:
+    """Batches of ``(index, seed)`` keys holding exactly ``per_batch[s]`` samples of each source ``s``.
+
+    Each source is an endless stream of shuffles (one per pass, seeded by seed, source and pass), read
+    ``per_batch[s]`` items per batch, so batch ``b`` of epoch ``e`` depends only on (seed, e, b): a resumed
+    run sees the same batches. An epoch is one pass over the source that takes the most batches to go
+    through. Indices of source ``s`` are offset by the sizes of the sources before it.
+    """
+
+    drop_last = True  # every batch is full
+
+    def __init__(self, sizes: list[int], per_batch: list[int], seed: int = 0, min_batches: int = 1):
+        if len(sizes) != len(per_batch) or min(sizes) < 1 or min(per_batch) < 0 or sum(per_batch) < 1:
+            raise ValueError(f"bad sources: sizes {sizes}, per batch {per_batch}")
+        self.sizes, self.per_batch, self.seed = list(sizes), list(per_batch), int(seed)
+        self.offsets = np.cumsum([0] + self.sizes)
+        self.batch_size = sum(per_batch)
+        # min_batches: the number of processes, so that each gets at least one batch per epoch
+        self.batches_per_epoch = max([min_batches] + [-(-n // k) for n, k in zip(sizes, per_batch, strict=True) if k])
+        self.epoch = 0
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def sampler(self):  # accelerate's multi-process wrapper sets the epoch through `.sampler.set_epoch`
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def _perm(self, source: int, rnd: int) -> np.ndarray:
+        key = (source, rnd)
+        if key not in self._perms:
+            if len(self._perms) > 8:
+                self._perms.clear()
+            self._perms[key] = np.random.default_rng([self.seed, source, rnd]).permutation(self.sizes[source])
+        return self._perms[key]
+
+    def batch(self, number: int) -> list[tuple[int, int]]:
+        """The ``number``-th batch since the start of training (epoch * batches_per_epoch + batch)."""
+        keys = []
+        for s, (n, k) in enumerate(zip(self.sizes, self.per_batch, strict=True)):
+            for j in range(number * k, (number + 1) * k):  # position j in source s's stream
+                index = int(self.offsets[s] + self._perm(s, j // n)[j % n])
+                seed = int(np.random.SeedSequence([self.seed, s, j]).generate_state(1)[0])
+                keys.append((index, seed))
+        return keys
+
+    def __iter__(self):
+        start = self.epoch * self.batches_per_epoch
+        for b in range(self.batches_per_epoch):
+            yield self.batch(start + b)
+
+
+def batch_split(cfg: SegRunConfig) -> tuple[int, int]:
+    """(real, synthetic) samples in every batch."""
+    b = cfg.train.batch_size
+    if cfg.mix == "real":
+        return b, 0
+    if cfg.mix == "synthetic":
+        return 0, b
+    n_syn = round(cfg.synthetic_ratio * b)
+    if not 0 < n_syn < b:
+        raise ConfigError(f"synthetic_ratio={cfg.synthetic_ratio} of train.batch_size={b} gives {n_syn} synthetic "
+                          "samples per batch; mixing needs at least one of each: raise the batch size or "
+                          "move the ratio towards 0.5")
+    return b - n_syn, n_syn
