@@ -37,9 +37,9 @@ from jodiffusion.segmentation.config import MIX_MODES, MODEL_DIR, SegRunConfig
 from jodiffusion.segmentation.data import (
     MixedBatchSampler,
     TrainPairs,
-    build_split,
     augment_pair,
     batch_split,
+    build_split,
     check_same_classes,
     frame_size,
     synthetic_data_config,
