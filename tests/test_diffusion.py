@@ -109,3 +109,54 @@ def test_batched_guidance_equals_two_calls_with_the_real_network():
         u_img, u_mask = net(img, mask, t, t, null.expand_as(text))
     assert torch.allclose(g_img, u_img + 3.0 * (c_img - u_img), atol=1e-5)
     assert torch.allclose(g_mask, u_mask + 3.0 * (c_mask - u_mask), atol=1e-5)
+
+
+class EchoNet(torch.nn.Module):
+    """Returns a fixed prediction, so the loss equals the MSE to the target the objective builds."""
+
+    def __init__(self, pred_img, pred_mask):
+        super().__init__()
+        self.pred_img, self.pred_mask = pred_img, pred_mask
+
+    def forward(self, img, mask, t_img, t_mask, text):
+        return self.pred_img, self.pred_mask
+
+
+def _loss_with(prediction_type: str, snr_gamma: float = 0.0):
+    sched = training_scheduler(NoiseScheduleConfig(prediction_type=prediction_type))
+    img, mask = torch.randn(4, 4, 4, 4), torch.randn(4, 2, 4, 4)
+    zero = EchoNet(torch.zeros_like(img), torch.zeros_like(mask))
+    cfg = JointObjectiveConfig(caption_dropout=0.0, snr_gamma=snr_gamma)
+    gen = torch.Generator().manual_seed(3)
+    _, parts = joint_loss(zero, sched, img, mask, torch.zeros(4, 3, 8), torch.zeros(1, 3, 8), cfg, gen)
+    # the same draws, by hand
+    gen = torch.Generator().manual_seed(3)
+    t, _ = draw_timesteps(4, 1000, 0.0, "cpu", gen)
+    noise_img = torch.randn(img.shape, generator=gen)
+    return sched, img, t, noise_img, parts
+
+
+def test_v_prediction_trains_on_the_velocity_and_epsilon_on_the_noise():
+    sched, img, t, noise, parts = _loss_with("epsilon")
+    assert torch.allclose(parts["loss_img"], (noise ** 2).mean(), atol=1e-6)
+    sched, img, t, noise, parts = _loss_with("v_prediction")
+    a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    velocity = a.sqrt() * noise - (1 - a).sqrt() * img
+    assert torch.allclose(parts["loss_img"], (velocity ** 2).mean(), atol=1e-5)
+
+
+def test_min_snr_weighting_scales_each_sample_by_its_noise_level():
+    sched, img, t, noise, parts = _loss_with("epsilon", snr_gamma=5.0)
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    weight = torch.clamp(snr, max=5.0) / snr
+    per_sample = (noise ** 2).flatten(1).mean(1)
+    assert torch.allclose(parts["loss_img"], (weight * per_sample).mean(), atol=1e-5)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        JointObjectiveConfig(snr_gamma=-1)
+
+
+def test_prediction_type_is_validated_and_reaches_the_schedulers():
+    with pytest.raises(ValueError, match="prediction_type"):
+        NoiseScheduleConfig(prediction_type="sample")
+    assert training_scheduler(NoiseScheduleConfig(prediction_type="v_prediction")).config.prediction_type == \
+        "v_prediction"

@@ -7,7 +7,7 @@ import torch
 
 from jodiffusion.errors import CheckpointError
 from jodiffusion.models.token_layout import UNIDIFFUSER_EXTRA, TokenLayout
-from jodiffusion.models.uvit import UVIT_PRESETS, JointUViT, UViTConfig, timestep_embedding, uvit_config
+from jodiffusion.models.uvit import UVIT_PRESETS, JointUViT, UViTConfig, sincos_2d, timestep_embedding, uvit_config
 
 COMPAT = dict(post_norm=True, unidiffuser_tokens=True, text_bottleneck=16, clip_img_dim=24)
 
@@ -260,3 +260,15 @@ def test_from_pretrained_errors(tmp_path):
 def test_presets_are_constructors():
     assert set(UVIT_PRESETS) == {"tiny", "small", "base", "unidiffuser-v1"}
     assert uvit_config("tiny") == uvit_config("tiny") and uvit_config("tiny") is not uvit_config("tiny")
+
+
+def test_sincos_init_gives_image_and_mask_patches_the_same_grid_positions():
+    net = JointUViT(uvit_config("tiny", latent_height=8, latent_width=8, patch_size=2))
+    lay, pos = net.layout, net.pos_embed[0]
+    assert torch.equal(pos[lay.img], pos[lay.mask])
+    assert torch.equal(pos[lay.img], sincos_2d((4, 4), net.config.width))
+    assert len({tuple(row.tolist()) for row in pos[lay.img]}) == 16  # every cell has its own code
+    rand = JointUViT(uvit_config("tiny", latent_height=8, latent_width=8, patch_size=2, pos_embed_init="random"))
+    assert not torch.equal(rand.pos_embed[0, lay.img], rand.pos_embed[0, lay.mask])
+    with pytest.raises(ValueError, match="pos_embed_init"):
+        uvit_config("tiny", pos_embed_init="learned")

@@ -65,18 +65,23 @@ def joint_loss(model, scheduler, img: torch.Tensor, mask: torch.Tensor, text: to
         drop = torch.rand(b, device=device, generator=generator) < cfg.caption_dropout
         text = torch.where(drop.view(b, 1, 1), null_text.to(text.dtype).expand_as(text), text)
     pred_img, pred_mask = model(noisy_img, noisy_mask, t_img, t_mask, text)
-    loss_img = _weighted_mse(pred_img, noise_img, t_img, scheduler, cfg.snr_gamma)
-    loss_mask = _weighted_mse(pred_mask, noise_mask, t_mask, scheduler, cfg.snr_gamma)
+    v_pred = scheduler.config.prediction_type == "v_prediction"
+    target_img = scheduler.get_velocity(img, noise_img, t_img) if v_pred else noise_img
+    target_mask = scheduler.get_velocity(mask, noise_mask, t_mask) if v_pred else noise_mask
+    loss_img = _weighted_mse(pred_img, target_img, t_img, scheduler, cfg.snr_gamma, v_pred)
+    loss_mask = _weighted_mse(pred_mask, target_mask, t_mask, scheduler, cfg.snr_gamma, v_pred)
     loss = (cfg.img_weight * loss_img + cfg.mask_weight * loss_mask) / (cfg.img_weight + cfg.mask_weight)
     return loss, {"loss_img": loss_img.detach(), "loss_mask": loss_mask.detach()}
 
 
-def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, scheduler, snr_gamma: float):
+def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, scheduler, snr_gamma: float,
+                  v_pred: bool = False):
     if snr_gamma <= 0:
         return F.mse_loss(pred.float(), target.float())
     from diffusers.training_utils import compute_snr
 
     snr = compute_snr(scheduler, t)
-    weight = torch.clamp(snr, max=snr_gamma) / snr
+    # min(SNR, gamma) / SNR for epsilon targets; the v target already carries a factor SNR + 1
+    weight = torch.clamp(snr, max=snr_gamma) / (snr + 1 if v_pred else snr)
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
     return (per_sample * weight).mean()

@@ -106,7 +106,10 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
         eps = torch.cat([eps_img.float().reshape(b, -1), eps_mask.float().reshape(b, -1)], 1)
         if trajectory_every and (i % trajectory_every == 0 or i == len(scheduler.timesteps) - 1):
             alpha = scheduler.alphas_cumprod[int(t)].to(device)
-            x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
+            if schedule.prediction_type == "v_prediction":  # the network's output is v, despite its name here
+                x0 = alpha.sqrt() * x - (1 - alpha).sqrt() * eps
+            else:
+                x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
             trajectory.append(split(x0))
         x = scheduler.step(eps, t, x).prev_sample
     img, mask = split(x)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
@@ -14,6 +15,10 @@ class NoiseScheduleConfig:
     beta_start: float = 0.00085
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
+    # What the network predicts: "epsilon" (the paper, UniDiffuser) or "v_prediction" (Salimans & Ho,
+    # 2022), whose target stays well scaled at every noise level: at high noise it is close to the clean
+    # sample instead of the input noise, which a network trained from scratch learns much sooner.
+    prediction_type: str = "epsilon"
 
     def __post_init__(self):
         if self.num_train_timesteps < 2:
@@ -21,12 +26,15 @@ class NoiseScheduleConfig:
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ValueError(f"schedule betas must satisfy 0 < beta_start < beta_end < 1, "
                              f"got {self.beta_start}, {self.beta_end}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"schedule.prediction_type='{self.prediction_type}'; choose one of "
+                             f"{', '.join(PREDICTION_TYPES)}")
         if self.beta_schedule not in SCHEDULES:
             raise ValueError(f"schedule.beta_schedule='{self.beta_schedule}'; choose one of {', '.join(SCHEDULES)}")
 
     def kwargs(self) -> dict:
         return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
-                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "prediction_type": "epsilon"}
+                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "prediction_type": self.prediction_type}
 
 
 def training_scheduler(cfg: NoiseScheduleConfig):

@@ -352,4 +352,4 @@ class JointUViT(PretrainedMixin, nn.Module):
 
 
 
-__all__ = ["JointUViT", "UVIT_PRESETS", "UViTConfig", "timestep_embedding", "uvit_config"]
+__all__ = ["JointUViT", "UVIT_PRESETS", "UViTConfig", "sincos_2d", "timestep_embedding", "uvit_config"]
