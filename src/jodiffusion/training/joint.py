@@ -83,6 +83,7 @@ class JointModelConfig:
     width: int | None = None
     depth: int | None = None
     num_heads: int | None = None
+    patch_size: int | None = None
     gradient_checkpointing: bool = False
     pos_embed_init: str = "sincos"  # "sincos" (image and mask patches share grid positions) or "random"
     init_from: str | None = None   # UniDiffuser-v1 weights: original checkpoint or diffusers folder
@@ -158,7 +159,8 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
         text = CLIPTextEncoder.from_pretrained(cfg.text.path)
     h = w = cfg.data.resolution
     overrides = {k: v for k, v in (("width", cfg.model.width), ("depth", cfg.model.depth),
-                                   ("num_heads", cfg.model.num_heads)) if v is not None}
+                                   ("num_heads", cfg.model.num_heads), ("patch_size", cfg.model.patch_size))
+                 if v is not None}
     ucfg = uvit_config(cfg.model.preset, img_channels=codec.latent_channels,
                        mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
                        latent_width=w // codec.downsample, text_dim=text.dim, num_text_tokens=text.num_tokens,
