@@ -90,13 +90,15 @@ def test_cli_train_and_sample(tmp_path, tiny_vae, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+# `accelerate launch --cpu --num_processes 2` starts ONE process; torchrun with ACCELERATE_USE_CPU starts two
 def test_two_process_training(tmp_path, tiny_vae):
-    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    cmd = [launcher, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "jodiffusion.cli.main", "train", "--preset", "tiny", f"vae={tiny_vae}",
-           f"output_dir={tmp_path / 'run'}", "train.steps=2", "sample_count=0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "jodiffusion.cli.main",
+           "train", "--preset", "tiny", f"vae={tiny_vae}", f"output_dir={tmp_path / 'run'}", "train.steps=2",
+           "sample_count=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "accelerate: 2 process(es)" in proc.stderr + proc.stdout
     assert JoDiffusionPipeline.from_pretrained(tmp_path / "run" / "export").uvit is not None
 
 

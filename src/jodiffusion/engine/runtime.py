@@ -42,6 +42,10 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
     # Different processes get different seeds for augmentation and noise; model init is identical
     # because accelerate broadcasts nothing here, so we build models before calling this per rank.
     set_seed(train.seed + accelerator.process_index)
+    if accelerator.is_main_process:
+        logging.getLogger("jodiffusion").info(
+            "accelerate: %d process(es), device %s, mixed precision %s", accelerator.num_processes,
+            accelerator.device.type, accelerator.mixed_precision)
     return accelerator
 
 
