@@ -51,12 +51,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except JoDiffusionError as exc:
+        _close_distributed(wait=False)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _close_distributed(wait=False)
         print("interrupted", file=sys.stderr)
         return 130
+    _close_distributed(wait=True)
     return int(result or 0)
+
+
+def _close_distributed(wait: bool) -> None:
+    """Under torchrun / accelerate launch: let every rank finish, then close the process group. Exiting
+    with it open lets gloo's threads be torn down mid-flight ("terminate called without an active
+    exception", SIGABRT) on a rank that finished first."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
