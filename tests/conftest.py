@@ -1,7 +1,22 @@
-"""Tests run offline and on CPU: make sure nothing tries a model hub, whatever the environment says."""
+"""Shared test set-up: tests run offline and on CPU (nothing tries a model hub, whatever the environment
+says), and modules of tiny models can run on one torch thread (`one_torch_thread`)."""
 
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Modules of tiny models use it (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): one
+    thread avoids contention stalls on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

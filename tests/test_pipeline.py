@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from chromium_helpers import dump_dom, find_chromium, images_loaded
 
 from jodiffusion.cli.main import main
@@ -20,12 +19,7 @@ CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 REPORT_FIGURES = ("pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 @pytest.fixture(scope="module")

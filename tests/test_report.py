@@ -20,13 +20,7 @@ CLASSES = ClassInfo(("background", "circle", "square"))
 PAD = 4  # viz.grid's default
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids contention stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 def grid_size(n_rows: int, n_cols: int, tile: int, scale: int, title_lines: int, label_chars: int) -> tuple[int, int]:

@@ -25,13 +25,7 @@ WIDTH, HEADS, LATENT = 64, 2, 8
 SHAPES = dict(width=WIDTH, depth=2, patch_size=2, latent_size=LATENT)  # UniDiffuser depth 2: 1 + 1 + 1 blocks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids contention stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 def small_model(seed: int = 0, **overrides) -> JointUViT:

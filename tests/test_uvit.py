@@ -12,13 +12,7 @@ from jodiffusion.models.uvit import UVIT_PRESETS, JointUViT, UViTConfig, sincos_
 COMPAT = dict(post_norm=True, unidiffuser_tokens=True, text_bottleneck=16, clip_img_dim=24)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids contention stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 
 def inputs(cfg: UViTConfig, batch: int = 2, seed: int = 0):
