@@ -120,6 +120,22 @@ def optimizer_step(accelerator: Accelerator, model, loss, optimizer, lr_schedule
     optimizer.zero_grad(set_to_none=True)
 
 
+def log_running_means(step: int, train: TrainConfig, running: dict[str, list], accelerator: Accelerator, bar,
+                      logger: MetricLogger, lr_scheduler, postfix: dict | None = None) -> None:
+    """At a log step (every ``train.log_every`` and the last): average each running metric over the steps
+    since the last log and across processes, empty the lists, show the loss on ``bar`` (next to what
+    ``postfix`` already holds) and write every mean and the learning rate to ``logger``."""
+    if step % train.log_every and step != train.steps:
+        return
+    values = {k: accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
+    for v in running.values():
+        v.clear()
+    postfix = postfix if postfix is not None else {}
+    postfix["loss"] = f"{values['loss']:.4f}"
+    bar.set_postfix(postfix)
+    logger.log(step, **values, lr=lr_scheduler.get_last_lr()[0])
+
+
 def infinite_batches(loader, accelerator: Accelerator, start_step: int, steps_per_epoch: int):
     """Yield (epoch, batch) forever, resuming mid-epoch after ``start_step`` optimizer steps.
 

@@ -26,6 +26,7 @@ from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.runtime import (
     MetricLogger,
     infinite_batches,
+    log_running_means,
     make_accelerator,
     make_lr_scheduler,
     make_optimizer,
@@ -168,7 +169,7 @@ def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: boo
     ignore = classes.ignore_index
     batches = infinite_batches(loader, accelerator, step, max(1, len(loader)))
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train-seg", disable=not show)
-    running, postfix = [], {}
+    running, postfix = {"loss": []}, {}
     model.train()
     while step < cfg.train.steps:
         # dropout draws from a generator seeded by (seed, step, rank): a resumed run continues exactly
@@ -186,15 +187,10 @@ def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: boo
                     if aux is not None:
                         loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), masks, ignore_index=ignore)
                 optimizer_step(accelerator, model, loss, optimizer, scheduler, cfg.train.grad_clip)
-            running.append(loss.detach())
+            running["loss"].append(loss.detach())
         step += 1
         bar.update(1)
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            mean_loss = accelerator.reduce(torch.stack(running).mean(), "mean").item()
-            running.clear()
-            postfix["loss"] = f"{mean_loss:.4f}"
-            bar.set_postfix(postfix)
-            logger.log(step, loss=mean_loss, lr=scheduler.get_last_lr()[0])
+        log_running_means(step, cfg.train, running, accelerator, bar, logger, scheduler, postfix)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
             cm = _distributed_eval(raw_model, val_set, frame, cfg, accelerator, progress=False)
             logger.log(step, val_miou=cm.miou())

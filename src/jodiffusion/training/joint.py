@@ -30,6 +30,7 @@ from jodiffusion.engine.runtime import (
     StopRequest,
     TrainingInterrupted,
     infinite_batches,
+    log_running_means,
     make_accelerator,
     make_lr_scheduler,
     make_optimizer,
@@ -275,12 +276,7 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
             ema.update(raw)
             step += 1
             bar.update(1)
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                values = {k: accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
-                for v in running.values():
-                    v.clear()
-                bar.set_postfix(loss=f"{values['loss']:.4f}")
-                logger.log(step, lr=lr_scheduler.get_last_lr()[0], **values)
+            log_running_means(step, cfg.train, running, accelerator, bar, logger, lr_scheduler)
             if (cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps) or stop.requested:
                 if main:
                     ckpt.save(step, {"model": raw, "ema": ema.module}, optimizer, lr_scheduler,

@@ -22,6 +22,7 @@ from jodiffusion.engine.runtime import (
     StopRequest,
     TrainingInterrupted,
     infinite_batches,
+    log_running_means,
     make_accelerator,
     make_lr_scheduler,
     make_optimizer,
@@ -186,7 +187,7 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
     steps_per_epoch = max(1, len(loader))
     batches = infinite_batches(loader, accelerator, step, steps_per_epoch)
     bar = tqdm(total=cfg.train.steps, initial=step, desc="train-vae", disable=not (progress and main))
-    running, postfix = [], {}
+    running, postfix = {"loss": []}, {}
     model.train()
     with StopRequest() as stop:
         while step < cfg.train.steps:
@@ -198,15 +199,10 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
                         loss = F.cross_entropy(logits.float(), masks, weight=class_weights,
                                                ignore_index=classes.ignore_index)
                     optimizer_step(accelerator, model, loss, optimizer, scheduler, cfg.train.grad_clip)
-                running.append(loss.detach())
+                running["loss"].append(loss.detach())
             step += 1
             bar.update(1)
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                mean_loss = accelerator.reduce(torch.stack(running).mean(), "mean").item()
-                running.clear()
-                postfix["loss"] = f"{mean_loss:.4f}"
-                bar.set_postfix(postfix)
-                logger.log(step, loss=mean_loss, lr=scheduler.get_last_lr()[0])
+            log_running_means(step, cfg.train, running, accelerator, bar, logger, scheduler, postfix)
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
                 cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=False)
                 logger.log(step, val_miou=cm.miou())
