@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from jodiffusion.data.config import DataConfig
 
 EXPERIMENTS = ("real", "synthetic", "synthetic_x4", "real+synthetic")
+SYNTHETIC_SPLIT = "train"  # the split the generate stages write and the segmenters and the report read
 
 
 @dataclass

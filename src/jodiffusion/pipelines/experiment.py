@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jodiffusion.config.loader import config_to_dict, load_config
 from jodiffusion.data.config import DataConfig
-from jodiffusion.pipelines.config import PipelineConfig
+from jodiffusion.pipelines.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.pipelines.stages import StageRunner, has_checkpoint
 
 log = logging.getLogger("jodiffusion")
@@ -145,7 +145,7 @@ def _generate(cfg: PipelineConfig, joint: dict, data: DataConfig, folder: Path, 
     g = cfg.generate
     captions = data.captions or (str(Path(data.root) / "captions.jsonl") if data.root else None)
     gcfg = GenerateConfig(num=num, out=str(folder), seed=g.seed, steps=g.steps, guidance=g.guidance,
-                          batch_size=g.batch_size, tau=g.tau, workers=g.workers, split="train",
+                          batch_size=g.batch_size, tau=g.tau, workers=g.workers, split=SYNTHETIC_SPLIT,
                           prompts=PromptConfig(source="captions", captions=captions, split=data.train_split))
     summary = generate_dataset(joint["export"], gcfg, progress=progress)
     return {"out": str(folder), "pairs": summary.get("pairs", num),
@@ -162,6 +162,7 @@ def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | N
     from jodiffusion.segmentation.train import train_segmenter
 
     scfg = _stage_config(SegRunConfig, "seg", cfg.seg, data=data, mix=mix, synthetic=synthetic,
+                         synthetic_split=SYNTHETIC_SPLIT,
                          output_dir=str(folder))
     export = train_segmenter(scfg, progress=progress, **_train_args(folder, resume))
     report = json.loads((folder / "eval.json").read_text())

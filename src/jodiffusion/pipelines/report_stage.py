@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data.config import DataConfig
-from jodiffusion.pipelines.config import PipelineConfig
+from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR
+from jodiffusion.pipelines.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.utils.io import write_json_atomic
 
 REPORT_DIR = "report"
@@ -33,10 +34,10 @@ def _first_pairs(folder: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarra
     records = sorted((r for r in records if r.get("kept", True)), key=lambda r: r["index"])
     for record in records[:n]:
         stem = record["stem"]
-        image_path = next((folder / "images" / "train").glob(f"{stem}.*"))
+        image_path = next((folder / IMAGES_DIR / SYNTHETIC_SPLIT).glob(f"{stem}.*"))
         with Image.open(image_path) as im:
             images.append(np.asarray(im.convert("RGB")))
-        with Image.open(folder / "masks" / "train" / f"{stem}.png") as im:
+        with Image.open(folder / MASKS_DIR / SYNTHETIC_SPLIT / f"{stem}.png") as im:
             masks.append(np.asarray(im))
         prompts.append(record["prompt"])
     return images, masks, prompts
@@ -70,8 +71,8 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
                                       "solver steps (as in the paper's Fig. 4)."))
 
     real_stats = compute_stats(build_dataset(data, data.train_split), "real", progress=False)
-    synth_stats = compute_stats(build_dataset(DataConfig(name="folder", root=str(synth_dir)), "train"), "synthetic",
-                                progress=False)
+    synth_set = build_dataset(DataConfig(name="folder", root=str(synth_dir)), SYNTHETIC_SPLIT)
+    synth_stats = compute_stats(synth_set, "synthetic", progress=False)
     class_histogram(real_stats.pixel_frequency(), synth_stats.pixel_frequency(), pipe.classes,
                     out / "class_histogram.png")
     figures.append(("class_histogram.png", "Share of pixels per class, real training set vs generated set."))
