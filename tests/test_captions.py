@@ -17,6 +17,7 @@ from jodiffusion.data.captions import (
     write_captions,
 )
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.metadata import CAMVID_CLASSES
 from jodiffusion.data.shapes import ShapesDataset, write_shapes_dataset
 from jodiffusion.errors import CheckpointError, DatasetError
 
@@ -87,7 +88,7 @@ def test_missing_captions_file(tmp_path):
 
 # --- template captions ------------------------------------------------------------------------
 
-CLASSES = ClassInfo(names=("background", "road", "car", "sky", "traffic_light"))
+CLASSES = ClassInfo(names=("background", "road", "car", "sky", "traffic_light"), background=0)
 
 
 def test_template_orders_by_area_and_omits_background():
@@ -99,7 +100,25 @@ def test_template_orders_by_area_and_omits_background():
     assert template_caption(mask, CLASSES) == "a photo of sky, road and car"
     assert template_caption(mask, CLASSES, max_classes=2) == "a photo of sky and road"
     assert template_caption(mask, CLASSES, prefix="an image of") == "an image of sky, road and car"
-    assert template_caption(mask, CLASSES, background_names=()) == "a photo of sky, road, car and background"
+    # the same names without a background class: "background" is a class like the others
+    no_background = ClassInfo(names=CLASSES.names)
+    assert template_caption(mask, no_background) == "a photo of sky, road, car and background"
+
+
+def test_template_leaves_out_the_datasets_background_at_any_id_or_none():
+    mask = np.zeros((10, 10), dtype=np.uint8)
+    mask[:4] = 0  # 40
+    mask[4:7] = 1  # 30
+    mask[7:9] = 2  # 20
+    mask[9:] = 3  # 10
+    street = ClassInfo(names=("sky", "road", "clutter", "car"), background=2)
+    assert template_caption(mask, street) == "a photo of sky, road and car"
+    # fractions are still of all labelled pixels, the background's included (car is 10%)
+    assert template_caption(mask, street, min_fraction=0.15) == "a photo of sky and road"
+    # CamVid has no background: its id 0 (Sky) is named like every other class
+    assert template_caption(mask, CAMVID_CLASSES) == "a photo of Sky, Building, Pole and Road"
+    assert template_caption(np.zeros((4, 4), np.uint8), CAMVID_CLASSES) == "a photo of Sky"
+    assert template_caption(np.full((4, 4), 2, np.uint8), street) == "a photo of an empty scene"
 
 
 def test_template_min_fraction_and_ignore():
@@ -120,6 +139,33 @@ def test_template_only_background_or_nothing():
         template_caption(np.zeros((2, 2, 3), np.uint8), CLASSES)
 
 
+class _Masks:
+    """The least a dataset needs for template captions: classes, masks and stems."""
+
+    def __init__(self, masks, classes):
+        self.masks, self.classes = masks, classes
+
+    def __len__(self):
+        return len(self.masks)
+
+    def load_mask(self, i):
+        return self.masks[i]
+
+    def stem(self, i):
+        return f"m{i}"
+
+
+def test_caption_dataset_template_reads_the_background_from_the_dataset(tmp_path):
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:, 2:] = 1
+    road_is_background = ClassInfo(names=("sky", "road"), background=1)
+    out = caption_dataset(_Masks([mask], road_is_background), tmp_path / "a.jsonl", progress=False)
+    assert read_captions(out) == {"m0": "a photo of sky"}
+    out = caption_dataset(_Masks([mask], ClassInfo(names=("sky", "road"))), tmp_path / "b.jsonl",
+                          progress=False)
+    assert read_captions(out) == {"m0": "a photo of sky and road"}
+
+
 def test_caption_dataset_template_and_dataset(tmp_path):
     ds = ShapesDataset("val", num_images=12, resolution=32, seed=4)
     out = caption_dataset(ds, tmp_path / "caps.jsonl", progress=False, split="val")
@@ -130,6 +176,7 @@ def test_caption_dataset_template_and_dataset(tmp_path):
         caption = caps[ds.stem(i)]
         assert caption.startswith("a photo of ")
         assert all(name in caption for name in names)
+        assert "background" not in caption  # shapes: id 0 is the background
     with pytest.raises(DatasetError, match="already exists"):
         caption_dataset(ds, out, method="dataset", progress=False)
     caption_dataset(ds, out, method="dataset", progress=False, overwrite=True)

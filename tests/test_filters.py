@@ -14,7 +14,7 @@ from jodiffusion.generation.filters import (
     build_pair_filter,
 )
 
-CLASSES = ClassInfo(names=("background", "cat", "dog"))
+CLASSES = ClassInfo(names=("background", "cat", "dog"), background=0)
 BG, CAT, DOG, IGN = 0, 1, 2, 255
 
 
@@ -67,6 +67,21 @@ def test_empty_mask_is_dropped():
     mask[0, 0] = CAT  # 1/64 < 5 %
     r = f(_image(), mask, set())
     assert not r.keep and r.reason == EMPTY
+
+
+def test_empty_means_only_the_datasets_background_at_any_id_or_none():
+    # background at id 2: a mask of almost only 2 is empty, a mask of only 0 is not
+    moved = ClassInfo(names=("cat", "dog", "background"), background=2)
+    f = PairFilter(FilterConfig(min_foreground=0.05), moved)
+    mask = np.full((8, 8), 2, np.uint8)
+    mask[0, 0] = 0
+    r = f(_image(), mask, set())
+    assert not r.keep and r.reason == EMPTY
+    assert f(_image(), np.zeros((8, 8), np.uint8), {0}).keep
+    # no background (CamVid-like: id 0 is Sky): an all-Sky mask is a real scene
+    sky = ClassInfo(names=("Sky", "Road"))
+    r = PairFilter(FilterConfig(min_foreground=0.05), sky)(_image(), np.zeros((8, 8), np.uint8), {0})
+    assert r.keep and r.scores["foreground"] == 1.0
 
 
 def test_mostly_ignore_is_dropped():

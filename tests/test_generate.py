@@ -369,3 +369,34 @@ def test_cli_help_lists_the_options(capsys):
 
 def test_class_info_round_trip_of_the_output(reference, classes):
     assert ClassInfo.from_dict(json.loads((reference[0] / "classes.json").read_text())) == classes
+
+
+@pytest.mark.parametrize(("dataset", "speck_kept"), [("camvid", False), ("shapes", True)])
+def test_refinement_reads_the_background_from_the_model_classes(tmp_path, dataset, speck_kept):
+    """A 2x2 speck of id 0 inside class 3 is noise on CamVid (no background: id 0 is Sky) and is
+    kept on shapes (id 0 is the background); no model is needed for the post-processing."""
+    from jodiffusion.data.metadata import CAMVID_CLASSES
+    from jodiffusion.data.shapes import SHAPES_CLASSES
+    from jodiffusion.generation.generate import _Batch, _PostProcessor
+    from jodiffusion.generation.prompts import Prompt
+
+    classes = {"camvid": CAMVID_CLASSES, "shapes": SHAPES_CLASSES}[dataset]
+    mask = np.full((16, 16), 3, np.uint8)
+    mask[7:9, 7:9] = 0
+    batch = _Batch(unit=0, indices=[0], prompts=[Prompt("a photo", "file", (3,))],
+                   images=np.zeros((1, 16, 16, 3), np.uint8), masks=mask[None], write=set())
+    post = _PostProcessor(GenerateConfig(num=1, out=str(tmp_path), tau=20), classes, tmp_path,
+                          {"model_fingerprint": "test"}, None)
+    [(record, _, _)] = post(batch)
+    expected = {classes.names[3]: 252, classes.names[0]: 4} if speck_kept else {classes.names[3]: 256}
+    assert record["class_pixels"] == expected
+    assert record["refine"]["relabelled"] == (0 if speck_kept else 1)
+
+
+def test_template_prompts_skip_the_background_of_the_class_metadata():
+    moved = ClassInfo(names=("sky", "road", "clutter", "car"), background=2)
+    src = build_prompt_source(PromptConfig(source="templates"), moved, seed=0)
+    assert {c for i in range(300) for c in src(i).classes} == {0, 1, 3}
+    none = ClassInfo(names=moved.names)  # no background: every class is a target
+    src = build_prompt_source(PromptConfig(source="templates"), none, seed=0)
+    assert {c for i in range(300) for c in src(i).classes} == {0, 1, 2, 3}

@@ -1,9 +1,10 @@
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.metadata import CAMVID_CLASSES
 from jodiffusion.evaluation.joint_quality import classes_named, classes_present, evaluate_pairs
 
-CLASSES = ClassInfo(names=("background", "circle", "star", "traffic_light"))
+CLASSES = ClassInfo(names=("background", "circle", "star", "traffic_light"), background=0)
 
 
 def test_classes_named_matches_whole_words_and_plurals():
@@ -29,3 +30,30 @@ def test_precision_recall_and_agreement_by_hand():
     wrong = evaluate_pairs(["a circle"], images[:1], [mask_a], CLASSES,
                            predict=lambda ims: np.zeros((len(ims), 10, 10), np.uint8))
     assert wrong["agreement_iou"]["circle"] == 0.0 and wrong["agreement_iou"]["background"] == 50.0
+
+
+def test_the_background_comes_from_the_class_metadata_at_any_id():
+    street = ClassInfo(names=("sky", "road", "clutter", "car"), background=2)
+    assert classes_named("sky, road, clutter and cars", street) == {0, 1, 3}
+    mask = np.zeros((10, 10), np.uint8)
+    mask[:5] = 2                        # half clutter (the background)
+    mask[5:] = 3                        # half car
+    assert classes_present(mask, street) == {3}
+    # asked: sky and car; present: car (clutter never counts on either side)
+    result = evaluate_pairs(["sky and car and clutter"], [np.zeros((10, 10, 3), np.uint8)], [mask], street)
+    assert result["prompt_precision"] == 100.0 and result["prompt_recall"] == 50.0
+    # the same names without a background: clutter is asked for and present
+    plain = ClassInfo(names=street.names)
+    assert classes_named("sky, road, clutter and cars", plain) == {0, 1, 2, 3}
+    assert classes_present(mask, plain) == {2, 3}
+    result = evaluate_pairs(["sky and car and clutter"], [np.zeros((10, 10, 3), np.uint8)], [mask], plain)
+    assert result["prompt_precision"] == 100.0 and result["prompt_recall"] == 100.0 * 2 / 3
+
+
+def test_no_background_on_camvid_sky_is_counted():
+    mask = np.zeros((10, 10), np.uint8)  # all Sky (id 0)
+    mask[5:] = 3                         # Road
+    assert classes_named("a road under the sky", CAMVID_CLASSES) == {0, 3}
+    assert classes_present(mask, CAMVID_CLASSES) == {0, 3}
+    result = evaluate_pairs(["sky"], [np.zeros((10, 10, 3), np.uint8)], [mask], CAMVID_CLASSES)
+    assert result["prompt_precision"] == 50.0 and result["prompt_recall"] == 100.0

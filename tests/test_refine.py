@@ -12,6 +12,9 @@ from PIL import Image
 from scipy import ndimage
 
 from jodiffusion.cli.main import main
+from jodiffusion.data import layout
+from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.metadata import CAMVID_CLASSES, VOC_CLASSES
 from jodiffusion.errors import DatasetError, JoDiffusionError
 from jodiffusion.generation.refine import SUMMARY_FILE, RefineStats, refine_folder, refine_mask
 
@@ -144,17 +147,48 @@ def test_component_without_ring_and_components_at_the_border():
 def test_background_islands_are_kept_unless_include_background():
     mask = np.full((7, 7), 1, dtype=np.uint8)
     mask[3, 3] = 0
-    out, stats = refine_mask(mask, tau=20)
+    out, stats = refine_mask(mask, tau=20, background_id=0)
     assert out[3, 3] == 0 and stats.small_components == 0
-    out, stats = refine_mask(mask, tau=20, include_background=True)
+    out, stats = refine_mask(mask, tau=20, background_id=0, include_background=True)
     assert out[3, 3] == 1 and stats.relabelled == 1
     # another background id
     out, _ = refine_mask(mask, tau=20, background_id=1)
     assert out[3, 3] == 1  # 0 is an ordinary class now; 1 is background and big anyway
     mask = np.full((7, 7), 0, dtype=np.uint8)
     mask[3, 3] = 2
-    out, _ = refine_mask(mask, tau=20)
+    out, _ = refine_mask(mask, tau=20, background_id=0)
     assert out[3, 3] == 0  # background can win the vote
+
+
+def test_by_default_no_class_is_background():
+    mask = np.full((7, 7), 1, dtype=np.uint8)
+    mask[3, 3] = 0
+    out, stats = refine_mask(mask, tau=20)  # id 0 is not special unless the dataset says so
+    assert out[3, 3] == 1 and stats.small_components == 1 and stats.relabelled == 1
+    out, _ = refine_mask(mask, tau=20, background_id=None, include_background=False)
+    assert out[3, 3] == 1
+
+
+def test_camvid_sky_specks_are_cleaned_and_voc_background_specks_kept():
+    # CamVid: id 0 is Sky, a class like any other; a 2x2 speck of it inside Road (3) is noise.
+    mask = np.full((12, 12), 3, dtype=np.uint8)
+    mask[:3] = 0                      # a real band of Sky (36 px) at the top: kept
+    mask[6:8, 6:8] = 0                # a 4-pixel Sky speck inside the road
+    mask[10, 1] = 8                   # a 1-pixel Car speck
+    mask[11, 11] = CAMVID_CLASSES.ignore_index
+    kw = {"tau": 20, "background_id": CAMVID_CLASSES.background, "ignore_index": CAMVID_CLASSES.ignore_index}
+    out, stats = refine_mask(mask, **kw)
+    assert (out[6:8, 6:8] == 3).all() and out[10, 1] == 3
+    assert (out[:3] == 0).all() and out[11, 11] == 255
+    assert stats.relabelled == 2 and stats.pixels_changed == 5
+    assert np.array_equal(out, refine_mask_naive(mask, **kw))
+    # VOC: id 0 is the background, whose specks stay unless include_background
+    out, _ = refine_mask(mask, tau=20, background_id=VOC_CLASSES.background)
+    assert (out[6:8, 6:8] == 0).all() and out[10, 1] == 3
+    # the same with the background at another id
+    moved = np.where(mask == 0, 5, np.where(mask == 5, 0, mask)).astype(np.uint8)
+    out, _ = refine_mask(moved, tau=20, background_id=5)
+    assert (out[6:8, 6:8] == 5).all() and out[10, 1] == 3
 
 
 CHAIN = """1 1 1 2 2 2 /
@@ -239,8 +273,8 @@ def test_random_permutations_only_change_the_tie_breaks(connectivity):
         mask = _speckled(rng, 40, 48, num_classes=6)
         perm = np.arange(256, dtype=np.uint8)
         perm[1:6] = rng.permutation(np.arange(1, 6))  # 0 (background) and 255 (ignore) stay
-        out, stats = refine_mask(mask, tau=8, connectivity=connectivity)
-        out_p, _ = refine_mask(perm[mask], tau=8, connectivity=connectivity)
+        out, stats = refine_mask(mask, tau=8, connectivity=connectivity, background_id=0)
+        out_p, _ = refine_mask(perm[mask], tau=8, connectivity=connectivity, background_id=0)
         differ = out_p != perm[out]
         assert not (differ & ~_tied_components(mask, 8, connectivity)).any()
         changed_somewhere += stats.relabelled
@@ -264,14 +298,16 @@ def _speckled(rng, h, w, num_classes=5, ignore_fraction=0.03):
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
-@pytest.mark.parametrize("include_background", [False, True])
-def test_equals_naive_reference_on_random_speckled_masks(connectivity, include_background):
-    rng = np.random.default_rng(100 + connectivity + include_background)
+@pytest.mark.parametrize(("background_id", "include_background"), [(None, False), (0, False), (0, True),
+                                                                    (1, False)])
+def test_equals_naive_reference_on_random_speckled_masks(connectivity, background_id, include_background):
+    rng = np.random.default_rng(100 + connectivity + include_background + 7 * (background_id or 0))
     for i in range(8):
         h, w = (int(v) for v in rng.integers(20, 50, 2))
         mask = _speckled(rng, h, w, num_classes=int(rng.integers(2, 7)))
         tau = int(rng.integers(1, 30))
-        kw = {"tau": tau, "connectivity": connectivity, "include_background": include_background}
+        kw = {"tau": tau, "connectivity": connectivity, "include_background": include_background,
+              "background_id": background_id}
         out, stats = refine_mask(mask, **kw)
         ref = refine_mask_naive(mask, **kw)
         assert np.array_equal(out, ref), f"mask {i}: {np.argwhere(out != ref)[:5]}"
@@ -441,5 +477,47 @@ def test_cli_refine_help(capsys):
     with pytest.raises(SystemExit):
         main(["refine", "--help"])
     text = capsys.readouterr().out
-    for option in ("--tau", "--connectivity", "--include-background", "--workers", "--overwrite"):
+    for option in ("--tau", "--connectivity", "--include-background", "--workers", "--overwrite",
+                   "--classes", "--background-id"):
         assert option in text
+
+
+def _speck_folder(root: Path) -> Path:
+    """One mask: Road (3) with a 2x2 speck of id 0 in the middle."""
+    mask = np.full((12, 12), 3, dtype=np.uint8)
+    mask[5:7, 5:7] = 0
+    _save_palette_png(mask, root / "m.png")
+    return root
+
+
+def test_cli_refine_reads_the_background_from_a_classes_file(tmp_path, capsys):
+    src = _speck_folder(tmp_path / "raw")
+    camvid = tmp_path / "camvid"
+    layout.write_classes(camvid, CAMVID_CLASSES)
+    voc = tmp_path / "voc"
+    layout.write_classes(voc, VOC_CLASSES)
+    common = ["--tau", "20", "--workers", "1", "--no-progress"]
+
+    # CamVid: no background, so the speck of Sky is cleaned
+    assert main(["refine", str(src), str(tmp_path / "o1"), "--classes", str(camvid / "classes.json"), *common]) == 0
+    assert (np.asarray(Image.open(tmp_path / "o1" / "m.png")) == 3).all()
+    assert "background=none" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o1" / SUMMARY_FILE).read_text())["background_id"] is None
+    # VOC (a folder holding classes.json): id 0 is the background, its speck stays
+    assert main(["refine", str(src), str(tmp_path / "o2"), "--classes", str(voc), *common]) == 0
+    assert (np.asarray(Image.open(tmp_path / "o2" / "m.png"))[5:7, 5:7] == 0).all()
+    assert json.loads((tmp_path / "o2" / SUMMARY_FILE).read_text())["background_id"] == 0
+    # an explicit id wins over the file; without either nothing is background
+    assert main(["refine", str(src), str(tmp_path / "o3"), "--classes", str(camvid), "--background-id", "0",
+                 *common]) == 0
+    assert (np.asarray(Image.open(tmp_path / "o3" / "m.png"))[5:7, 5:7] == 0).all()
+    assert main(["refine", str(src), str(tmp_path / "o4"), *common]) == 0
+    assert (np.asarray(Image.open(tmp_path / "o4" / "m.png")) == 3).all()
+    # the ignore index comes from the file too
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(ClassInfo(names=("a", "b", "c", "d"), ignore_index=200).to_dict()))
+    assert main(["refine", str(src), str(tmp_path / "o5"), "--classes", str(odd), *common]) == 0
+    assert json.loads((tmp_path / "o5" / SUMMARY_FILE).read_text())["ignore_index"] == 200
+    capsys.readouterr()
+    assert main(["refine", str(src), str(tmp_path / "o6"), "--classes", str(tmp_path / "nope.json"), *common]) == 1
+    assert "nope.json" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from jodiffusion.evaluation.dataset_stats import (
     write_stats_report,
 )
 
-CLASSES = ClassInfo(names=("background", "cat", "dog"))
+CLASSES = ClassInfo(names=("background", "cat", "dog"), background=0)
 
 
 class MaskList(SegmentationDataset):
@@ -65,6 +65,14 @@ def test_frequencies_and_object_sizes_of_hand_made_masks():
     assert s.object_sizes[2] == pytest.approx([3 / 16])
     assert s.object_sizes[0] == pytest.approx([10 / 16, 4 / 8])  # A's background is one 8-connected region
     assert s.classes_per_image == [2, 1]  # background does not count
+
+
+def test_classes_per_image_leaves_out_the_datasets_background_only():
+    masks = [np.array([[0, 1], [2, 2]], np.uint8), np.array([[2, 2], [2, 2]], np.uint8)]
+    moved = ClassInfo(names=("cat", "dog", "background"), background=2)
+    assert compute_stats(MaskList(masks, moved), progress=False).classes_per_image == [2, 0]
+    none = ClassInfo(names=("Sky", "Road", "Car"))  # CamVid-like: every class counts
+    assert compute_stats(MaskList(masks, none), progress=False).classes_per_image == [3, 1]
 
 
 def test_values_outside_the_label_space_are_counted_as_invalid():

@@ -3,7 +3,8 @@
 A captions file is JSON lines, one ``{"stem": ..., "caption": ...}`` per sample (an optional
 ``"split"`` key says which split the stem belongs to). Captions come from one of three sources:
 
-* ``template``: built from the mask alone, e.g. ``"a photo of road, car and sky"`` (no model needed);
+* ``template``: built from the mask alone, e.g. ``"a photo of road, car and sky"`` (no model needed;
+  the dataset's background class, ``ClassInfo.background``, is not named);
 * ``blip2``: a BLIP-2 captioning model (``Blip2Captioner``), from a local folder or a hub id;
 * ``dataset``: the dataset's own captions (the embedded shapes dataset has them).
 """
@@ -24,7 +25,6 @@ from jodiffusion.utils.io import write_text_atomic
 
 CAPTION_METHODS = ("template", "blip2", "dataset")
 DEFAULT_BLIP2_MODEL = "Salesforce/blip2-opt-2.7b"
-BACKGROUND_NAMES = ("background", "unlabeled", "unlabelled", "void", "other")
 
 
 # --- captions files ---------------------------------------------------------------------------
@@ -136,14 +136,16 @@ def _join(words: list[str]) -> str:
 
 
 def template_caption(mask: np.ndarray, classes: ClassInfo, min_fraction: float = 0.01,
-                     background_names: Iterable[str] = ("background",), prefix: str = "a photo of",
-                     max_classes: int | None = None, empty: str = "an empty scene") -> str:
+                     prefix: str = "a photo of", max_classes: int | None = None,
+                     empty: str = "an empty scene") -> str:
     """A caption that lists the classes of a mask: ``"a photo of road, car and sky"``.
 
     Classes are ordered by area (largest first); those covering less than ``min_fraction`` of the
     labelled pixels are dropped; ignore pixels (and ids outside the label space) are not counted;
-    classes named in ``background_names`` (case-insensitive) are left out. A mask with nothing else
-    gives ``"<prefix> <empty>"``. Underscores in class names become spaces.
+    the background class (``classes.background``) is left out, though its pixels count towards the
+    labelled total. Where there is no background (``None``: CamVid, Cityscapes, ...) every class can
+    be named. A mask with nothing else gives ``"<prefix> <empty>"``. Underscores in class names
+    become spaces.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -154,9 +156,8 @@ def template_caption(mask: np.ndarray, classes: ClassInfo, min_fraction: float =
     valid = (values >= 0) & (values < classes.num_classes)
     counts = np.bincount(values[valid], minlength=classes.num_classes)
     total = int(counts.sum())
-    skip = {name.lower() for name in background_names}
     chosen = [(int(n), cid) for cid, n in enumerate(counts)
-              if n > 0 and n >= min_fraction * total and classes.names[cid].lower() not in skip]
+              if n > 0 and n >= min_fraction * total and not classes.is_background(cid)]
     chosen.sort(key=lambda t: (-t[0], t[1]))
     if max_classes is not None:
         chosen = chosen[:max_classes]
@@ -316,15 +317,15 @@ class Blip2Captioner:
 def caption_dataset(dataset: Any, out_path: str | os.PathLike, method: str = "template",
                     model: Blip2Captioner | str | os.PathLike | None = None, batch_size: int = 8,
                     progress: bool = True, overwrite: bool = False, split: str | None = None,
-                    min_fraction: float = 0.01, background_names: Iterable[str] = BACKGROUND_NAMES,
-                    prompt: str | None = None, device: str | None = None, dtype: Any = None,
+                    min_fraction: float = 0.01, prompt: str | None = None, device: str | None = None, dtype: Any = None,
                     max_new_tokens: int = 30) -> Path:
     """Caption every sample of ``dataset`` (a ``SegmentationDataset``) and write ``out_path``.
 
     ``method``: ``"template"`` (from the masks), ``"blip2"`` (``model``: a ``Blip2Captioner``, or a
     folder / hub id to load; default ``DEFAULT_BLIP2_MODEL``) or ``"dataset"`` (the dataset's own
-    ``caption(index)``). Each record gets ``"split": split`` when ``split`` is given. An existing
-    ``out_path`` is refused unless ``overwrite``. Images and masks are read untransformed.
+    ``caption(index)``). Template captions leave out ``dataset.classes.background``. Each record
+    gets ``"split": split`` when ``split`` is given. An existing ``out_path`` is refused unless
+    ``overwrite``. Images and masks are read untransformed.
     """
     from tqdm.auto import tqdm
 
@@ -341,10 +342,8 @@ def caption_dataset(dataset: Any, out_path: str | os.PathLike, method: str = "te
         raise DatasetError("the dataset is empty; nothing to caption")
     captions: list[str] = []
     if method == "template":
-        bg = tuple(background_names)
         for i in tqdm(range(n), desc="captioning (template)", unit="img", disable=not progress):
-            captions.append(template_caption(dataset.load_mask(i), dataset.classes, min_fraction=min_fraction,
-                                             background_names=bg))
+            captions.append(template_caption(dataset.load_mask(i), dataset.classes, min_fraction=min_fraction))
     elif method == "dataset":
         if not callable(getattr(dataset, "caption", None)):
             raise DatasetError(f"{type(dataset).__name__} has no captions of its own; use method "

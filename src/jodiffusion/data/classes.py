@@ -1,8 +1,9 @@
-"""Class metadata: names, colour palette and ignore index of a label space."""
+"""Class metadata: names, colour palette, ignore index and background class of a label space."""
 
 from __future__ import annotations
 
 import colorsys
+import numbers
 from dataclasses import dataclass, field
 
 IGNORE_INDEX = 255  # the conventional "do not train on this pixel" value, shared by every reader
@@ -20,13 +21,27 @@ def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(colours)
 
 
+# The class name that marks the background in a class dict written before ``background`` was a
+# field (see ``ClassInfo.from_dict``). Nothing else reads class names to find the background.
+LEGACY_BACKGROUND_NAME = "background"
+
+
 @dataclass(frozen=True)
 class ClassInfo:
-    """The label space of a dataset after its reader's mapping: ids ``0..K-1`` plus ``ignore_index``."""
+    """The label space of a dataset after its reader's mapping: ids ``0..K-1`` plus ``ignore_index``.
+
+    ``background`` is the id of the dataset's background class (the "nothing in particular" label that
+    fills the space between objects, e.g. VOC's id 0), or ``None`` where the dataset has none and
+    every class is a real one (Cityscapes, CamVid, ADE20K, COCO-Stuff: CamVid's id 0 is Sky). It is
+    the one place the background is defined: template captions leave it out, prompted-class
+    precision/recall and the pair filters do not count it, and mask optimisation keeps its small
+    regions unless asked otherwise.
+    """
 
     names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...] = field(default=())
     ignore_index: int = IGNORE_INDEX
+    background: int | None = None
 
     def __post_init__(self):
         if len(self.names) < 2:
@@ -43,16 +58,52 @@ class ClassInfo:
         object.__setattr__(self, "palette", tuple(tuple(int(c) for c in col) for col in self.palette))
         if 0 <= self.ignore_index < len(self.names):
             raise ValueError(f"ignore_index {self.ignore_index} collides with class id {self.ignore_index}")
+        if self.background is not None:
+            if isinstance(self.background, bool) or not isinstance(self.background, numbers.Integral):
+                raise ValueError(f"background must be a class id or None, got {self.background!r}")
+            object.__setattr__(self, "background", int(self.background))
+            if self.background == self.ignore_index:
+                raise ValueError(f"background {self.background} is the ignore index; the background is a "
+                                 "class (0..K-1), ignore pixels are no class at all")
+            if not 0 <= self.background < len(self.names):
+                raise ValueError(f"background {self.background} is not a class id (0..{len(self.names) - 1})")
 
     @property
     def num_classes(self) -> int:
         return len(self.names)
 
+    def is_background(self, class_id: int) -> bool:
+        """Whether ``class_id`` is the background class (always False where there is none)."""
+        return self.background is not None and int(class_id) == self.background
+
+    @property
+    def foreground_ids(self) -> tuple[int, ...]:
+        """The class ids ``0..K-1`` without the background."""
+        return tuple(k for k in range(len(self.names)) if k != self.background)
+
     def to_dict(self) -> dict:
         return {"names": list(self.names), "palette": [list(c) for c in self.palette],
-                "ignore_index": self.ignore_index}
+                "ignore_index": self.ignore_index, "background": self.background}
 
     @classmethod
     def from_dict(cls, data: dict) -> ClassInfo:
-        return cls(names=tuple(data["names"]), palette=tuple(tuple(c) for c in data.get("palette", ())),
-                   ignore_index=int(data.get("ignore_index", IGNORE_INDEX)))
+        """The inverse of :meth:`to_dict`; also reads hand-written and older class dicts.
+
+        ``background`` may be a class id, a class name or ``None``/null (no background). A dict
+        without the key was written before the background was recorded (old ``classes.json``, model
+        and pipeline folders): its background is the class named ``"background"`` (case-insensitive)
+        if there is one, else ``None``. That gives every older export of the built-in datasets the
+        value their metadata has now (VOC, COCO-things and shapes: 0; the others: none).
+        """
+        names = tuple(data["names"])
+        if "background" in data:
+            background = data["background"]
+            if isinstance(background, str):
+                if background not in names:
+                    raise ValueError(f"background {background!r} is not one of the class names")
+                background = names.index(background)
+        else:
+            lowered = [str(n).lower() for n in names]
+            background = lowered.index(LEGACY_BACKGROUND_NAME) if LEGACY_BACKGROUND_NAME in lowered else None
+        return cls(names=names, palette=tuple(tuple(c) for c in data.get("palette", ())),
+                   ignore_index=int(data.get("ignore_index", IGNORE_INDEX)), background=background)

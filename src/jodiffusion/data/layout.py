@@ -1,11 +1,16 @@
 """The generic folder layout: what ``folder`` datasets read and what this project writes.
 
     root/
-      classes.json              {"names": [...], "palette": [[r, g, b], ...], "ignore_index": 255}
+      classes.json              {"names": [...], "palette": [[r, g, b], ...], "ignore_index": 255,
+                                 "background": 0}  (the background class id, or null for none)
       images/<split>/<stem>.png (or .jpg / .jpeg)
       masks/<split>/<stem>.png  8-bit palette PNG of class ids, 255 = ignore
       captions.jsonl            optional: one {"stem": ..., "caption": ...} per line
       splits/<split>.txt        optional: the stems of a split, one per line
+
+``background`` is the dataset's background class (``ClassInfo.background``): an id, a class name or
+null. A file without it (older or hand-written) takes the class named "background" if there is one,
+else none (``ClassInfo.from_dict``); ``write_classes`` always writes it.
 
 MMSegmentation's ``BaseSegDataset`` reads the same tree with ``img_dir=images/<split>`` and
 ``ann_dir=masks/<split>`` (``reduce_zero_label=False``), so what we write is usable there unchanged.
@@ -62,6 +67,7 @@ def save_image_png(image: np.ndarray, path: str | Path) -> None:
 
 
 def write_classes(root: str | Path, classes: ClassInfo) -> None:
+    """Write ``classes.json``: names, palette, ignore index and background (null when there is none)."""
     write_json_atomic(Path(root) / CLASSES_FILE, classes.to_dict())
 
 
@@ -75,7 +81,13 @@ def read_classes(root: str | Path) -> ClassInfo:
     else:
         raise DatasetError(
             f"{root}: no {CLASSES_FILE} (or classes.yaml); write one with the class names, e.g. "
-            '{"names": ["background", "cat"], "ignore_index": 255}')
+            '{"names": ["background", "cat"], "ignore_index": 255, "background": 0}')
+    return read_classes_file(path)
+
+
+def read_classes_file(path: str | Path) -> ClassInfo:
+    """Read one class file: JSON (``.json``) or YAML (``.yaml`` / ``.yml``), a dict or a list of names."""
+    path = Path(path)
     try:
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -86,9 +98,11 @@ def read_classes(root: str | Path) -> ClassInfo:
         if isinstance(data, list):
             data = {"names": data}
         return ClassInfo.from_dict(data)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read this class file ({exc})") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"{path}: invalid class file ({exc}); "
-                           "expected names, optional palette and ignore_index") from None
+                           "expected names, optional palette, ignore_index and background") from None
 
 
 def write_pair(root: str | Path, split: str, stem: str, image: np.ndarray, mask: np.ndarray,

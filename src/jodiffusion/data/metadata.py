@@ -1,7 +1,7 @@
 """Class metadata of the public datasets: names, palettes and the raw-file-value -> train-id tables.
 
-Every dataset is exposed as a ``ClassInfo`` (names, palette, ``ignore_index`` = 255) plus a 256-entry
-uint8 lookup table (LUT) that turns the values stored in its mask files into train ids:
+Every dataset is exposed as a ``ClassInfo`` (names, palette, ``ignore_index`` = 255, ``background``)
+plus a 256-entry uint8 lookup table (LUT) that turns the values stored in its mask files into train ids:
 
 ======================  =========  ===========================================================
 dataset                 classes    mask files hold -> train ids
@@ -26,6 +26,11 @@ The class names and palettes are the ones of the public dataset definitions (the
 SceneParse150 ``objectInfo150`` short names, the COCO-Stuff label list, the Cityscapes ``labels.py``
 train ids, the SegNet CamVid tutorial). Where a dataset defines no palette (COCO) the palette is the
 deterministic ``default_palette``.
+
+Background class (``ClassInfo.background``): VOC and COCO things have one, train id 0
+("background"); ADE20K, COCO-Stuff, Cityscapes and CamVid label every pixel with a real class (their
+unlabelled pixels are ignore), so they have none. In particular CamVid's id 0 is Sky and
+Cityscapes' id 0 is road: ordinary classes that captions name and mask optimisation cleans.
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ def voc_colormap(n: int = 256) -> tuple[tuple[int, int, int], ...]:
     return tuple(colours)
 
 
-VOC_CLASSES = ClassInfo(names=VOC_NAMES, palette=voc_colormap(len(VOC_NAMES)))
+VOC_CLASSES = ClassInfo(names=VOC_NAMES, palette=voc_colormap(len(VOC_NAMES)), background=0)
 VOC_LUT = build_lut({i: i for i in range(len(VOC_NAMES))}, len(VOC_NAMES))
 
 # --------------------------------------------------------------------------------------------------
@@ -164,7 +169,7 @@ ADE20K_PALETTE = (
     (184, 255, 0), (0, 133, 255), (255, 214, 0), (25, 194, 194), (102, 255, 0), (92, 0, 255),
 )
 
-ADE20K_CLASSES = ClassInfo(names=ADE20K_NAMES, palette=ADE20K_PALETTE)
+ADE20K_CLASSES = ClassInfo(names=ADE20K_NAMES, palette=ADE20K_PALETTE, background=None)  # "other" is ignore
 # File value 0 ("other objects") -> ignore; v -> v - 1 for the 150 classes.
 ADE20K_LUT = build_lut({0: IGNORE_INDEX, **{v: v - 1 for v in range(1, len(ADE20K_NAMES) + 1)}},
                        len(ADE20K_NAMES))
@@ -213,7 +218,7 @@ COCO_STUFF_IDS = {
 _COCO_STUFF_ALL = {**COCO_THING_IDS, **COCO_STUFF_IDS}
 _COCO_STUFF_SORTED_IDS = sorted(_COCO_STUFF_ALL)
 COCO_STUFF_CLASSES = ClassInfo(names=tuple(_COCO_STUFF_ALL[i] for i in _COCO_STUFF_SORTED_IDS),
-                               palette=default_palette(len(_COCO_STUFF_ALL)))
+                               palette=default_palette(len(_COCO_STUFF_ALL)), background=None)
 COCO_STUFF_LUT = build_lut({cat_id - 1: k for k, cat_id in enumerate(_COCO_STUFF_SORTED_IDS)},
                            len(_COCO_STUFF_ALL))
 
@@ -224,6 +229,7 @@ _COCO_THING_SORTED_IDS = sorted(COCO_THING_IDS)
 COCO_THINGS_CLASSES = ClassInfo(
     names=("background", *(COCO_THING_IDS[i] for i in _COCO_THING_SORTED_IDS)),
     palette=((0, 0, 0), *default_palette(len(COCO_THING_IDS))),
+    background=0,
 )
 COCO_THINGS_LUT = build_lut({0: 0, **{cat_id: k + 1 for k, cat_id in enumerate(_COCO_THING_SORTED_IDS)}},
                             len(COCO_THING_IDS) + 1)
@@ -242,7 +248,7 @@ CITYSCAPES_PALETTE = (
     (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
     (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
 )
-CITYSCAPES_CLASSES = ClassInfo(names=CITYSCAPES_NAMES, palette=CITYSCAPES_PALETTE)
+CITYSCAPES_CLASSES = ClassInfo(names=CITYSCAPES_NAMES, palette=CITYSCAPES_PALETTE, background=None)  # 0 is road
 # ``*_gtFine_labelTrainIds.png`` already holds train ids.
 CITYSCAPES_LUT = build_lut({i: i for i in range(len(CITYSCAPES_NAMES))}, len(CITYSCAPES_NAMES))
 # ``*_gtFine_labelIds.png`` holds the 34 full label ids (0..33): the 19 evaluated ones -> train ids,
@@ -264,7 +270,7 @@ CAMVID_PALETTE = (
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 )
 CAMVID_VOID = 11
-CAMVID_CLASSES = ClassInfo(names=CAMVID_NAMES, palette=CAMVID_PALETTE)
+CAMVID_CLASSES = ClassInfo(names=CAMVID_NAMES, palette=CAMVID_PALETTE, background=None)  # 0 is Sky, not background
 CAMVID_LUT = build_lut({**{i: i for i in range(len(CAMVID_NAMES))}, CAMVID_VOID: IGNORE_INDEX},
                        len(CAMVID_NAMES))
 

@@ -44,7 +44,7 @@ from jodiffusion.errors import DatasetError
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "ring", "cross", "hexagon", "crescent")
 CLASS_NAMES = ("background", *SHAPE_NAMES)
 SHAPES_CLASSES = ClassInfo(
-    names=CLASS_NAMES,
+    names=CLASS_NAMES, background=0,
     palette=((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
              (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)),
 )

@@ -8,8 +8,8 @@ put that side by side with the real data:
 * image frequency: share of the images that contain a class at all;
 * object sizes: connected components of each class (8-connectivity: pixels touching at a corner
   form one object), each as a fraction of its image's area, so sets of different resolutions compare;
-* classes per image: the number of non-background classes present in an image (background-like
-  names as in ``evaluation.joint_quality``: they are in every scene and say nothing).
+* classes per image: the number of non-background classes present in an image (the dataset's
+  ``ClassInfo.background``, which is in every scene and says nothing; without one, every class counts).
 
 Only masks are read. Pixel values that are neither a class id nor ``ignore_index`` are counted as
 ``invalid_pixels`` (``jodiffusion validate`` says which files hold them).
@@ -28,7 +28,6 @@ from scipy import ndimage
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import DatasetError
-from jodiffusion.evaluation.joint_quality import BACKGROUND_NAMES
 from jodiffusion.utils.io import atomic_path, write_json_atomic
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -62,7 +61,7 @@ class DatasetStats:
             self.image_counts = np.zeros(k, dtype=np.int64)
         if self.object_sizes is None:
             self.object_sizes = [[] for _ in range(k)]
-        self._background = np.array([n.lower() in BACKGROUND_NAMES for n in self.classes.names], dtype=bool)
+        self._background = np.array([self.classes.is_background(c) for c in range(k)], dtype=bool)
 
     def update(self, mask: np.ndarray) -> None:
         mask = np.asarray(mask)

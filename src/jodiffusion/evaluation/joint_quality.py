@@ -2,7 +2,8 @@
 
 * prompted-class precision / recall: the classes a prompt names against the classes present in the
   generated mask (above a minimum area). Precision: present classes that were asked for; recall:
-  asked-for classes that are present. Background-like classes are not counted.
+  asked-for classes that are present. The dataset's background class (``ClassInfo.background``) is
+  not counted on either side; where a dataset has none (CamVid, Cityscapes, ...) every class counts.
 * image-mask agreement: a segmenter trained on the REAL data labels each generated image; the mIoU
   of its prediction against the generated mask says whether the mask describes the image.
 """
@@ -18,16 +19,14 @@ import numpy as np
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.metrics import ConfusionMatrix
 
-BACKGROUND_NAMES = ("background", "other", "unlabelled", "void")
 
-
-def classes_named(prompt: str, classes: ClassInfo, background_names: Sequence[str] = BACKGROUND_NAMES) -> set[int]:
+def classes_named(prompt: str, classes: ClassInfo) -> set[int]:
     """Ids of the classes whose name appears in the prompt as whole words (case-insensitive,
-    underscores read as spaces, a plural 's' allowed)."""
+    underscores read as spaces, a plural 's' allowed); the background class is never among them."""
     text = " " + re.sub(r"[^a-z0-9]+", " ", prompt.lower()) + " "
     found = set()
     for k, name in enumerate(classes.names):
-        if name.lower() in background_names:
+        if classes.is_background(k):
             continue
         words = re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
         if words and re.search(rf" {re.escape(words)}(s|es)? ", text):
@@ -35,12 +34,12 @@ def classes_named(prompt: str, classes: ClassInfo, background_names: Sequence[st
     return found
 
 
-def classes_present(mask: np.ndarray, classes: ClassInfo, min_fraction: float = 0.005,
-                    background_names: Sequence[str] = BACKGROUND_NAMES) -> set[int]:
+def classes_present(mask: np.ndarray, classes: ClassInfo, min_fraction: float = 0.005) -> set[int]:
+    """Ids of the non-background classes that cover at least ``min_fraction`` of the labelled pixels
+    (the background's pixels are labelled too, so they count towards the total)."""
     counts = np.bincount(mask.ravel(), minlength=256)[: classes.num_classes]
     total = max(int(counts.sum()), 1)
-    return {k for k in range(classes.num_classes)
-            if counts[k] / total >= min_fraction and classes.names[k].lower() not in background_names}
+    return {k for k in classes.foreground_ids if counts[k] / total >= min_fraction}
 
 
 @dataclass

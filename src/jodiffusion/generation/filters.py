@@ -5,7 +5,8 @@ Two kinds of checks run on every generated (image, mask) pair, in this order:
 1. Degenerate masks (cheap, no network), each a drop with its reason:
 
    * ``empty``: less than ``min_foreground`` of the pixels hold a real (non-background, non-ignore)
-     class; such pairs teach a segmenter nothing but "everything is background".
+     class; such pairs teach a segmenter nothing but "everything is background". The background is
+     the dataset's ``ClassInfo.background``; without one, every class id is real.
    * ``mostly ignore``: more than ``max_ignore`` of the pixels are ``ignore_index``.
    * ``missing classes``: a class the prompt asked for covers less than ``min_class_fraction`` of the
      labelled pixels (the generator ignored part of the prompt, so the caption and mask disagree).
@@ -38,7 +39,7 @@ import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import CheckpointError, ConfigError
-from jodiffusion.evaluation.joint_quality import BACKGROUND_NAMES, classes_present
+from jodiffusion.evaluation.joint_quality import classes_present
 
 log = logging.getLogger("jodiffusion")
 
@@ -127,7 +128,7 @@ class PairFilter:
         self.predict_fn = predict_fn
         self.segmenter = segmenter  # shown in summary() only
         k = classes.num_classes
-        self.background = np.array([n.lower() in BACKGROUND_NAMES for n in classes.names], dtype=bool)
+        self.background = np.array([classes.is_background(c) for c in range(k)], dtype=bool)
         # Threshold by generated class id; ids >= K (ignore and stray values) never take part.
         self.thresholds = np.full(k, cfg.confidence, dtype=np.float32)
         unknown = sorted(set(cfg.class_confidence or {}) - set(classes.names))

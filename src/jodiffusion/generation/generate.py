@@ -287,7 +287,8 @@ class _PostProcessor:
         masks, stats = [], []
         for mask in batch.masks:
             if cfg.tau > 0:
-                mask, st = refine_mask(mask, tau=cfg.tau, ignore_index=self.classes.ignore_index)
+                mask, st = refine_mask(mask, tau=cfg.tau, ignore_index=self.classes.ignore_index,
+                                       background_id=self.classes.background)
                 stats.append(st.to_dict())
             else:
                 stats.append(None)

@@ -8,7 +8,8 @@ sample ``i`` gets the same prompt on any rank, in any batch and after any restar
   a seeded permutation of them, so each caption is used once per epoch.
 * ``templates``: class-balanced prompts such as ``"a photo of a car, a road and a tree"``. Prompt ``i``
   names 1-3 classes drawn so that the share of prompts naming class ``c`` follows a target histogram
-  (default uniform over the non-background classes): rare classes get as many pairs as common ones.
+  (default uniform over the classes but the background, ``ClassInfo.background``): rare classes get
+  as many pairs as common ones.
 * ``file``: one prompt per line of a text file, cycled in file order. A line may also be a JSON object
   ``{"prompt": "...", "classes": ["car", "road"]}`` that says which classes the prompt asks for.
 """
@@ -26,7 +27,7 @@ import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import ConfigError, DatasetError
-from jodiffusion.evaluation.joint_quality import BACKGROUND_NAMES, classes_named
+from jodiffusion.evaluation.joint_quality import classes_named
 
 PROMPT_SOURCES = ("captions", "templates", "file")
 # Mixed into the seeds of the prompt generators so that they never coincide with the noise seeds.
@@ -186,7 +187,7 @@ class TemplateSource(PromptSource):
         super().__init__(seed, classes)
         self.cfg = cfg
         if cfg.class_weights is None:
-            w = np.array([0.0 if n.lower() in BACKGROUND_NAMES else 1.0 for n in classes.names])
+            w = np.array([0.0 if classes.is_background(c) else 1.0 for c in range(classes.num_classes)])
         else:
             unknown = set(cfg.class_weights) - set(classes.names)
             if unknown:

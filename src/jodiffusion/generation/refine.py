@@ -9,9 +9,12 @@ follow the same definitions):
 
 * **Components.** Pixels of equal value that are connected through ``connectivity`` (4: edge
   neighbours, 8: edge and corner neighbours) form a component. Every class id gets its own
-  components; components of ``ignore_index`` are never relabelled, and components of
-  ``background_id`` only when ``include_background`` is true. A component is *small* when its area
-  (pixel count) is strictly less than ``tau``: a component of exactly ``tau`` pixels is kept.
+  components; components of ``ignore_index`` are never relabelled. ``background_id`` is the
+  dataset's background class (pass ``classes.background``): its components are relabelled only when
+  ``include_background`` is true. ``background_id=None`` (the default, and the value of datasets
+  without a background such as CamVid, whose id 0 is Sky, or Cityscapes, whose id 0 is road) makes
+  no class special: small components of every class are relabelled. A component is *small* when its
+  area (pixel count) is strictly less than ``tau``: a component of exactly ``tau`` pixels is kept.
 * **Outer boundary ("ring").** The ring of a component C is the set of pixels that are not in C and
   lie in the 3x3 neighbourhood of at least one pixel of C, i.e. ``binary_dilation(C, ones((3, 3)))
   & ~C``, clipped to the image. The same 3x3 ring is used for both connectivities (connectivity only
@@ -20,7 +23,7 @@ follow the same definitions):
 * **Vote.** The new label is the most frequent value among the ring pixels, ``ignore_index`` pixels
   excluded (ignore is never chosen); a tie goes to the smallest label. A component whose ring has no
   non-ignore pixel (it is surrounded by ignore, or it fills the image) is left unchanged. The
-  background id *can* win the vote.
+  background class *can* win the vote.
 * **Order independence.** Every decision is taken from the *input* mask and all decisions are then
   applied at once, so a speck next to another speck votes with that speck's input label and the
   result does not depend on the order of classes or components.
@@ -139,13 +142,15 @@ def _label_runs(flat: np.ndarray, h: int, w: int, connectivity: int):
 
 
 def refine_mask(mask: np.ndarray, tau: int = 20, connectivity: int = 4, include_background: bool = False,
-                background_id: int = 0, ignore_index: int = 255) -> tuple[np.ndarray, RefineStats]:
+                background_id: int | None = None, ignore_index: int = 255) -> tuple[np.ndarray, RefineStats]:
     """Relabel every small connected component of ``mask`` with the mode of its outer boundary.
 
     ``mask`` is an (H, W) integer array of class ids (any integer dtype). Returns a new array of the
-    same shape and dtype, and a :class:`RefineStats`. The input is not modified. See the module
-    docstring for the exact definitions (components, the 3x3 ring, the vote and its tie-break,
-    order independence).
+    same shape and dtype, and a :class:`RefineStats`. The input is not modified. ``background_id``
+    is the background class whose small components are kept (unless ``include_background``), or
+    ``None`` for none; callers with a ``ClassInfo`` pass ``background_id=classes.background``. See
+    the module docstring for the exact definitions (components, the 3x3 ring, the vote and its
+    tie-break, order independence).
     """
     mask = np.asarray(mask)
     _check_args(mask, tau, connectivity)
@@ -161,7 +166,10 @@ def refine_mask(mask: np.ndarray, tau: int = 20, connectivity: int = 4, include_
     comp_val = np.empty(n_comp, dtype=flat.dtype)
     comp_val[run_comp] = run_val
     not_ignore = comp_val != ignore_index
-    eligible = not_ignore if include_background else not_ignore & (comp_val != background_id)
+    if include_background or background_id is None:
+        eligible = not_ignore
+    else:
+        eligible = not_ignore & (comp_val != background_id)
     small = eligible & (area < tau)
     stats = RefineStats(components_seen=int(not_ignore.sum()), small_components=int(small.sum()))
     if not stats.small_components:
@@ -271,7 +279,7 @@ class _Task:
     tau: int
     connectivity: int
     include_background: bool
-    background_id: int
+    background_id: int | None
     ignore_index: int
 
 
@@ -295,13 +303,15 @@ def _is_within(path: Path, folder: Path) -> bool:
 def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: int = 20,
                   connectivity: int = 4, include_background: bool = False, workers: int | None = None,
                   ignore_index: int = 255, progress: bool = True, overwrite: bool = False,
-                  background_id: int = 0) -> dict:
+                  background_id: int | None = None) -> dict:
     """Refine every mask PNG under ``in_dir`` (recursively) into the new folder ``out_dir``.
 
     Relative paths are kept, and so is each input's PNG mode and palette (and transparency), so a
     palette mask stays a palette mask with the same colours. Files are written atomically. The work
     is spread over ``workers`` processes (default: ``os.cpu_count()``; 1 runs in this process).
     A summary with the totals is written to ``out_dir/refine_summary.json`` and returned.
+    ``background_id`` and ``include_background`` are as in :func:`refine_mask` (default: no class is
+    background).
 
     Refuses (``JoDiffusionError``) when ``out_dir`` is ``in_dir`` or one contains the other, or when
     ``out_dir`` exists and is not empty unless ``overwrite=True`` (which overwrites files of the same

@@ -18,7 +18,9 @@ from jodiffusion.data.readers.common import (
 
 FOLDER_LAYOUT = """\
   <root>/
-    classes.json (or classes.yaml)   {"names": [...], "palette": [[r, g, b], ...], "ignore_index": 255}
+    classes.json (or classes.yaml)   {"names": [...], "palette": [[r, g, b], ...], "ignore_index": 255,
+                                     "background": 0}  (background: class id or name, null for none;
+                                     absent: the class named "background" if any, else none)
     images/<split>/<stem>.png|.jpg|.jpeg
     masks/<split>/<stem>.png         single-channel class ids 0..K-1, 255 ignore
     splits/<split>.txt               optional: the stems of the split, one per line; with it, flat
