@@ -155,8 +155,30 @@ def test_min_snr_weighting_scales_each_sample_by_its_noise_level():
         JointObjectiveConfig(snr_gamma=-1)
 
 
+def test_sample_prediction_trains_on_the_clean_latent():
+    sched, img, t, noise, parts = _loss_with("sample")
+    assert torch.allclose(parts["loss_img"], (img ** 2).mean(), atol=1e-6)
+    # min-SNR weighting is defined for eps / v targets only: the clean-sample loss stays the plain MSE
+    _, img2, _, _, weighted = _loss_with("sample", snr_gamma=5.0)
+    assert torch.allclose(weighted["loss_img"], (img2 ** 2).mean(), atol=1e-6)
+
+
+def test_zero_terminal_snr_schedule():
+    from jodiffusion.diffusion.schedule import sampling_scheduler
+
+    with pytest.raises(ValueError, match="zero terminal SNR|rescale_betas_zero_snr"):
+        NoiseScheduleConfig(rescale_betas_zero_snr=True)  # epsilon cannot be used at SNR 0
+    cfg = NoiseScheduleConfig(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    train = training_scheduler(cfg)
+    assert float(train.alphas_cumprod[-1]) < 1e-6  # the last training step is (almost) pure noise
+    assert float(training_scheduler(NoiseScheduleConfig()).alphas_cumprod[-1]) > 1e-3
+    sampler = sampling_scheduler(cfg)
+    sampler.set_timesteps(10)
+    assert int(sampler.timesteps[0]) == 999  # trailing spacing: sampling starts where training ends
+
+
 def test_prediction_type_is_validated_and_reaches_the_schedulers():
     with pytest.raises(ValueError, match="prediction_type"):
-        NoiseScheduleConfig(prediction_type="sample")
+        NoiseScheduleConfig(prediction_type="x0")
     assert training_scheduler(NoiseScheduleConfig(prediction_type="v_prediction")).config.prediction_type == \
         "v_prediction"

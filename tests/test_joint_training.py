@@ -65,8 +65,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_v
     straight = train_joint(_cfg(tmp_path / "a", tiny_vae, "train.steps=4", *common), progress=False)
     train_joint(_cfg(tmp_path / "b", tiny_vae, "train.steps=2", *common), progress=False)
     resumed = train_joint(_cfg(tmp_path / "b", tiny_vae, "train.steps=4", *common), resume="latest", progress=False)
-    a = JoDiffusionPipeline.from_pretrained(straight).uvit.state_dict()
-    b = JoDiffusionPipeline.from_pretrained(resumed).uvit.state_dict()
+    a = JoDiffusionPipeline.from_pretrained(straight).denoiser.state_dict()
+    b = JoDiffusionPipeline.from_pretrained(resumed).denoiser.state_dict()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
 
@@ -99,7 +99,7 @@ def test_two_process_training(tmp_path, tiny_vae):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "accelerate: 2 process(es)" in proc.stderr + proc.stdout
-    assert JoDiffusionPipeline.from_pretrained(tmp_path / "run" / "export").uvit is not None
+    assert JoDiffusionPipeline.from_pretrained(tmp_path / "run" / "export").denoiser is not None
 
 
 def test_image_to_mask_and_mask_to_image(tmp_path, tiny_vae):
@@ -127,3 +127,30 @@ def test_eval_joint_reports_prompt_adherence(tmp_path, tiny_vae):
     data = json.loads(report.read_text())
     assert data["pairs"] == 3 and data["steps"] == 2
     assert 0 <= data["prompt_recall"] <= 100 and (tmp_path / "grid.png").is_file()
+
+
+def test_unet_backbone_trains_exports_and_reloads(tmp_path, tiny_vae):
+    from jodiffusion.models.joint_unet import JointUNet
+
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=2", "sample_count=0", "model.backbone=unet",
+                              "model.preset=tiny", "schedule.prediction_type=sample"), progress=False)
+    assert json.loads((export / "denoiser" / "config.json").read_text())["class"] == "JointUNet"
+    pipe = JoDiffusionPipeline.from_pretrained(export)
+    assert isinstance(pipe.denoiser, JointUNet)
+    a = pipe.generate(["a red circle"], seed=3)[0]
+    pipe.save_pretrained(tmp_path / "copy")
+    b = JoDiffusionPipeline.from_pretrained(tmp_path / "copy").generate(["a red circle"], seed=3)[0]
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_model_folders_of_the_first_release_still_load(tmp_path, tiny_vae):
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=1", "sample_count=0"), progress=False)
+    (export / "denoiser").rename(export / "uvit")  # the layout jodiffusion 0.1.0 wrote
+    assert JoDiffusionPipeline.from_pretrained(export).denoiser is not None
+
+
+def test_backbone_option_is_validated(tmp_path, tiny_vae):
+    with pytest.raises(Exception, match="backbone"):
+        _cfg(tmp_path, tiny_vae, "model.backbone=resnet")
+    with pytest.raises(Exception, match="init_from"):
+        _cfg(tmp_path, tiny_vae, "model.backbone=unet", "model.init_from=/x.pth")

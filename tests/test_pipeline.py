@@ -16,7 +16,7 @@ from jodiffusion.pipelines.demo import run_demo
 from jodiffusion.pipelines.stages import MARKER, StageRunner
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-REPORT_FIGURES = ("pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png")
+REPORT_FIGURES = ("real_vs_generated.png", "pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest

@@ -216,3 +216,21 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(tmp_path):
     # the check is not vacuous: a PNG the browser cannot decode is not counted
     (folder / "refine.png").write_bytes(b"not a png")
     assert images_loaded(dump_dom(browser, page, tmp_path / "profile")) == "1"
+
+
+def test_real_vs_generated_puts_each_real_pair_beside_a_generated_one(tmp_path):
+    from jodiffusion.report.figures import real_vs_generated
+
+    real_images, real_masks = random_pairs(3, size=32)
+    gen_images, gen_masks = random_pairs(3, size=32, seed=1)
+    path = real_vs_generated(list(zip(real_images, real_masks, strict=True)),
+                             list(zip(gen_images, gen_masks, strict=True)), CLASSES, tmp_path / "rg.png", scale=1)
+    im = np.asarray(open_png(path))
+    assert (im.shape[1], im.shape[0]) == grid_size(3, 4, 32, 1, title_lines=1, label_chars=0)
+    # row 1: the real image in column 0, the generated image in column 2
+    y = 2 + LINE_H + PAD + (32 + PAD)
+    assert np.array_equal(im[y: y + 32, PAD: PAD + 32], real_images[1])
+    x = PAD + 2 * (32 + PAD)
+    assert np.array_equal(im[y: y + 32, x: x + 32], gen_images[1])
+    with pytest.raises(ValueError, match="at least one"):
+        real_vs_generated([], [], CLASSES, tmp_path / "none.png")

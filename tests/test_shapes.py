@@ -273,3 +273,38 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_shapes_dataset(tmp_path / "out", 4, 2, 16, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_easy_difficulty_keeps_the_task_and_drops_the_patterns():
+    from jodiffusion.data.shapes import BACKGROUND_KINDS, TEXTURES
+
+    easy = ShapesDataset("train", num_images=200, resolution=64, seed=0, difficulty="easy")
+    full = ShapesDataset("train", num_images=200, resolution=64, seed=0)
+    objects = [o for i in range(len(easy)) for o in easy.objects(i)]
+    assert {o.texture for o in objects} == {"solid"}
+    assert {easy.render(i).background[1] for i in range(len(easy))} == {"plain"}
+    assert {o.shape for o in objects} == set(SHAPE_NAMES)  # every shape class is still drawn
+    assert max(len(easy.objects(i)) for i in range(len(easy))) >= 3  # several objects ...
+    assert any(o.visible < o.area for o in objects)                 # ... that occlude each other
+    caption = easy.caption(0)
+    assert any(c in caption for c in COLOURS) and any(s in caption for s in SHAPE_NAMES)
+    # the full difficulty is unchanged and still draws every texture and background pattern
+    assert {o.texture for i in range(len(full)) for o in full.objects(i)} == set(TEXTURES)
+    assert {full.render(i).background[1] for i in range(len(full))} == set(BACKGROUND_KINDS)
+    with pytest.raises(ValueError, match="difficulty"):
+        ShapesDataset("train", 4, difficulty="hard")
+
+
+def test_difficulty_reaches_the_dataset_folder(tmp_path):
+    import json
+
+    from jodiffusion.data.config import DataConfig
+    from jodiffusion.data.registry import build_dataset
+
+    root = write_shapes_dataset(tmp_path / "easy", num_train=3, num_val=1, resolution=32, progress=False,
+                                difficulty="easy")
+    assert json.loads((root / "dataset.json").read_text())["difficulty"] == "easy"
+    ds = build_dataset(DataConfig(name="shapes", resolution=32, num_train=3, difficulty="easy"), "train")
+    assert ds.difficulty == "easy"
+    with pytest.raises(ValueError, match="difficulty"):
+        DataConfig(difficulty="hard")

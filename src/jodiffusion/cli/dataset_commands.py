@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                    help="image side in pixels (a multiple of 8, at least 16)")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="random seed; the same seed gives the same dataset")
+    p.add_argument("--difficulty", choices=("full", "easy"), default="full",
+                   help="full: every texture and background pattern; easy: solid objects on plain backgrounds")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT_DIR if it already holds a dataset")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
@@ -71,7 +73,7 @@ def run_make_data(args: argparse.Namespace) -> int:
         raise ConfigError("--seed must be non-negative")
     out = write_shapes_dataset(args.out_dir, num_train=args.num_train, num_val=args.num_val,
                                resolution=args.resolution, seed=args.seed, overwrite=args.overwrite,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, difficulty=args.difficulty)
     log.info("wrote %d train + %d val images (%dx%d) to %s", args.num_train, args.num_val,
              args.resolution, args.resolution, out)
     return 0

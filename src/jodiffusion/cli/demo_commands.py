@@ -44,5 +44,5 @@ def _pipeline(args) -> int:
 
     cfg = config_from_args(args, PipelineConfig, "pipeline")
     metrics = run_pipeline(cfg)
-    print_summary(metrics, Path(cfg.output_dir))
+    print_summary(metrics, Path(cfg.output_dir), title="jodiffusion pipeline")
     return 0

@@ -24,6 +24,12 @@ class DataConfig:
     num_train: int = 512
     num_val: int = 128
     seed: int = 0
+    # Embedded "shapes" dataset: "full" (every texture and background pattern) or "easy" (solid objects on
+    # plain backgrounds, the demo's default; see data/shapes.py DIFFICULTIES).
+    difficulty: str = "full"
+    # The joint model's training size is resolution x resolution, or resolution (height) x width when
+    # width is set: keep a dataset's aspect ratio (CamVid 360x480 -> resolution=96 width=128).
+    width: int | None = None
 
     def __post_init__(self):
         if self.name not in DATASET_NAMES:
@@ -33,5 +39,16 @@ class DataConfig:
             raise ValueError(f"data.root is required for dataset '{self.name}' (the folder that holds it)")
         if self.resolution < 16 or self.resolution % 8:
             raise ValueError(f"data.resolution={self.resolution} must be a multiple of 8 and at least 16")
+        if self.width is not None and (self.width < 16 or self.width % 8):
+            raise ValueError(f"data.width={self.width} must be a multiple of 8 and at least 16 (or null: square)")
+        from jodiffusion.data.shapes import DIFFICULTIES
+
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"data.difficulty='{self.difficulty}'; choose one of {', '.join(DIFFICULTIES)}")
         if self.num_train < 1 or self.num_val < 1:
             raise ValueError("data.num_train and data.num_val must be positive")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) the generative models train at."""
+        return self.resolution, self.width or self.resolution

@@ -22,7 +22,8 @@ def _shapes(cfg: DataConfig, split: str) -> SegmentationDataset:
     from jodiffusion.data.shapes import ShapesDataset
 
     num_images = cfg.num_train if split == cfg.train_split else cfg.num_val
-    return ShapesDataset(split=split, num_images=num_images, resolution=cfg.resolution, seed=cfg.seed)
+    return ShapesDataset(split=split, num_images=num_images, resolution=cfg.resolution, seed=cfg.seed,
+                         difficulty=cfg.difficulty)
 
 
 def _voc(cfg: DataConfig, split: str) -> SegmentationDataset:

@@ -73,7 +73,32 @@ MAX_OBJECTS = 4
 MIN_VISIBLE_FRACTION = 0.35
 
 _TONE_LEVELS = {"dark": (62, 105), "light": (140, 190)}  # grey level range of each background tone
-_SIZE_RADII = {"small": (0.09, 0.15), "large": (0.19, 0.28)}  # radius as a fraction of the image side
+@dataclass(frozen=True)
+class ShapesStyle:
+    """What a scene may contain. ``full`` is every texture and background kind with the small sizes;
+    ``easy`` keeps all eight shapes, the colours, several objects with occlusion and the captions, but
+    draws objects solid on plain backgrounds and a little larger. At 64 px on a CPU budget the textures
+    and patterned backgrounds cost the joint model most of its capacity (docs/results.md), while the
+    segmentation task (which shape is where) stays the same."""
+
+    textures: tuple[str, ...] = TEXTURES
+    backgrounds: tuple[str, ...] = BACKGROUND_KINDS
+    radii: tuple[tuple[float, float], tuple[float, float]] = ((0.09, 0.15), (0.19, 0.28))  # small, large
+    max_objects: int = MAX_OBJECTS
+
+
+DIFFICULTIES = {
+    "full": ShapesStyle(),
+    "easy": ShapesStyle(textures=("solid",), backgrounds=("plain",), radii=((0.13, 0.18), (0.2, 0.27)),
+                        max_objects=3),
+}
+
+
+def shapes_style(difficulty: str) -> ShapesStyle:
+    try:
+        return DIFFICULTIES[difficulty]
+    except KeyError:
+        raise ValueError(f"unknown shapes difficulty {difficulty!r}; choose one of {', '.join(DIFFICULTIES)}") from None
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -208,10 +233,10 @@ def _muted_colour(rng: np.random.Generator, tone: str) -> np.ndarray:
     return np.clip(grey + tint, *BACKGROUND_RANGE)
 
 
-def _render_background(rng: np.random.Generator, res: int, ys: np.ndarray, xs: np.ndarray
-                       ) -> tuple[np.ndarray, tuple[str, str]]:
+def _render_background(rng: np.random.Generator, res: int, ys: np.ndarray, xs: np.ndarray,
+                       kinds: tuple[str, ...] = BACKGROUND_KINDS) -> tuple[np.ndarray, tuple[str, str]]:
     tone = BACKGROUND_TONES[rng.integers(len(BACKGROUND_TONES))]
-    kind = BACKGROUND_KINDS[rng.integers(len(BACKGROUND_KINDS))]
+    kind = kinds[rng.integers(len(kinds))]
     c1 = _muted_colour(rng, tone)
     if kind == "plain":
         bg = np.broadcast_to(c1, (res, res, 3))
@@ -236,23 +261,23 @@ def _render_background(rng: np.random.Generator, res: int, ys: np.ndarray, xs: n
     return bg, (tone, kind)
 
 
-def render_scene(rng: np.random.Generator, resolution: int) -> ShapesSample:
-    """Draw one scene from ``rng``: a background, then up to ``MAX_OBJECTS`` objects back to front."""
+def render_scene(rng: np.random.Generator, resolution: int, style: ShapesStyle = DIFFICULTIES["full"]) -> ShapesSample:
+    """Draw one scene from ``rng``: a background, then up to ``style.max_objects`` objects back to front."""
     res = resolution
     ys, xs = np.mgrid[0:res, 0:res].astype(np.float64) + 0.5  # pixel centres
-    image, background = _render_background(rng, res, ys, xs)
+    image, background = _render_background(rng, res, ys, xs, style.backgrounds)
     image = np.array(image)  # writable copy
     tex_width = max(2.0, res / 20)
     min_pixels = max(4, int(round(8 * (res / 64) ** 2)))
 
     # Sample the objects and their full (unoccluded, in-frame) footprints.
     drafts = []
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(1, style.max_objects + 1))):
         shape = SHAPE_NAMES[rng.integers(len(SHAPE_NAMES))]
         colour = tuple(COLOURS)[rng.integers(len(COLOURS))]
-        texture = TEXTURES[rng.integers(len(TEXTURES))]
+        texture = style.textures[rng.integers(len(style.textures))]
         size = SIZES[rng.integers(len(SIZES))]
-        r = max(3.0, res * rng.uniform(*_SIZE_RADII[size]))
+        r = max(3.0, res * rng.uniform(*style.radii[SIZES.index(size)]))
         cx, cy = rng.uniform(0.6 * r, res - 0.6 * r, size=2)
         theta = rng.uniform(0, 2 * np.pi)
         # Work in the object's bounding window only.
@@ -308,7 +333,7 @@ class ShapesDataset(SegmentationDataset):
     """
 
     def __init__(self, split: str = "train", num_images: int = 512, resolution: int = 64, seed: int = 0,
-                 transform: Transform | None = None):
+                 transform: Transform | None = None, difficulty: str = "full"):
         if not isinstance(split, str) or not _SPLIT_RE.match(split):
             raise ValueError(f"split must be a non-empty name of letters, digits, '_' or '-', got {split!r}")
         if int(num_images) < 1:
@@ -321,6 +346,8 @@ class ShapesDataset(SegmentationDataset):
         self.num_images = int(num_images)
         self.resolution = int(resolution)
         self.seed = int(seed)
+        self.difficulty = difficulty
+        self.style = shapes_style(difficulty)
         self.transform = transform
         self.classes = SHAPES_CLASSES
         self._cache: OrderedDict[int, ShapesSample] = OrderedDict()
@@ -330,7 +357,7 @@ class ShapesDataset(SegmentationDataset):
 
     def __repr__(self) -> str:
         return (f"ShapesDataset(split={self.split!r}, num_images={self.num_images}, "
-                f"resolution={self.resolution}, seed={self.seed})")
+                f"resolution={self.resolution}, seed={self.seed}, difficulty={self.difficulty!r})")
 
     def _index(self, index: int) -> int:
         index = int(index)
@@ -348,7 +375,7 @@ class ShapesDataset(SegmentationDataset):
         index = self._index(index)
         sample = self._cache.get(index)
         if sample is None:
-            sample = render_scene(self.rng(index), self.resolution)
+            sample = render_scene(self.rng(index), self.resolution, self.style)
             self._cache[index] = sample
             while len(self._cache) > 8:
                 self._cache.popitem(last=False)
@@ -383,7 +410,7 @@ def _looks_like_dataset(folder: Path) -> bool:
 
 def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_val: int = 128,
                          resolution: int = 64, seed: int = 0, overwrite: bool = False,
-                         progress: bool = True) -> Path:
+                         progress: bool = True, difficulty: str = "full") -> Path:
     """Render both splits into the generic folder layout (see ``jodiffusion.data.layout``).
 
     Writes ``images/{train,val}/<stem>.png``, ``masks/{train,val}/<stem>.png``, ``classes.json``,
@@ -410,8 +437,8 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
                                f"{CLASSES_FILE}, {IMAGES_DIR}/ or {MASKS_DIR}/); refusing to replace it")
     if int(num_train) < 1 or int(num_val) < 1:
         raise ValueError("num_train and num_val must be positive")
-    splits = {"train": ShapesDataset("train", num_train, resolution, seed),
-              "val": ShapesDataset("val", num_val, resolution, seed)}
+    splits = {"train": ShapesDataset("train", num_train, resolution, seed, difficulty=difficulty),
+              "val": ShapesDataset("val", num_val, resolution, seed, difficulty=difficulty)}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -436,7 +463,8 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
 
         write_json_atomic(tmp / "dataset.json", {
             "generator": "jodiffusion make-data (embedded shapes dataset)", "jodiffusion_version": __version__,
-            "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed})
+            "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed,
+            "difficulty": difficulty})
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, trash / "old")  # out was empty or a dataset folder (checked above)

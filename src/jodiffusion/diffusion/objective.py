@@ -65,9 +65,12 @@ def joint_loss(model, scheduler, img: torch.Tensor, mask: torch.Tensor, text: to
         drop = torch.rand(b, device=device, generator=generator) < cfg.caption_dropout
         text = torch.where(drop.view(b, 1, 1), null_text.to(text.dtype).expand_as(text), text)
     pred_img, pred_mask = model(noisy_img, noisy_mask, t_img, t_mask, text)
-    v_pred = scheduler.config.prediction_type == "v_prediction"
-    target_img = scheduler.get_velocity(img, noise_img, t_img) if v_pred else noise_img
-    target_mask = scheduler.get_velocity(mask, noise_mask, t_mask) if v_pred else noise_mask
+    kind = scheduler.config.prediction_type
+    v_pred = kind == "v_prediction"
+    target_img, target_mask = {"epsilon": lambda: (noise_img, noise_mask),
+                               "v_prediction": lambda: (scheduler.get_velocity(img, noise_img, t_img),
+                                                        scheduler.get_velocity(mask, noise_mask, t_mask)),
+                               "sample": lambda: (img, mask)}[kind]()
     loss_img = _weighted_mse(pred_img, target_img, t_img, scheduler, cfg.snr_gamma, v_pred)
     loss_mask = _weighted_mse(pred_mask, target_mask, t_mask, scheduler, cfg.snr_gamma, v_pred)
     loss = (cfg.img_weight * loss_img + cfg.mask_weight * loss_mask) / (cfg.img_weight + cfg.mask_weight)
@@ -76,7 +79,7 @@ def joint_loss(model, scheduler, img: torch.Tensor, mask: torch.Tensor, text: to
 
 def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, scheduler, snr_gamma: float,
                   v_pred: bool = False):
-    if snr_gamma <= 0:
+    if snr_gamma <= 0 or scheduler.config.prediction_type == "sample":  # min-SNR is defined for eps and v
         return F.mse_loss(pred.float(), target.float())
     from diffusers.training_utils import compute_snr
 

@@ -108,6 +108,8 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
             alpha = scheduler.alphas_cumprod[int(t)].to(device)
             if schedule.prediction_type == "v_prediction":  # the network's output is v, despite its name here
                 x0 = alpha.sqrt() * x - (1 - alpha).sqrt() * eps
+            elif schedule.prediction_type == "sample":  # ... or the clean sample itself
+                x0 = eps
             else:
                 x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
             trajectory.append(split(x0))

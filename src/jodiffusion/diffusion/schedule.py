@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 @dataclass
@@ -18,7 +18,12 @@ class NoiseScheduleConfig:
     # What the network predicts: "epsilon" (the paper, UniDiffuser) or "v_prediction" (Salimans & Ho,
     # 2022), whose target stays well scaled at every noise level: at high noise it is close to the clean
     # sample instead of the input noise, which a network trained from scratch learns much sooner.
+    # "sample" predicts the clean latent itself (x0), the target Li and He (2025) recommend when the
+    # latents are high-dimensional (pixel patches): the network never has to reproduce the noise.
     prediction_type: str = "epsilon"
+    # Rescale the betas to zero terminal SNR (Lin et al., 2024): the last training timestep is pure noise,
+    # as sampling assumes. Needs prediction_type v_prediction or sample (epsilon is undefined there).
+    rescale_betas_zero_snr: bool = False
 
     def __post_init__(self):
         if self.num_train_timesteps < 2:
@@ -29,12 +34,16 @@ class NoiseScheduleConfig:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"schedule.prediction_type='{self.prediction_type}'; choose one of "
                              f"{', '.join(PREDICTION_TYPES)}")
+        if self.rescale_betas_zero_snr and self.prediction_type == "epsilon":
+            raise ValueError("schedule.rescale_betas_zero_snr needs prediction_type v_prediction or sample: at zero "
+                             "terminal SNR the noise prediction cannot recover the clean sample")
         if self.beta_schedule not in SCHEDULES:
             raise ValueError(f"schedule.beta_schedule='{self.beta_schedule}'; choose one of {', '.join(SCHEDULES)}")
 
     def kwargs(self) -> dict:
         return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
-                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "prediction_type": self.prediction_type}
+                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "prediction_type": self.prediction_type,
+                "rescale_betas_zero_snr": self.rescale_betas_zero_snr}
 
 
 def training_scheduler(cfg: NoiseScheduleConfig):
@@ -46,5 +55,7 @@ def training_scheduler(cfg: NoiseScheduleConfig):
 def sampling_scheduler(cfg: NoiseScheduleConfig, solver_order: int = 2):
     from diffusers import DPMSolverMultistepScheduler
 
+    # Zero terminal SNR: start sampling at the last training timestep ("trailing"), which is pure noise.
+    extra = {"timestep_spacing": "trailing", "final_sigmas_type": "zero"} if cfg.rescale_betas_zero_snr else {}
     return DPMSolverMultistepScheduler(**cfg.kwargs(), algorithm_type="dpmsolver++", solver_order=solver_order,
-                                       lower_order_final=True)
+                                       lower_order_final=True, **extra)

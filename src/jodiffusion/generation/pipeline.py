@@ -3,7 +3,8 @@
     model_dir/
       jodiffusion.json      format, package version, classes, resolution, schedule, codec and text
                             encoder references (rebuildable specs), sampler defaults
-      uvit/                 config.json + model.safetensors (the EMA weights)
+      denoiser/             config.json (its class: JointUViT or JointUNet) + model.safetensors (EMA weights);
+                            folders of jodiffusion 0.1.0 call it uvit/
       annotation_vae/       config.json + model.safetensors
       text_encoder/         only for the trainable caption encoder (a CLIP encoder is a reference)
 """
@@ -23,20 +24,21 @@ from jodiffusion.diffusion.sampling import SamplerConfig, sample_latents, sample
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig
 from jodiffusion.errors import CheckpointError
 from jodiffusion.models.annotation_vae import AnnotationVAE
+from jodiffusion.models.denoisers import load_denoiser
 from jodiffusion.models.image_codec import ImageCodec, build_image_codec
 from jodiffusion.models.text_encoder import CaptionTextEncoder, TextEncoder, build_text_encoder
-from jodiffusion.models.uvit import JointUViT
 from jodiffusion.utils.io import write_json_atomic
 
 MANIFEST = "jodiffusion.json"
+DENOISER_DIR = "denoiser"
 FORMAT_VERSION = 1
 
 
 class JoDiffusionPipeline:
-    def __init__(self, uvit: JointUViT, vae: AnnotationVAE, codec: ImageCodec, text_encoder: TextEncoder,
+    def __init__(self, denoiser: torch.nn.Module, vae: AnnotationVAE, codec: ImageCodec, text_encoder: TextEncoder,
                  classes: ClassInfo, resolution: tuple[int, int], schedule: NoiseScheduleConfig,
                  sampler: SamplerConfig | None = None):
-        self.uvit, self.vae, self.codec, self.text_encoder = uvit, vae, codec, text_encoder
+        self.denoiser, self.vae, self.codec, self.text_encoder = denoiser, vae, codec, text_encoder
         self.classes = classes
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.schedule = schedule
@@ -52,7 +54,7 @@ class JoDiffusionPipeline:
 
     # -- devices -----------------------------------------------------------------------------------
     def to(self, device, dtype: torch.dtype | None = None) -> JoDiffusionPipeline:
-        self.uvit.to(device=device, dtype=dtype)
+        self.denoiser.to(device=device, dtype=dtype)
         self.vae.to(device)
         self.codec.to(device)
         self.text_encoder.to(device)
@@ -61,12 +63,12 @@ class JoDiffusionPipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.uvit.parameters()).device
+        return next(self.denoiser.parameters()).device
 
     # -- persistence -----------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
         folder = Path(folder)
-        self.uvit.save_pretrained(folder / "uvit")
+        self.denoiser.save_pretrained(folder / DENOISER_DIR)
         self.vae.save_pretrained(folder / "annotation_vae")
         text_spec = self.text_encoder.to_dict()
         if isinstance(self.text_encoder, CaptionTextEncoder):
@@ -94,11 +96,12 @@ class JoDiffusionPipeline:
         text_spec = dict(meta["text_encoder"])
         if text_spec.get("kind") == CaptionTextEncoder.kind:
             text_spec["path"] = str(folder / text_spec["path"])
-        pipe = cls(JointUViT.from_pretrained(folder / "uvit"), AnnotationVAE.from_pretrained(folder / "annotation_vae"),
+        denoiser_dir = folder / DENOISER_DIR if (folder / DENOISER_DIR).is_dir() else folder / "uvit"
+        pipe = cls(load_denoiser(denoiser_dir), AnnotationVAE.from_pretrained(folder / "annotation_vae"),
                    build_image_codec(meta["codec"]), build_text_encoder(text_spec),
                    ClassInfo.from_dict(meta["classes"]), tuple(meta["resolution"]),
                    NoiseScheduleConfig(**meta["schedule"]), SamplerConfig(**meta["sampler"]))
-        for m in (pipe.uvit, pipe.vae, pipe.text_encoder):
+        for m in (pipe.denoiser, pipe.vae, pipe.text_encoder):
             m.eval()
         return pipe.to(device)
 
@@ -117,7 +120,7 @@ class JoDiffusionPipeline:
         text = self.text_encoder.encode(prompts)
         device_type = self.device.type
         with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            return sample_latents(self.uvit, text, self.null_text(), self.img_shape, self.mask_shape, seeds,
+            return sample_latents(self.denoiser, text, self.null_text(), self.img_shape, self.mask_shape, seeds,
                                   sampler, self.schedule, mode=mode, given=given, trajectory_every=trajectory_every)
 
     def _check_size(self, array: np.ndarray, what: str) -> None:
@@ -167,6 +170,7 @@ class JoDiffusionPipeline:
         for image, mask in zip(images, masks, strict=True):
             stats = None
             if refine_tau > 0:
-                mask, stats = refine_mask(mask, tau=refine_tau, ignore_index=self.classes.ignore_index)
+                mask, stats = refine_mask(mask, tau=refine_tau, ignore_index=self.classes.ignore_index,
+                                          background_id=self.classes.background)
             out.append((image, mask, stats))
         return out

@@ -265,8 +265,8 @@ def _captions_from_run(model_dir: Path) -> tuple[list[str], str] | None:
         from jodiffusion.data.shapes import ShapesDataset
 
         ds = ShapesDataset("train", int(data.get("num_train", 512)), int(data.get("resolution", 64)),
-                           int(data.get("seed", 0)))
-        return [ds.caption(i) for i in range(len(ds))], f"shapes:train:{len(ds)}:{data.get('seed', 0)}"
+                           int(data.get("seed", 0)), difficulty=data.get("difficulty", "full"))
+        return [ds.caption(i) for i in range(len(ds))], f"shapes:train:{len(ds)}:{data.get('seed', 0)}:{ds.difficulty}"
     return None
 
 

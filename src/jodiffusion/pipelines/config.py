@@ -54,6 +54,10 @@ class PipelineConfig:
     # Segmenters to train, each scored on the real val split with the same model and schedule.
     experiments: list[str] = field(default_factory=lambda: ["real", "synthetic", "real+synthetic"])
     eval_pairs: int = 128          # generated pairs scored for prompt adherence and image-mask agreement
+    # Write the real dataset at data.resolution x data.width (data.size) into <output_dir>/data first
+    # (images bicubic, masks nearest, centre crop where the aspect differs), so every stage, the
+    # segmenters and their val scores run at that reduced size: the CPU recipes.
+    resize_data: bool = False
     report: bool = True
     output_dir: str = "runs/pipeline"
 

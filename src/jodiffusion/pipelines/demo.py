@@ -38,7 +38,7 @@ def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, prog
         raise JoDiffusionError("the demo writes the shapes dataset as a folder: keep data.name=folder")
     runner = StageRunner(out)
     shapes = {"num_train": cfg.data.num_train, "num_val": cfg.data.num_val, "resolution": cfg.data.resolution,
-              "seed": cfg.data.seed}
+              "seed": cfg.data.seed, "difficulty": cfg.data.difficulty}
 
     def make_data(folder: Path, resume: bool) -> dict:
         write_shapes_dataset(folder, **shapes, overwrite=True, progress=progress)
@@ -54,18 +54,20 @@ def _fmt(value, digits: int = 1) -> str:
     return "  n/a" if value is None else f"{value:5.{digits}f}"
 
 
-def print_summary(metrics: dict, out: Path) -> None:
+def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> None:
     """One screen: the numbers that matter, the time of each stage, and where the report is."""
     seconds = metrics.get("stage_seconds", {})
     lines = [
         "",
-        "jodiffusion demo: summary",
+        f"{title}: summary",
         f"  annotation VAE reconstruction mIoU        {_fmt(metrics.get('vae_reconstruction_miou'))}",
         f"  generated pairs: prompted-class precision {_fmt(metrics.get('prompt_precision'))}"
         f"   recall {_fmt(metrics.get('prompt_recall'))}",
         f"  generated pairs: image-mask agreement mIoU{_fmt(metrics.get('agreement_miou'))}",
         f"  segmenter mIoU, real only                 {_fmt(metrics.get('seg_miou_real'))}",
         f"  segmenter mIoU, synthetic only            {_fmt(metrics.get('seg_miou_synthetic'))}",
+        *([f"  segmenter mIoU, synthetic only (4x)       {_fmt(metrics['seg_miou_synthetic_x4'])}"]
+          if metrics.get("seg_miou_synthetic_x4") is not None else []),
         f"  segmenter mIoU, real + synthetic          {_fmt(metrics.get('seg_miou_real_synthetic'))}",
         "  wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
         + f"  (total {sum(seconds.values()) / 60:.1f} min)",

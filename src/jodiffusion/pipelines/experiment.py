@@ -48,6 +48,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
 
     root = Path(cfg.output_dir)
     runner = runner or StageRunner(root)
+    if cfg.resize_data:
+        cfg = dataclasses.replace(cfg, data=_resized_data_stage(cfg, runner, progress))
     real_train = build_dataset(cfg.data, cfg.data.train_split)
     data = _captions_stage(cfg, runner, real_train, progress)
 
@@ -112,6 +114,38 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
 
 
 # --- stages -------------------------------------------------------------------------------------------
+
+RESIZED_DATA_DIR = "data"
+
+
+def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool) -> DataConfig:
+    """The real train and val splits at ``cfg.data.size``, as a folder dataset (captions kept)."""
+    from tqdm.auto import tqdm
+
+    from jodiffusion.data.captions import read_caption_records, write_captions
+    from jodiffusion.data.latent_cache import resize_pair
+    from jodiffusion.data.layout import CAPTIONS_FILE, write_classes, write_pair
+    from jodiffusion.data.registry import build_dataset
+
+    size = cfg.data.size
+
+    def make(folder: Path, resume: bool) -> dict:
+        splits = {s: build_dataset(cfg.data, s) for s in (cfg.data.train_split, cfg.data.val_split)}
+        write_classes(folder, splits[cfg.data.train_split].classes)
+        for split, ds in splits.items():
+            for i in tqdm(range(len(ds)), desc=f"resize {split} to {size[0]}x{size[1]}", disable=not progress):
+                image, mask = resize_pair(ds.load_image(i), ds.load_mask(i), size)
+                write_pair(folder, split, ds.stem(i), image, mask, ds.classes)
+        source = Path(cfg.data.captions) if cfg.data.captions else (
+            Path(cfg.data.root) / CAPTIONS_FILE if cfg.data.root else None)
+        if source is not None and source.is_file():
+            write_captions(folder / CAPTIONS_FILE, read_caption_records(source))
+        return {"root": str(folder)}
+
+    done = runner.run(RESIZED_DATA_DIR, {"data": config_to_dict(cfg.data)}, make)
+    return DataConfig(name="folder", root=done["root"], train_split=cfg.data.train_split,
+                      val_split=cfg.data.val_split, resolution=size[0], width=cfg.data.width)
+
 
 def _captions_stage(cfg: PipelineConfig, runner: StageRunner, real_train, progress: bool) -> DataConfig:
     """Datasets without captions (CamVid, Cityscapes, most folders) get template captions from their

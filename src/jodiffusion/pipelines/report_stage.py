@@ -2,6 +2,7 @@
 
 Always rebuilt (it takes seconds), so it reflects every stage, skipped or freshly run:
   pairs.png        generated pairs (image | mask | overlay) with their prompts
+  real_vs_generated.png  real training pairs beside generated ones
   trajectory.png   the denoising trajectory of a few pairs (the paper's Fig. 4)
   class_histogram.png  real vs synthetic class pixel frequencies
   mask_refinement.png  generated masks before and after mask optimisation
@@ -51,7 +52,13 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     from jodiffusion.evaluation.dataset_stats import compute_stats
     from jodiffusion.generation.pipeline import JoDiffusionPipeline
     from jodiffusion.generation.refine import refine_mask
-    from jodiffusion.report.figures import class_histogram, pairs_grid, refinement_figure, trajectory_figure
+    from jodiffusion.report.figures import (
+        class_histogram,
+        pairs_grid,
+        real_vs_generated,
+        refinement_figure,
+        trajectory_figure,
+    )
     from jodiffusion.report.html import write_report
 
     start = time.time()
@@ -65,12 +72,25 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     pairs_grid(images, masks, prompts, pipe.classes, out / "pairs.png")
     figures.append(("pairs.png", "Generated pairs (image | mask | overlay) and the prompts they were drawn from."))
 
+    real_train = build_dataset(data, data.train_split)
+    step = max(1, len(real_train) // 6)  # spread over the split: the first files are often one scene
+    real = [(real_train.load_image(i), real_train.load_mask(i)) for i in range(0, len(real_train), step)][:6]
+    gen_size = images[0].shape[:2]
+    if real[0][0].shape[:2] != gen_size:  # another size than the model's: show them at the model's size
+        from jodiffusion.data.latent_cache import resize_pair
+
+        real = [resize_pair(i, m, gen_size) for i, m in real]
+    real_vs_generated(real, list(zip(images, masks, strict=True)), pipe.classes, out / "real_vs_generated.png",
+                      scale=2 if max(gen_size) <= 96 else 1)
+    figures.insert(0, ("real_vs_generated.png", "Real training pairs (left) beside generated pairs (right), "
+                                                "each mask drawn over its image."))
+
     sampler = pipe.sampler.override(cfg.generate.steps, cfg.generate.guidance)
     trajectory_figure(pipe, prompts[:3], cfg.generate.seed, out / "trajectory.png", sampler=sampler)
     figures.append(("trajectory.png", "Denoising trajectory: the predicted clean image and mask at several "
                                       "solver steps (as in the paper's Fig. 4)."))
 
-    real_stats = compute_stats(build_dataset(data, data.train_split), "real", progress=False)
+    real_stats = compute_stats(real_train, "real", progress=False)
     synth_set = build_dataset(DataConfig(name="folder", root=str(synth_dir)), SYNTHETIC_SPLIT)
     synth_stats = compute_stats(synth_set, "synthetic", progress=False)
     class_histogram(real_stats.pixel_frequency(), synth_stats.pixel_frequency(), pipe.classes,
@@ -80,7 +100,8 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     # Raw masks straight from the annotation VAE (no refinement), then the mask optimisation of the paper.
     raw = pipe.generate(prompts[:6], seed=cfg.generate.seed + 2, sampler=sampler, refine_tau=0)
     before = [m for _, m, _ in raw]
-    after = [refine_mask(m, tau=cfg.generate.tau, ignore_index=pipe.classes.ignore_index)[0] for m in before]
+    after = [refine_mask(m, tau=cfg.generate.tau, ignore_index=pipe.classes.ignore_index,
+                         background_id=pipe.classes.background)[0] for m in before]
     refinement_figure([im for im, _, _ in raw], before, after, pipe.classes, out / "mask_refinement.png")
     figures.append(("mask_refinement.png", f"Mask optimisation (tau = {cfg.generate.tau} pixels): generated masks "
                                            "before and after small regions take their boundary's majority label."))

@@ -42,6 +42,18 @@ def pairs_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], prompt
     return save_png(grid(rows, ["image", "mask", "overlay"], row_titles=titles, scale=scale), path)
 
 
+def real_vs_generated(real: Sequence[tuple[np.ndarray, np.ndarray]], generated: Sequence[tuple[np.ndarray, np.ndarray]],
+                      classes: ClassInfo, path: str | Path, max_rows: int = 6, scale: int = 2) -> Path:
+    """Real training pairs beside generated ones, one of each per row: image | mask overlay for both.
+    The quickest check of a generator: do its images look like the data, and do its masks fit them?"""
+    n = min(len(real), len(generated), max_rows)
+    if n == 0:
+        raise ValueError("real_vs_generated needs at least one real and one generated pair")
+    rows = [[ri, overlay(ri, rm, classes), gi, overlay(gi, gm, classes)]
+            for (ri, rm), (gi, gm) in zip(real[:n], generated[:n], strict=True)]
+    return save_png(grid(rows, ["real image", "real mask", "generated image", "generated mask"], scale=scale), path)
+
+
 def refinement_figure(images: Sequence[np.ndarray], before: Sequence[np.ndarray], after: Sequence[np.ndarray],
                       classes: ClassInfo, path: str | Path, truths: Sequence[np.ndarray] | None = None,
                       max_rows: int = 8, scale: int = 3) -> Path:

@@ -1,9 +1,9 @@
 """Stage 2: train the joint image-mask diffusion model (paper, "Joint Diffusion", eq. 3-6).
 
 Frozen: the image codec and the annotation VAE (and a CLIP text encoder, when used). Trained: the
-U-ViT and, for the offline default, the small caption text encoder. Image latents come from a cache
-of posterior moments (a fresh sample and a random flip every epoch); mask latents are encoded on the
-fly by the annotation VAE, which is cheap and follows the flip exactly.
+denoiser (U-ViT or conv UNet) and, for the offline default, the small caption text encoder. Image
+latents come from a cache of posterior moments (a fresh sample and a random flip every epoch); mask
+latents are encoded on the fly by the annotation VAE, which is cheap and follows the flip exactly.
 """
 
 from __future__ import annotations
@@ -78,9 +78,17 @@ class TextConfig:
             raise ValueError("text.path is required for text.kind=clip (a local folder or cached hub id)")
 
 
+BACKBONES = ("uvit", "unet")
+
+
 @dataclass
 class JointModelConfig:
-    preset: str = "small"
+    # "uvit": the UniDiffuser-style transformer (models/uvit.py; the path for pretrained UniDiffuser
+    # weights); "unet": diffusers' conv UNet with both latents as channels (models/joint_unet.py), which
+    # learns far sooner from scratch on a CPU (docs/results.md).
+    backbone: str = "uvit"
+    preset: str = "small"           # a preset of the backbone (UVIT_PRESETS or UNET_PRESETS)
+    # U-ViT shape overrides (None: the preset's)
     width: int | None = None
     depth: int | None = None
     num_heads: int | None = None
@@ -88,6 +96,16 @@ class JointModelConfig:
     gradient_checkpointing: bool = False
     pos_embed_init: str = "sincos"  # "sincos" (image and mask patches share grid positions) or "random"
     init_from: str | None = None   # UniDiffuser-v1 weights: original checkpoint or diffusers folder
+    # UNet shape overrides (None: the preset's)
+    block_channels: list[int] | None = None
+    attention_levels: list[bool] | None = None
+    layers_per_block: int | None = None
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"model.backbone='{self.backbone}'; choose one of {', '.join(BACKBONES)}")
+        if self.backbone == "unet" and self.init_from:
+            raise ValueError("model.init_from loads UniDiffuser weights into the U-ViT: use model.backbone=uvit")
 
 
 @dataclass
@@ -118,13 +136,13 @@ class JointRunConfig:
 class DenoiserWithText(nn.Module):
     """The trained parts as one module (one DDP wrapper, one EMA, one checkpoint entry)."""
 
-    def __init__(self, uvit: JointUViT, text_encoder: nn.Module | None):
+    def __init__(self, denoiser: nn.Module, text_encoder: nn.Module | None):
         super().__init__()
-        self.uvit = uvit
+        self.denoiser = denoiser  # a JointUViT or a JointUNet
         self.text_encoder = text_encoder  # None when the text encoder is frozen (its outputs are cached)
 
     def forward(self, img, mask, t_img, t_mask, text):
-        return self.uvit(img, mask, t_img, t_mask, text)
+        return self.denoiser(img, mask, t_img, t_mask, text)
 
 
 def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
@@ -141,7 +159,7 @@ def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
 
 
 def build_components(cfg: JointRunConfig, captions: dict[str, str]):
-    """The frozen annotation VAE and codec, the text encoder, and a fresh U-ViT sized for them."""
+    """The frozen annotation VAE and codec, the text encoder, and a fresh denoiser sized for them."""
     from jodiffusion.models.image_codec import build_image_codec
     from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
 
@@ -158,7 +176,18 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
                                                 max_tokens=cfg.text.max_tokens)
     else:
         text = CLIPTextEncoder.from_pretrained(cfg.text.path)
-    h = w = cfg.data.resolution
+    h, w = cfg.data.size
+    if cfg.model.backbone == "unet":
+        from jodiffusion.models.joint_unet import JointUNet, unet_config
+
+        overrides = {k: v for k, v in (("block_channels", cfg.model.block_channels),
+                                       ("attention_levels", cfg.model.attention_levels),
+                                       ("layers_per_block", cfg.model.layers_per_block)) if v is not None}
+        net = JointUNet(unet_config(cfg.model.preset, img_channels=codec.latent_channels,
+                                    mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
+                                    latent_width=w // codec.downsample, text_dim=text.dim,
+                                    num_text_tokens=text.num_tokens, **overrides))
+        return vae, codec, text, net
     overrides = {k: v for k, v in (("width", cfg.model.width), ("depth", cfg.model.depth),
                                    ("num_heads", cfg.model.num_heads), ("patch_size", cfg.model.patch_size))
                  if v is not None}
@@ -194,7 +223,7 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     ensure_valid(dataset, progress=progress and main)
     captions = _load_captions(dataset, cfg.data)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
-    vae, codec, text_encoder, uvit = build_components(cfg, captions)
+    vae, codec, text_encoder, denoiser = build_components(cfg, captions)
     if vae.config.num_classes != dataset.classes.num_classes:
         raise ConfigError(f"the annotation VAE at {cfg.vae} knows {vae.config.num_classes} classes but the dataset "
                           f"has {dataset.classes.num_classes}")
@@ -205,7 +234,7 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
     with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
         cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
-                                          resolution=cfg.data.resolution, device=device,
+                                          resolution=cfg.data.size, device=device,
                                           progress=progress and main, random_flip=cfg.random_flip)
     if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
         mean, std = cache.latent_stats()
@@ -213,12 +242,13 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     trainable_text = text_encoder if text_encoder.trainable else None
     if trainable_text is None:
         text_encoder.to(device).eval().requires_grad_(False)
-    model = DenoiserWithText(uvit, trainable_text)
+    model = DenoiserWithText(denoiser, trainable_text)
     ema = EMA(model, cfg.ema_decay)
     if main:
         save_run_config(cfg, run_dir)
-        log.info("joint U-ViT: %.2fM parameters (%s), %d training pairs, latents %s + %s", uvit.num_parameters() / 1e6,
-                 cfg.model.preset, len(cache), tuple(cache.latent_shape), vae.config.latent_channels)
+        log.info("joint %s: %.2fM parameters (%s), %d training pairs, latents %s + %s", cfg.model.backbone,
+                 denoiser.num_parameters() / 1e6, cfg.model.preset, len(cache), tuple(cache.latent_shape),
+                 vae.config.latent_channels)
 
     sampler = EpochShuffleSampler(len(cache), cfg.train.seed)
     loader = torch.utils.data.DataLoader(
@@ -307,8 +337,8 @@ def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, c
     from jodiffusion.generation.pipeline import JoDiffusionPipeline
 
     text = ema_module.text_encoder if ema_module.text_encoder is not None else text_encoder
-    res = (cfg.data.resolution, cfg.data.resolution)
-    return JoDiffusionPipeline(ema_module.uvit, vae, codec, text, dataset.classes, res, cfg.schedule, cfg.sampler)
+    res = cfg.data.size
+    return JoDiffusionPipeline(ema_module.denoiser, vae, codec, text, dataset.classes, res, cfg.schedule, cfg.sampler)
 
 
 def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: Path, step: int, logger) -> Path:
@@ -316,11 +346,11 @@ def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: P
     from jodiffusion.viz import colorize, grid, overlay, save_png
 
     prompts = list(captions.values())[: cfg.sample_count]
-    was_training = [m.training for m in (pipe.uvit, pipe.text_encoder)]
-    pipe.uvit.eval()
+    was_training = [m.training for m in (pipe.denoiser, pipe.text_encoder)]
+    pipe.denoiser.eval()
     pipe.text_encoder.eval()
     pairs = pipe.generate(prompts, seed=cfg.train.seed)
-    pipe.uvit.train(was_training[0])
+    pipe.denoiser.train(was_training[0])
     pipe.text_encoder.train(was_training[1])
     rows = [[img, colorize(mask, pipe.classes), overlay(img, mask, pipe.classes)] for img, mask, _ in pairs]
     path = save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:40] for p in prompts]),

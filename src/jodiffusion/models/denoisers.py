@@ -1,0 +1,33 @@
+"""The joint denoisers a model folder may hold, found by the class name in its ``config.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from jodiffusion.errors import CheckpointError
+from jodiffusion.models.persistence import CONFIG_NAME
+
+
+def denoiser_classes() -> dict[str, type]:
+    from jodiffusion.models.joint_unet import JointUNet
+    from jodiffusion.models.uvit import JointUViT
+
+    return {JointUViT.__name__: JointUViT, JointUNet.__name__: JointUNet}
+
+
+def load_denoiser(folder: str | Path) -> nn.Module:
+    """A ``JointUViT`` or ``JointUNet`` saved with ``save_pretrained``."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: a denoiser folder holds {CONFIG_NAME} and model.safetensors")
+    try:
+        kind = json.loads(path.read_text()).get("class", "JointUViT")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise CheckpointError(f"{path} is not a valid JSON config ({exc}); re-export the model") from None
+    classes = denoiser_classes()
+    if kind not in classes:
+        raise CheckpointError(f"{path} describes a {kind}; known denoisers: {', '.join(classes)}")
+    return classes[kind].from_pretrained(folder)
