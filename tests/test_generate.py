@@ -243,7 +243,7 @@ def test_other_model_or_config_is_refused_without_touching_the_output(model_dir,
         generate(model_dir, out, 3, seed=1)
     shutil.copytree(model_dir.parent, tmp_path / "other_run", ignore=shutil.ignore_patterns("checkpoints"))
     other = tmp_path / "other_run" / "export"
-    cfg = other / "uvit" / "config.json"
+    cfg = other / "denoiser" / "config.json"
     cfg.write_text(cfg.read_text() + "\n")  # same weights, different files: another fingerprint
     with pytest.raises(JoDiffusionError, match="another model"):
         generate(other, out, 3)
@@ -261,6 +261,67 @@ def test_other_model_or_config_is_refused_without_touching_the_output(model_dir,
     (stranger / "notes.txt").write_text("mine")
     with pytest.raises(JoDiffusionError, match="not a generated dataset"):
         generate(model_dir, stranger, 2)
+
+
+def test_overwrite_never_deletes_what_generate_did_not_write(model_dir, tmp_path, capsys):
+    # a folder of the user's that happens to hold a file named manifest.jsonl (or generation.json)
+    stranger = tmp_path / "stranger"
+    (stranger / "raw").mkdir(parents=True)
+    (stranger / "raw" / "scan.tif").write_bytes(b"II*\0")
+    (stranger / "manifest.jsonl").write_text('{"index": 0}\n')
+    (stranger / "generation.json").write_text('{"mine": true}')
+    before = files(stranger, skip=())
+    with pytest.raises(JoDiffusionError, match=r"--overwrite refused.*generation\.json, manifest\.jsonl, raw/"):
+        generate(model_dir, stranger, 2, overwrite=True)
+    assert files(stranger, skip=()) == before
+    # generate's own output, to which the user added a file: replaced only once that file is gone
+    out = tmp_path / "out"
+    generate(model_dir, out, 2)
+    (out / "labels_by_hand").mkdir()
+    (out / "labels_by_hand" / "fix.png").write_bytes(b"\x89PNG")
+    before = files(out, skip=())
+    assert main(["generate", str(model_dir), "-n", "2", "--out", str(out), "--seed", "1", "--steps", str(STEPS),
+                 "--no-progress", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "did not write: labels_by_hand/" in err and "Traceback" not in err
+    assert files(out, skip=()) == before
+    shutil.rmtree(out / "labels_by_hand")
+    generate(model_dir, out, 2, seed=1, overwrite=True)
+    assert json.loads((out / "generation.json").read_text())["config"]["seed"] == 1
+
+
+def test_a_start_killed_before_its_first_file_continues(model_dir, reference, tmp_path):
+    out = tmp_path / "out"
+    generate(model_dir, out, 10)
+    for path in list(out.iterdir()):  # what a kill during the very first write leaves: marker + a temp file
+        if path.name != ".jodiffusion-owner.json":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (out / ".generation.json.x1y2z3.tmp").write_text('{"format"')
+    generate(model_dir, out, 10)
+    assert files(out) == files(reference[0])
+
+
+def test_sample_overwrite_replaces_only_its_own_folder(model_dir, tmp_path, capsys):
+    out = tmp_path / "pictures"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"\xff\xd8")
+    args = ["sample", str(model_dir), "--prompt", "a red circle", "--out", str(out), "--steps", str(STEPS),
+            "--overwrite"]
+    assert main(args) == 1
+    assert "holiday.jpg" in capsys.readouterr().err and files(out, skip=()) == {"holiday.jpg": b"\xff\xd8"}
+    (out / "holiday.jpg").unlink()
+    assert main(args) == 0 and (out / "grid.png").is_file()
+    assert main(args) == 0  # its own folder: replaced
+
+
+@pytest.mark.parametrize("split", ["..", ".", "a/b", "../../etc", "x\\y", ""])
+def test_a_split_that_is_not_a_plain_folder_name_is_refused(model_dir, tmp_path, capsys, split):
+    out = tmp_path / "out"
+    assert main(["generate", str(model_dir), "-n", "2", "--out", str(out), "--split", split, "--steps", str(STEPS),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and repr(split) in err and "split" in err
+    assert not out.exists()
 
 
 def test_a_finished_output_can_be_extended(model_dir, reference, tmp_path):

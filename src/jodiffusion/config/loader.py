@@ -49,7 +49,7 @@ def _read_yaml(text: str, source: str) -> dict:
 
 def _preset_dict(group: str, name: str) -> dict:
     path = resources.files(PRESET_PACKAGE) / group / f"{name}.yaml"
-    if not path.is_file():
+    if name not in list_presets(group) or not path.is_file():  # a name, never a path ("../x") into the package
         choices = ", ".join(list_presets(group)) or "(none)"
         raise ConfigError(f"unknown {group} preset '{name}'; available presets: {choices}")
     return _read_yaml(path.read_text(encoding="utf-8"), f"preset {group}/{name}")

@@ -91,13 +91,17 @@ def build_dataset(cfg: DataConfig, split: str, transform: Transform | None = Non
     """The ``split`` of the dataset ``cfg.name`` with ``transform`` attached.
 
     Raises ``UnknownDatasetError`` (a ``KeyError`` and a ``DatasetError``) listing the valid names for
-    an unknown ``cfg.name``, and ``DatasetError`` for a missing or malformed dataset folder.
+    an unknown ``cfg.name``, ``ConfigError`` for a split that is not a plain name (``..``, ``a/b``) and
+    ``DatasetError`` for a missing or malformed dataset folder.
     """
     try:
         builder = DATASETS[cfg.name]
     except KeyError:
         raise UnknownDatasetError(
             f"unknown dataset '{cfg.name}'; valid names: {', '.join(sorted(DATASETS))}") from None
+    from jodiffusion.utils.ownership import check_path_component
+
+    check_path_component(split, "dataset split")  # it becomes a folder / file name in every reader
     dataset = builder(cfg, split)
     dataset.transform = transform
     return dataset

@@ -49,18 +49,39 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
     return accelerator
 
 
-def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool) -> Path:
-    """Refuse to write into a previous run's folder unless resuming or explicitly overwriting."""
+# What each training command writes at the top of its run folder (besides the owner marker and
+# temporary files): all that ``--overwrite`` may delete (see ``jodiffusion.utils.ownership``).
+_RUN_ENTRIES = ("config.yaml", "classes.json", "checkpoints", "metrics.jsonl", "tensorboard", "eval.json")
+RUN_OUTPUTS = {
+    "train": (*_RUN_ENTRIES, "export", "samples", "cache"),
+    "train-vae": (*_RUN_ENTRIES, "annotation_vae"),
+    "train-seg": (*_RUN_ENTRIES, "segmenter"),
+}
+
+
+def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, command: str = "train") -> Path:
+    """Refuse to write into a previous run's folder unless resuming or explicitly overwriting.
+
+    A new run marks its folder as written by ``jodiffusion <command>``; ``--overwrite`` replaces only a
+    folder so marked that holds nothing but that command's outputs, and refuses anything else, naming
+    what would be lost."""
+    from jodiffusion.utils.ownership import check_replaceable, write_owner
+
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise JoDiffusionError(f"output folder {run_dir} exists and is a file; choose another output_dir")
     if run_dir.exists() and any(run_dir.iterdir()) and resume is None:
         if not overwrite:
             raise JoDiffusionError(
                 f"output folder {run_dir} already holds a run; pass --resume latest to continue it, "
                 "--overwrite to start again there, or choose another output_dir")
+        check_replaceable(run_dir, command, RUN_OUTPUTS.get(command, _RUN_ENTRIES))
         import shutil
 
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        write_owner(run_dir, command)
     return run_dir
 
 

@@ -40,12 +40,19 @@ from tqdm.auto import tqdm
 
 from jodiffusion import __version__
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.data.layout import write_classes
+from jodiffusion.data.layout import CAPTIONS_FILE, CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, write_classes
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.generation import output as store
 from jodiffusion.generation.filters import FilterConfig, build_pair_filter
 from jodiffusion.generation.prompts import PromptConfig, PromptSource, build_prompt_source
 from jodiffusion.utils.io import write_json_atomic
+from jodiffusion.utils.ownership import (
+    check_path_component,
+    check_replaceable,
+    foreign_entries,
+    read_owner,
+    write_owner,
+)
 
 log = logging.getLogger("jodiffusion")
 
@@ -97,11 +104,11 @@ class GenerateConfig:
             (self.steps is None or self.steps >= 1, f"steps={self.steps} must be >= 1"),
             (self.guidance is None or self.guidance >= 0, f"guidance={self.guidance} must be >= 0"),
             (self.max_tries_per_pair >= 1, "max_tries_per_pair must be >= 1"),
-            (bool(self.split) and "/" not in self.split, f"split name {self.split!r} is not a folder name"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_path_component(self.split, "split name")
 
 
 # --- model identity ------------------------------------------------------------------------------------
@@ -197,8 +204,33 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+COMMAND = "generate"  # the owner marker's name for folders this command writes
+# everything ``generate`` writes at the top of its output folder: all that ``--overwrite`` may delete
+OUTPUT_ENTRIES = (store.GENERATION_FILE, CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, CAPTIONS_FILE,
+                  store.MANIFEST_FILE, store.SUMMARY_FILE, store.CARD_FILE, store.RECORDS_DIR, store.SHARDS_DIR,
+                  store.SHARD_LIST)
+
+
+def _read_meta(out: Path) -> dict | None:
+    """generation.json when it is one this command wrote (a dict of this format); else None."""
+    try:
+        meta = json.loads((out / store.GENERATION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != GENERATION_FORMAT or "model_fingerprint" not in meta:
+        return None
+    return meta
+
+
+def _owned(out: Path) -> bool:
+    """Whether ``out`` was written by ``generate``: its owner marker, or (folders written before the
+    marker existed) a generation.json of this format."""
+    return read_owner(out) == COMMAND or (read_owner(out) is None and _read_meta(out) is not None)
+
+
 def _check_output(out: Path, identity: dict, num: int) -> dict | None:
-    """The stored generation.json when ``out`` continues this very generation; None for a new folder.
+    """The stored generation.json when ``out`` continues this very generation; None for a new folder
+    (also one an interrupted first start left with nothing but its marker and temporary files).
     Raises when ``out`` holds something else."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return None
@@ -206,9 +238,14 @@ def _check_output(out: Path, identity: dict, num: int) -> dict | None:
         raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
     meta_path = out / store.GENERATION_FILE
     if not meta_path.is_file():
+        if read_owner(out) == COMMAND and not foreign_entries(out, ()):
+            return None  # killed before its first file was in place: start it again
         raise JoDiffusionError(f"{out} is not empty and holds no {store.GENERATION_FILE}: it is not a generated "
                                "dataset; choose an empty or new folder")
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(out)
+    if meta is None:
+        raise JoDiffusionError(f"{meta_path} is not a generation record of `jodiffusion generate` (unreadable or "
+                               "of another format); nothing was changed. Choose an empty or new folder")
     if meta.get("model_fingerprint") != identity["model_fingerprint"]:
         raise JoDiffusionError(
             f"{out} holds samples of another model (fingerprint {meta.get('model_fingerprint')}, this model "
@@ -227,7 +264,10 @@ def _check_output(out: Path, identity: dict, num: int) -> dict | None:
 
 def _prepare_output(group: _Group, out: Path, identity: dict, cfg: GenerateConfig, classes: ClassInfo,
                     overwrite: bool) -> dict | None:
-    """Every rank checks (so that all raise alike); rank 0 then clears / creates the folder."""
+    """Every rank checks (so that all raise alike); rank 0 then clears / creates the folder.
+
+    ``overwrite`` replaces only a folder this command wrote that holds nothing else (see
+    ``jodiffusion.utils.ownership``); anything else is refused, naming what would be lost."""
     meta = None
     if group.rank == 0 or not overwrite:
         try:
@@ -235,9 +275,7 @@ def _prepare_output(group: _Group, out: Path, identity: dict, cfg: GenerateConfi
         except JoDiffusionError:
             if not overwrite:
                 raise
-            if not (out / store.GENERATION_FILE).is_file() and not (out / store.MANIFEST_FILE).is_file():
-                raise JoDiffusionError(f"{out} is not empty and does not look like a generated dataset; "
-                                       "refusing to delete it even with --overwrite") from None
+            check_replaceable(out, COMMAND, OUTPUT_ENTRIES, owned=out.is_dir() and _owned(out))
             meta = "replace"
     group.barrier()  # nobody reads the folder while rank 0 changes it
     if group.rank == 0:
@@ -245,6 +283,7 @@ def _prepare_output(group: _Group, out: Path, identity: dict, cfg: GenerateConfi
             shutil.rmtree(out)
             meta = None
         out.mkdir(parents=True, exist_ok=True)
+        write_owner(out, COMMAND)  # first, so that a kill at any later moment leaves a folder known as ours
         removed = store.remove_temp_files(out)
         if removed:
             log.info("removed %d temporary files of an interrupted run", removed)

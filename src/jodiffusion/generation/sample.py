@@ -13,6 +13,10 @@ from tqdm.auto import tqdm
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.io import write_text_atomic
+from jodiffusion.utils.ownership import check_replaceable, write_owner
+
+COMMAND = "sample"
+OUTPUT_ENTRIES = (IMAGES_DIR, MASKS_DIR, "prompts.jsonl", "grid.png")  # all that --overwrite may delete
 
 
 def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1, seed: int = 0,
@@ -27,12 +31,18 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     if num_per_prompt < 1 or batch_size < 1:
         raise JoDiffusionError("--num and --batch-size must be >= 1")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise JoDiffusionError(f"{out} is not empty; pass --overwrite to replace it or choose another --out")
-        shutil.rmtree(out)
+        check_replaceable(out, COMMAND, OUTPUT_ENTRIES)  # only a folder this command wrote, nothing else in it
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)
+    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)  # before anything is changed
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_owner(out, COMMAND)
     sampler = pipe.sampler.override(steps, guidance)
     autocast = torch.bfloat16 if device.startswith("cuda") else None
     jobs = [p for p in prompts for _ in range(num_per_prompt)]

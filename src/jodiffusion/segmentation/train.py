@@ -102,7 +102,7 @@ def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: boo
     accelerator = make_accelerator(cfg.train, None)
     main = accelerator.is_main_process
     if main:
-        prepare_run_dir(run_dir, resume, overwrite)
+        prepare_run_dir(run_dir, resume, overwrite, command="train-seg")
     accelerator.wait_for_everyone()
     show = progress and main
 

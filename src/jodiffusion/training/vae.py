@@ -133,7 +133,7 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
     accelerator = make_accelerator(cfg.train, None)
     main = accelerator.is_main_process
     if main:
-        prepare_run_dir(run_dir, resume, overwrite)
+        prepare_run_dir(run_dir, resume, overwrite, command="train-vae")
     accelerator.wait_for_everyone()
 
     train_set = build_split(cfg.data, cfg.data.train_split)

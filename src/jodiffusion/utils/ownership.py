@@ -1,0 +1,101 @@
+"""What ``--overwrite`` may replace: only a folder the same command wrote before.
+
+A command that owns an output folder (``train``, ``train-vae``, ``train-seg``, ``generate``) writes
+``OWNER_FILE`` into it before anything else, naming itself. ``--overwrite`` replaces a non-empty folder
+only when that marker names the same command *and* every top-level entry is one the command writes
+(or a temporary file of an interrupted write); anything else is refused, naming what would be lost.
+A common file name (``manifest.jsonl``, ``classes.json``) is never taken as proof of ownership.
+
+Path components taken from the user (split names and the like) go through ``check_path_component``,
+so that a value such as ``..`` or ``a/b`` never turns into a path outside the folder meant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from jodiffusion.errors import ConfigError, JoDiffusionError
+from jodiffusion.utils.io import write_json_atomic
+
+OWNER_FILE = ".jodiffusion-owner.json"
+_SHOWN = 8  # entries named in a refusal before "and N more"
+
+
+def write_owner(folder: str | os.PathLike, command: str) -> None:
+    """Mark ``folder`` as written by ``jodiffusion <command>`` (deterministic content)."""
+    write_json_atomic(Path(folder) / OWNER_FILE, {"command": command})
+
+
+def read_owner(folder: str | os.PathLike) -> str | None:
+    """The command named by ``folder``'s marker; None without a readable one."""
+    try:
+        data = json.loads((Path(folder) / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    command = data.get("command") if isinstance(data, dict) else None
+    return command if isinstance(command, str) else None
+
+
+def is_temp_name(name: str) -> bool:
+    """A temporary file of an atomic write (``.<name>.<random>.tmp``) or checkpoint (``.step_*``)."""
+    return name.startswith(".") and (name.endswith(".tmp") or name.startswith(".step_"))
+
+
+def describe_entries(folder: Path, names: Iterable[str]) -> str:
+    names = sorted(names)
+    shown = [f"{n}/" if (folder / n).is_dir() else n for n in names[:_SHOWN]]
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return ", ".join(shown) + more
+
+
+def foreign_entries(folder: Path, own: Iterable[str]) -> list[str]:
+    """Top-level entries of ``folder`` that are neither in ``own`` nor the marker nor temporary files."""
+    own = set(own) | {OWNER_FILE}
+    return sorted(p.name for p in folder.iterdir() if p.name not in own and not is_temp_name(p.name))
+
+
+def check_replaceable(folder: str | os.PathLike, command: str, own: Iterable[str],
+                      owned: bool | None = None) -> None:
+    """Raise unless ``--overwrite`` of ``jodiffusion <command>`` may delete ``folder``: it must be a
+    folder marked by that command (or ``owned`` says so, for a command with its own proof) and hold
+    nothing but what the command writes (``own``: top-level names). Nothing is changed either way."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise JoDiffusionError(f"--overwrite refused: {folder} is a file, not a folder `jodiffusion {command}` "
+                               "wrote; nothing was changed. Choose another output folder")
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
+        return
+    if owned is None:
+        owned = read_owner(folder) == command
+    if not owned:
+        other = read_owner(folder)
+        why = (f"it was written by `jodiffusion {other}`" if other else
+               f"it holds no {OWNER_FILE} marker of `jodiffusion {command}`")
+        raise JoDiffusionError(
+            f"--overwrite refused: {folder} is not a folder `jodiffusion {command}` wrote ({why}); replacing it "
+            f"would delete {describe_entries(folder, entries)}. Nothing was changed: move those away yourself "
+            "or choose another output folder")
+    foreign = foreign_entries(folder, own)
+    if foreign:
+        raise JoDiffusionError(
+            f"--overwrite refused: {folder} holds what `jodiffusion {command}` did not write: "
+            f"{describe_entries(folder, foreign)}; replacing the folder would delete it. Nothing was changed: "
+            "move those away or choose another output folder")
+
+
+def check_path_component(value, what: str) -> str:
+    """``value`` as one folder / file name: not empty, not ``.`` or ``..``, no separator, no NUL, no
+    surrounding blanks. Raises a ConfigError naming ``what`` and the value."""
+    text = value if isinstance(value, str) else None
+    bad = (text is None or not text or text in (".", "..") or text != text.strip() or "/" in text
+           or "\\" in text or "\0" in text or (os.altsep is not None and os.altsep in text))
+    if bad:
+        raise ConfigError(f"{what} {value!r} is not usable as a folder name: give a plain name such as 'train' "
+                          "(no '/', '\\', '.' or '..', no surrounding spaces)")
+    return text
