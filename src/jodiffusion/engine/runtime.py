@@ -59,13 +59,26 @@ RUN_OUTPUTS = {
 }
 
 
+def _legacy_run(run_dir: Path) -> bool:
+    """A run folder written before the owner marker existed: its config.yaml is one ``save_run_config``
+    wrote (a mapping with the package version and a train section). Only with nothing but run outputs
+    beside it does ``--overwrite`` replace it (``check_replaceable`` still checks every entry)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "jodiffusion_version" in data and isinstance(data.get("train"), dict)
+
+
 def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, command: str = "train") -> Path:
     """Refuse to write into a previous run's folder unless resuming or explicitly overwriting.
 
     A new run marks its folder as written by ``jodiffusion <command>``; ``--overwrite`` replaces only a
     folder so marked that holds nothing but that command's outputs, and refuses anything else, naming
     what would be lost."""
-    from jodiffusion.utils.ownership import check_replaceable, write_owner
+    from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
 
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -75,7 +88,8 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
             raise JoDiffusionError(
                 f"output folder {run_dir} already holds a run; pass --resume latest to continue it, "
                 "--overwrite to start again there, or choose another output_dir")
-        check_replaceable(run_dir, command, RUN_OUTPUTS.get(command, _RUN_ENTRIES))
+        owned = read_owner(run_dir) == command or (read_owner(run_dir) is None and _legacy_run(run_dir))
+        check_replaceable(run_dir, command, RUN_OUTPUTS.get(command, _RUN_ENTRIES), owned=owned)
         import shutil
 
         shutil.rmtree(run_dir)
