@@ -54,3 +54,24 @@ def test_resolved_config_is_saved_with_version_and_reloads(tmp_path):
     data.pop("jodiffusion_version")
     assert config_from_dict(VAERunConfig, data) == cfg
     assert config_to_dict(cfg)["model"]["base_channels"] == 8
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.lr=inf", "train.lr"), ("train.lr=nan", "train.lr"), ("train.weight_decay=inf", "train.weight_decay"),
+    ("train.weight_decay=nan", "train.weight_decay"), ("train.grad_clip=inf", "train.grad_clip"),
+    ("latent_noise=inf", "latent_noise"), ("latent_noise=nan", "latent_noise"),
+])
+def test_non_finite_numbers_are_config_errors(override, key):
+    with pytest.raises(ConfigError, match=rf"^{key}=(inf|nan).*not a finite number"):
+        load_config(VAERunConfig, group="vae", preset="tiny", overrides=[override])
+
+
+def test_non_finite_numbers_are_refused_for_every_stage_and_in_python():
+    from jodiffusion.engine.config import TrainConfig
+    from jodiffusion.segmentation.config import SegRunConfig
+
+    with pytest.raises(ConfigError, match="max_scale=inf"):
+        load_config(SegRunConfig, group="seg", preset="tiny", overrides=["max_scale=inf"])
+    for field in ("lr", "weight_decay", "grad_clip"):
+        with pytest.raises(ValueError, match=f"train.{field}=inf is not a finite number"):
+            TrainConfig(**{field: float("inf")})

@@ -138,3 +138,22 @@ def test_balanced_class_weights_favour_rare_classes_and_keep_the_loss_scale():
     assert w[2] > w[1] > w[0]
     assert w[2] / w[1] == pytest.approx(np.sqrt(32 / 4), rel=1e-5)
     assert (w * freq).sum() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_a_loss_that_becomes_non_finite_stops_the_run_and_exports_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    # finite settings, but a learning rate that blows the weights up after the first step
+    assert main(["train-vae", "--preset", "tiny", f"output_dir={run}", "train.lr=1e30", "train.steps=4"]) == 1
+    err = capsys.readouterr().err
+    assert "training loss became nan" in err and "exported nothing" in err and "Traceback" not in err
+    assert not (run / "annotation_vae").exists() and not (run / "eval.json").exists()
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_non_finite_learning_rate_or_weight_decay_is_refused_before_training(tmp_path, capsys, value):
+    for key in ("train.lr", "train.weight_decay"):
+        run = tmp_path / key
+        assert main(["train-vae", "--preset", "tiny", f"output_dir={run}", f"{key}={value}"]) == 1
+        assert f"{key}={value}" in capsys.readouterr().err
+        assert not run.exists()

@@ -9,6 +9,7 @@ in each dataclass's ``__post_init__`` so that they also run when configs are bui
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -109,11 +110,30 @@ def load_config(
     if values:
         cfg = _merge(cfg, values, "values set by the caller")
     try:
-        return OmegaConf.to_object(cfg)
+        obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc)) from None
     except (ValueError, TypeError) as exc:  # raised by __post_init__ value checks
         raise ConfigError(str(exc)) from None
+    check_finite(obj)
+    return obj
+
+
+def check_finite(value: Any, key: str = "") -> None:
+    """Raise a ConfigError naming the first float of a config (dataclasses, lists, dicts) that is inf or
+    nan: no setting of this project has a meaning for them (``train.lr=inf`` trains to NaN weights)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value}: not a finite number; give a finite value")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            check_finite(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(v, f"{key}[{i}]")
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -34,6 +35,10 @@ class TrainConfig:
         for name in ("warmup_steps", "num_workers", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name}={getattr(self, name)} must be >= 0")
+        for name in ("lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"train.{name}={value} is not a finite number")
         if not self.lr > 0:
             raise ValueError(f"train.lr={self.lr} must be > 0")
         if self.weight_decay < 0 or self.grad_clip < 0:

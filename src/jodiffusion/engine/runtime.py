@@ -144,12 +144,34 @@ class MetricLogger:
             self.writer.add_image(tag, image, step, dataformats="HWC")
 
 
+class NonFiniteLossError(JoDiffusionError):
+    """The training loss (or its gradient norm) became inf or NaN: the run stops and exports nothing."""
+
+
+def _stop_unless_finite(accelerator: Accelerator, value: torch.Tensor, what: str, collective: bool) -> None:
+    bad = ~torch.isfinite(value.detach().float()).all()
+    if collective and accelerator.num_processes > 1:  # every rank stops together (no one waits in a collective)
+        bad = accelerator.reduce(bad.float().reshape(1), "sum")[0] > 0
+    if bool(bad):
+        shown = value.detach().float().reshape(-1)[0].item() if value.numel() else value
+        raise NonFiniteLossError(
+            f"the training {what} became {shown} (not a finite number), so the run stopped and exported nothing; "
+            "lower train.lr, check the data and the model settings, or continue from an earlier checkpoint "
+            "with --resume")
+
+
 def optimizer_step(accelerator: Accelerator, model, loss, optimizer, lr_scheduler, grad_clip: float) -> None:
     """Backward, clip (on the micro-step that syncs gradients), step and reset: call it inside
-    ``accelerator.accumulate(model)`` and outside autocast."""
+    ``accelerator.accumulate(model)`` and outside autocast.
+
+    A non-finite loss raises ``NonFiniteLossError`` before anything is applied (on every process alike),
+    and so does a non-finite gradient norm when no fp16 loss scaler is there to skip such steps."""
+    _stop_unless_finite(accelerator, loss, "loss", collective=True)
     accelerator.backward(loss)
     if accelerator.sync_gradients and grad_clip > 0:
-        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        if norm is not None and accelerator.scaler is None:  # the gradients are synced: the same on every rank
+            _stop_unless_finite(accelerator, torch.as_tensor(norm), "gradient norm", collective=False)
     optimizer.step()
     lr_scheduler.step()
     optimizer.zero_grad(set_to_none=True)

@@ -102,7 +102,8 @@ class GenerateConfig:
             (self.workers >= 0, f"workers={self.workers} must be >= 0"),
             (self.precision in PRECISIONS, f"precision '{self.precision}': choose one of {', '.join(PRECISIONS)}"),
             (self.steps is None or self.steps >= 1, f"steps={self.steps} must be >= 1"),
-            (self.guidance is None or self.guidance >= 0, f"guidance={self.guidance} must be >= 0"),
+            (self.guidance is None or 0 <= self.guidance < math.inf,
+             f"guidance={self.guidance} must be a finite number >= 0"),
             (self.max_tries_per_pair >= 1, "max_tries_per_pair must be >= 1"),
         ]
         for ok, message in checks:
