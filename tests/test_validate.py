@@ -132,6 +132,39 @@ def test_clean_dataset_passes(tmp_path):
     assert report.ignore_pixels == 3 * int(expected[255])
 
 
+def test_a_16_bit_grayscale_image_is_read_scaled_and_noted(tmp_path, capsys):
+    from jodiffusion.data.base import read_image
+
+    clean_folder(tmp_path, n=1)
+    grey = np.linspace(0, 65535, H * W).reshape(H, W).astype(np.uint16)  # dark to bright, not all white
+    path = tmp_path / "images" / "train" / "scan16.png"
+    Image.fromarray(grey).save(path)
+    layout.save_mask_png(good_mask(), tmp_path / "masks" / "train" / "scan16.png", CLASSES)
+    assert Image.open(path).mode == "I;16"
+    image = read_image(path)
+    assert image.shape == (H, W, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[..., 0], np.round(grey / 257.0).astype(np.uint8))
+    assert image.min() == 0 and image.max() == 255 and 100 < image.mean() < 155
+    report = ensure_valid(read_folder(tmp_path, "train"), progress=False)  # readable: no reason to stop
+    assert [(Path(n.path).name, n.kind) for n in report.notes] == [("scan16.png", "image-16-bit")]
+    assert "16-bit grayscale" in report.format() and report.to_dict()["notes"][0]["kind"] == "image-16-bit"
+    assert main(["validate", "--dataset", "folder", "--root", str(tmp_path), "--split", "train"]) == 0
+    assert "scan16.png: 16-bit grayscale image" in capsys.readouterr().out
+
+
+def test_a_float_or_32_bit_image_is_refused_clearly(tmp_path):
+    from jodiffusion.data.base import read_image
+
+    clean_folder(tmp_path, n=1)
+    path = tmp_path / "images" / "train" / "depth.png"  # float TIFF data under a .png name
+    Image.fromarray(np.full((H, W), 0.5, np.float32)).save(path, format="TIFF")
+    layout.save_mask_png(good_mask(), tmp_path / "masks" / "train" / "depth.png", CLASSES)
+    with pytest.raises(DatasetError, match="depth.png has 32-bit float pixels.*8-bit RGB"):
+        read_image(path)
+    report = validate_dataset(read_folder(tmp_path, "train"), progress=False)
+    assert [(Path(p.path).name, p.kind) for p in report.problems] == [("depth.png", "unreadable-image")]
+
+
 def test_raw_values_reported_for_lookup_tables(tmp_path):
     (tmp_path / "images" / "val2017").mkdir(parents=True)
     Image.fromarray(noise_image()).save(tmp_path / "images" / "val2017" / "000000000001.jpg")

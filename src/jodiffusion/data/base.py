@@ -30,11 +30,33 @@ class Sample:
     mask_path: Path | None
 
 
+# 16-bit grayscale (PNG, TIFF): PIL's convert("RGB") clips these to 0..255, which turns almost every
+# pixel white, so they are scaled to 8 bit here instead.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# 32-bit integer and float pixels have no defined range: refused rather than guessed.
+UNDEFINED_RANGE_MODES = {"I": "32-bit integer", "F": "32-bit float"}
+
+
+def image_to_rgb(im: Image.Image, path) -> np.ndarray:
+    """An opened image as (H, W, 3) uint8: 16-bit grayscale scaled to 8 bit (round(v * 255 / 65535))
+    and repeated to grey RGB; a DatasetError for modes whose value range is not defined."""
+    if im.mode in SIXTEEN_BIT_MODES:
+        grey = np.asarray(im).astype(np.uint32)
+        grey = ((grey * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode in UNDEFINED_RANGE_MODES:
+        raise DatasetError(
+            f"image {path} has {UNDEFINED_RANGE_MODES[im.mode]} pixels (mode {im.mode}), whose range is not "
+            "defined; save it as an 8-bit RGB (or 8/16-bit grayscale) image")
+    return np.asarray(im.convert("RGB"))
+
+
 def read_image(path: Path) -> np.ndarray:
-    """RGB image as an (H, W, 3) uint8 array; a clear error for unreadable files."""
+    """RGB image as an (H, W, 3) uint8 array (16-bit grayscale is scaled to 8 bit, see
+    ``image_to_rgb``); a clear error for unreadable files."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return image_to_rgb(im, path)
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}. Replace or remove the file.") from None
 

@@ -14,6 +14,10 @@
 * ``bad-image``: (in-memory datasets) an image array that is not ``(H, W, 3)``;
 * ``empty``: a dataset without samples.
 
+Findings that do not stop training are listed as *notes* (``ValidationReport.notes``), e.g. a 16-bit
+grayscale image, which is read scaled to 8 bit (``base.image_to_rgb``); a 32-bit integer or float image
+has no defined range and is an ``unreadable-image`` problem.
+
 File datasets (``FileSegmentationDataset``) are checked on their files directly, decoding each image
 and mask completely, in a thread pool to overlap I/O. Any other ``SegmentationDataset`` is checked
 through ``load_image``/``load_mask`` (serially unless ``workers`` is given, since an in-memory dataset
@@ -34,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jodiffusion.data.base import FileSegmentationDataset, SegmentationDataset
+from jodiffusion.data.base import SIXTEEN_BIT_MODES, FileSegmentationDataset, SegmentationDataset, image_to_rgb
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import DatasetError
 
@@ -69,6 +73,7 @@ class ValidationReport:
     num_samples: int
     classes: ClassInfo
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)  # worth knowing, but no reason to stop (see module doc)
     # Pixels per train id 0..K-1 over the readable masks, pixels of the ignore index, and the
     # offending (raw) values over the whole dataset: value -> (pixels, files).
     class_pixels: list[int] = field(default_factory=list)
@@ -105,6 +110,9 @@ class ValidationReport:
                 summary = ", ".join(f"{v} ({px} px in {n} file{'s' if n > 1 else ''})"
                                     for v, (px, n) in sorted(self.bad_values.items()))
                 lines.append(f"\noffending label values over the dataset: {summary}")
+        if self.notes:
+            lines.append(f"\nnotes: {len(self.notes)}")
+            lines.extend(f"  {p.path}: {p.message}" for p in sorted(self.notes, key=lambda p: p.path))
         empty = [self.classes.names[i] for i, n in enumerate(self.class_pixels) if n == 0]
         if self.class_pixels and empty:
             lines.append(f"note: {len(empty)} class(es) have no pixels in this split: {', '.join(empty)}")
@@ -120,6 +128,7 @@ class ValidationReport:
             "num_problems": len(self.problems),
             "counts_by_kind": self.counts_by_kind(),
             "problems": [p.to_dict() for p in self.problems],
+            "notes": [p.to_dict() for p in self.notes],
             "bad_label_values": {str(v): {"pixels": px, "files": n} for v, (px, n) in
                                  sorted(self.bad_values.items())},
             "class_pixels": {name: n for name, n in zip(self.classes.names, self.class_pixels, strict=False)},
@@ -135,6 +144,7 @@ def _ordered_kinds(kinds) -> list[str]:
 @dataclass
 class _Result:
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
     train_id_pixels: np.ndarray | None = None  # (256,) pixels per mapped value
     bad: dict[int, int] = field(default_factory=dict)  # offending raw value -> pixels
 
@@ -190,7 +200,12 @@ def _check_file_sample(ds: FileSegmentationDataset, index: int, valid: np.ndarra
             with Image.open(sample.image_path) as im:
                 im.load()
                 if im.mode != "RGB":
-                    im.convert("RGB")  # what base.read_image does; fails for unsupported modes
+                    image_to_rgb(im, sample.image_path)  # what base.read_image does; fails for unsupported modes
+                if im.mode in SIXTEEN_BIT_MODES:
+                    result.notes.append(Problem(
+                        str(sample.image_path), "image-16-bit",
+                        f"16-bit grayscale image (mode {im.mode}): read scaled to 8 bit (value * 255 / 65535) "
+                        "as grey RGB"))
                 image_size = im.size
         except Exception as exc:  # every decoder failure is a finding, not a crash
             result.problems.append(Problem(str(sample.image_path), "unreadable-image", _describe(exc)))
@@ -325,6 +340,7 @@ def validate_dataset(dataset: SegmentationDataset, progress: bool = True,
 def _collect(result: _Result, report: ValidationReport, hist: np.ndarray, bad_pixels: Counter,
              bad_files: Counter) -> None:
     report.problems.extend(result.problems)
+    report.notes.extend(result.notes)
     if result.train_id_pixels is not None:
         hist += result.train_id_pixels
     for value, pixels in result.bad.items():
