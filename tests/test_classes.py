@@ -139,3 +139,33 @@ def test_folder_reader_reads_old_and_yaml_class_files(tmp_path):
     (bad / "classes.json").write_text(json.dumps({"names": ["a", "b"], "background": 5}))
     with pytest.raises(DatasetError, match="background"):
         layout.read_classes(bad)
+
+
+@pytest.mark.parametrize("names, match", [
+    ([0, 1, 2], r"class names must be strings, got 0 \(int\), 1 \(int\), 2 \(int\)"),
+    (["road", 7], r"got 7 \(int\)"), (["road", True], r"got True \(bool\)"), (["road", None], "None"),
+    (["road", ["car"]], "must be strings"), (["road", " "], "class name 1 is empty"),
+    ("road", "must be a list of class names"),
+])
+def test_class_names_must_be_strings(tmp_path, names, match):
+    with pytest.raises(ValueError, match=match):
+        ClassInfo.from_dict({"names": names})
+    (tmp_path / "classes.json").write_text(json.dumps({"names": names}))
+    _folder(tmp_path)
+    with pytest.raises(DatasetError, match=match):
+        read_folder(tmp_path, "train")
+
+
+def test_integer_class_names_in_a_yaml_file_are_refused_by_validate_and_train(tmp_path, capsys):
+    from jodiffusion.cli.main import main
+
+    (tmp_path / "classes.yaml").write_text("names: [0, 1, 2]\n")  # unquoted: YAML reads integers
+    _folder(tmp_path)
+    assert main(["validate", "--dataset", "folder", "--root", str(tmp_path), "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert "classes.yaml" in out and "class names must be strings" in out and "Traceback" not in out
+    run = tmp_path / "run"
+    assert main(["train-vae", "--preset", "tiny", f"output_dir={run}", "data.name=folder", f"data.root={tmp_path}",
+                 "data.train_split=train", "data.val_split=train"]) == 1
+    assert "class names must be strings" in capsys.readouterr().err
+    assert not (run / "checkpoints").exists()

@@ -44,6 +44,15 @@ class ClassInfo:
     background: int | None = None
 
     def __post_init__(self):
+        if isinstance(self.names, str) or not isinstance(self.names, (list, tuple)):
+            raise ValueError(f"class names must be a list of strings, got {type(self.names).__name__}")
+        not_text = [n for n in self.names if not isinstance(n, str)]
+        if not_text:
+            shown = ", ".join(f"{n!r} ({type(n).__name__})" for n in not_text[:5])
+            raise ValueError(f"class names must be strings, got {shown}; quote them (\"1\" instead of 1)")
+        blank = [i for i, n in enumerate(self.names) if not n.strip()]
+        if blank:
+            raise ValueError(f"class name {blank[0]} is empty; every class needs a name")
         if len(self.names) < 2:
             raise ValueError(f"a label space needs at least 2 classes, got {len(self.names)}")
         if len(self.names) > 256:
@@ -95,7 +104,10 @@ class ClassInfo:
         if there is one, else ``None``. That gives every older export of the built-in datasets the
         value their metadata has now (VOC, COCO-things and shapes: 0; the others: none).
         """
-        names = tuple(data["names"])
+        names = data["names"]
+        if not isinstance(names, (list, tuple)):
+            raise ValueError(f"names must be a list of class names, got {type(names).__name__} {names!r}")
+        names = tuple(names)
         if "background" in data:
             background = data["background"]
             if isinstance(background, str):
