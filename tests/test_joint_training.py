@@ -154,3 +154,15 @@ def test_backbone_option_is_validated(tmp_path, tiny_vae):
         _cfg(tmp_path, tiny_vae, "model.backbone=resnet")
     with pytest.raises(Exception, match="init_from"):
         _cfg(tmp_path, tiny_vae, "model.backbone=unet", "model.init_from=/x.pth")
+
+
+def test_pca_codec_is_fitted_on_the_training_images_and_travels_in_the_export(tmp_path, tiny_vae):
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=1", "sample_count=0", "codec.kind=pca",
+                              "codec.components=6", "codec.fit_images=8"), progress=False)
+    spec = json.loads((export / "jodiffusion.json").read_text())["codec"]
+    assert spec["kind"] == "pca" and spec["components"] == 6 and len(spec["basis"]) == 6
+    assert 0 < spec["explained"] <= 1
+    pipe = JoDiffusionPipeline.from_pretrained(export)
+    assert pipe.img_shape == (6, 4, 4)
+    image, mask, _ = pipe.generate(["a red circle"], seed=0)[0]
+    assert image.shape == (32, 32, 3) and mask.shape == (32, 32)

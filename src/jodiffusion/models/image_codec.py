@@ -9,6 +9,9 @@ and normalises it, ``decode`` maps normalised latents back to images in [-1, 1].
   with its scaling and shift factors read from the VAE's own config.
 * ``PixelUnshuffleCodec``: weight-free and exact, ``(B, 3, H, W) -> (B, 3 f^2, H/f, W/f)``; the
   offline default for the tiny datasets and the tests.
+* ``PatchPCACodec``: the f x f pixel patches projected on their top-k principal components, fitted
+  from the training images in seconds (closed form, no training stage): a linear image autoencoder
+  for data without a pretrained codec, ``(B, 3, H, W) -> (B, k, H/f, W/f)`` with k << 3 f^2.
 
 ``to_dict()`` describes how to rebuild a codec; ``build_image_codec(spec)`` rebuilds it.
 """
@@ -240,6 +243,80 @@ class PixelUnshuffleCodec(ImageCodec):
                 "shift_factor": self.shift_factor}
 
 
+# --- patch PCA ---------------------------------------------------------------------------------------
+
+class PatchPCACodec(ImageCodec):
+    """A linear autoencoder of f x f patches: latents are the coordinates of each patch (minus the mean
+    patch) on the top ``components`` principal axes of the training patches; decoding maps them back.
+
+    Why: with pixel-unshuffle every latent cell holds 3 f^2 = 48 numbers, most of them redundant
+    copies of one colour, and a diffusion model trained from scratch on a CPU spends its few steps on
+    them. The principal axes keep the patch's colour and its main edges in k numbers (k = 8..12 holds
+    nearly all of the variance of flat-coloured data) and are fitted in closed form from a few hundred
+    images, so there is no extra training stage and nothing to download. The basis travels in the
+    codec spec (``to_dict``), so a model folder describes its codec completely.
+    """
+
+    kind = "pca"
+    deterministic = True
+
+    def __init__(self, factor: int = 4, components: int = 12, mean: list[float] | None = None,
+                 basis: list[list[float]] | None = None, scaling_factor: float = 1.0, shift_factor: float = 0.0,
+                 explained: float | None = None):
+        super().__init__()
+        if int(factor) < 1:
+            raise ValueError(f"factor={factor} must be a positive integer")
+        dim = 3 * int(factor) ** 2
+        if not 1 <= int(components) <= dim:
+            raise ValueError(f"components={components} must lie in 1..{dim} (3 x factor^2)")
+        self.downsample, self.latent_channels = int(factor), int(components)
+        self.scaling_factor, self.shift_factor = float(scaling_factor), float(shift_factor)
+        self.explained = explained
+        self.register_buffer("mean", torch.zeros(dim) if mean is None else torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("basis", torch.zeros(self.latent_channels, dim) if basis is None
+                             else torch.tensor(basis, dtype=torch.float32))
+        if tuple(self.mean.shape) != (dim,) or tuple(self.basis.shape) != (self.latent_channels, dim):
+            raise ValueError(f"a PCA codec with factor {factor} and {components} components needs a mean of {dim} "
+                             f"values and a {components} x {dim} basis")
+        self.fitted = basis is not None
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor) -> PatchPCACodec:
+        """Fit mean and basis on (N, 3, H, W) images in [-1, 1]; sets the scale to 1 / latent std."""
+        self.check_size(*images.shape[-2:])
+        patches = F.pixel_unshuffle(images.float(), self.downsample).permute(0, 2, 3, 1).reshape(-1, self.mean.numel())
+        mean = patches.mean(0)
+        centred = (patches - mean).double()
+        cov = centred.T @ centred / max(len(centred) - 1, 1)
+        values, vectors = torch.linalg.eigh(cov)  # ascending
+        order = values.argsort(descending=True)[: self.latent_channels]
+        basis = vectors[:, order].T.float()
+        basis = basis * torch.where(basis.sum(1, keepdim=True) < 0, -1.0, 1.0)  # a fixed sign per axis
+        self.mean.copy_(mean)
+        self.basis.copy_(basis)
+        self.explained = float(values[order].sum() / values.sum().clamp(min=1e-12))
+        z = (patches - mean) @ basis.T
+        self.scaling_factor, self.shift_factor = 1.0 / max(float(z.std()), 1e-6), 0.0
+        self.fitted = True
+        return self
+
+    def _moments(self, images):
+        patches = F.pixel_unshuffle(images.float(), self.downsample)  # (B, 3 f^2, h, w)
+        z = torch.einsum("kd,bdhw->bkhw", self.basis, patches - self.mean.view(1, -1, 1, 1))
+        return z, torch.zeros_like(z)
+
+    def _decode_raw(self, latents):
+        patches = torch.einsum("kd,bkhw->bdhw", self.basis, latents.float()) + self.mean.view(1, -1, 1, 1)
+        return F.pixel_shuffle(patches, self.downsample)
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.fitted:
+            raise ConfigError("this PCA codec has not been fitted yet (PatchPCACodec.fit on training images)")
+        return {"kind": self.kind, "factor": self.downsample, "components": self.latent_channels,
+                "mean": self.mean.tolist(), "explained": self.explained, "basis": self.basis.tolist(),
+                "scaling_factor": self.scaling_factor, "shift_factor": self.shift_factor}
+
+
 # --- registry --------------------------------------------------------------------------------------
 
 def _build_sd_vae(spec: dict[str, Any]) -> ImageCodec:
@@ -255,7 +332,13 @@ def _build_pixel_unshuffle(spec: dict[str, Any]) -> ImageCodec:
                                shift_factor=float(spec.get("shift_factor", 0.0)))
 
 
+def _build_pca(spec: dict[str, Any]) -> ImageCodec:
+    keys = ("factor", "components", "mean", "basis", "scaling_factor", "shift_factor", "explained")
+    return PatchPCACodec(**{k: spec[k] for k in keys if spec.get(k) is not None})
+
+
 IMAGE_CODECS: dict[str, Callable[[dict[str, Any]], ImageCodec]] = {
+    PatchPCACodec.kind: _build_pca,
     StableDiffusionVAECodec.kind: _build_sd_vae,
     PixelUnshuffleCodec.kind: _build_pixel_unshuffle,
 }
@@ -269,5 +352,5 @@ def build_image_codec(spec: dict[str, Any]) -> ImageCodec:
     return IMAGE_CODECS[kind](dict(spec))
 
 
-__all__ = ["IMAGE_CODECS", "ImageCodec", "PixelUnshuffleCodec", "StableDiffusionVAECodec", "build_image_codec",
+__all__ = ["IMAGE_CODECS", "ImageCodec", "PatchPCACodec", "PixelUnshuffleCodec", "StableDiffusionVAECodec", "build_image_codec",
            "resolve_dtype"]

@@ -44,14 +44,18 @@ from jodiffusion.models.uvit import JointUViT, uvit_config
 log = logging.getLogger("jodiffusion")
 
 EXPORT_DIR = "export"
-CODEC_KINDS = ("pixel-unshuffle", "sd-vae")
+CODEC_KINDS = ("pixel-unshuffle", "pca", "sd-vae")
 TEXT_KINDS = ("caption", "clip")
 
 
 @dataclass
 class CodecConfig:
-    kind: str = "pixel-unshuffle"   # weight-free (embedded data) or "sd-vae" (Stable Diffusion's AutoencoderKL)
-    factor: int = 4                 # pixel-unshuffle only
+    # "pixel-unshuffle": weight-free; "pca": patch PCA fitted on the training images (no training stage);
+    # "sd-vae": Stable Diffusion's (or any diffusers) AutoencoderKL folder
+    kind: str = "pixel-unshuffle"
+    factor: int = 4                 # pixel-unshuffle and pca: the patch side
+    components: int = 12            # pca: latent channels per patch
+    fit_images: int = 512           # pca: training images the principal axes are fitted on
     path: str | None = None      # sd-vae: a VAE or pipeline folder, or a hub id already in the local cache
     subfolder: str | None = None
 
@@ -164,8 +168,13 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
     from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
 
     vae = AnnotationVAE.from_pretrained(cfg.vae).eval().requires_grad_(False)
-    codec = build_image_codec({"kind": cfg.codec.kind, "factor": cfg.codec.factor, "path": cfg.codec.path,
-                               "subfolder": cfg.codec.subfolder})
+    if cfg.codec.kind == "pca":
+        from jodiffusion.models.image_codec import PatchPCACodec
+
+        codec = PatchPCACodec(factor=cfg.codec.factor, components=cfg.codec.components)  # fitted in train_joint
+    else:
+        codec = build_image_codec({"kind": cfg.codec.kind, "factor": cfg.codec.factor, "path": cfg.codec.path,
+                                   "subfolder": cfg.codec.subfolder})
     if codec.downsample != vae.config.downsample:
         raise ConfigError(f"the image codec downsamples by {codec.downsample} but the annotation VAE at {cfg.vae} "
                           f"by {vae.config.downsample}: both latents must share one grid; retrain the VAE with "
@@ -229,6 +238,8 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
                           f"has {dataset.classes.num_classes}")
     device = accelerator.device
     vae.to(device)
+    if codec.kind == "pca":
+        _fit_pca_codec(codec, dataset, cfg, main and progress)
     codec.to(device)
 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
@@ -331,6 +342,22 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
         log.info("exported the model to %s", export)
     accelerator.wait_for_everyone()
     return export
+
+
+def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
+    """Fit the patch-PCA codec on up to ``codec.fit_images`` training images (evenly spread), at the
+    training size. Deterministic: a resumed run or another process fits the same axes."""
+    import numpy as np
+
+    from jodiffusion.data.latent_cache import resize_pair
+
+    n = min(len(dataset), cfg.codec.fit_images)
+    picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)
+    images = [resize_pair(dataset.load_image(int(i)), dataset.load_mask(int(i)), cfg.data.size)[0] for i in picks]
+    x = torch.as_tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    codec.fit(x)
+    log.info("PCA image codec: %d components of %dx%d patches keep %.2f%% of the variance (%d images)",
+             codec.latent_channels, codec.downsample, codec.downsample, 100 * codec.explained, n)
 
 
 def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, cfg: JointRunConfig):
