@@ -82,11 +82,20 @@ def test_overwrite_refuses_a_file_in_place_of_the_folder(tmp_path):
 
 
 def test_resume_does_not_mark_or_change_the_folder(tmp_path):
+    import torch
+
+    from jodiffusion.engine.checkpoint import CheckpointManager
+
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("old\n")
-    prepare_run_dir(run, "latest", False, command="train-vae")
+    with pytest.raises(JoDiffusionError, match="no checkpoint"):
+        prepare_run_dir(run, "latest", False, command="train-vae")
     assert _tree(run) == {"config.yaml": b"old\n"}
+    CheckpointManager(run).save(1, {"model": torch.nn.Linear(2, 2)})
+    before = _tree(run)
+    prepare_run_dir(run, "latest", False, command="train-vae")
+    assert _tree(run) == before
 
 
 def test_train_vae_overwrite_keeps_user_files_and_replaces_its_own_run(tmp_path, capsys):

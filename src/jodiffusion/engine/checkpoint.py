@@ -12,6 +12,7 @@ any moment leaves either the previous checkpoint or the new one, never a partial
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,12 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from jodiffusion.errors import CheckpointError
 
+log = logging.getLogger("jodiffusion")
+
 CHECKPOINT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d{8})$")
+_TEMP_RE = re.compile(r"^\.step_\d{8}\..+")  # what ``save`` writes into before the rename (tempfile.mkdtemp)
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -52,6 +57,37 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], skeleton: dict) -> di
     return {"state": state, "param_groups": skeleton["param_groups"]}
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning logged once per process (a run resolves its checkpoint before and when it loads it)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
+def _tensor_file_problem(file: Path) -> str | None:
+    if not file.is_file():
+        return f"{file} is missing"
+    try:
+        with safe_open(str(file), framework="pt"):
+            pass  # opening checks the header against the file size: a truncated file fails here
+    except Exception as exc:  # SafetensorError, OSError: every failure is a finding
+        return f"{file} is corrupt or incomplete ({exc})"
+    return None
+
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing; resume from another checkpoint") from None
+    except Exception as exc:  # SafetensorError and the like
+        raise CheckpointError(f"{file} is corrupt or incomplete ({exc}); resume from another checkpoint "
+                              "(--resume latest takes the newest complete one)") from None
+
+
 class CheckpointManager:
     def __init__(self, run_dir: str | Path, keep: int = 3):
         self.root = Path(run_dir) / CHECKPOINT_DIR
@@ -67,22 +103,71 @@ class CheckpointManager:
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
+    def remove_temporary(self) -> int:
+        """Delete the temporary folders of saves a kill interrupted (``.step_XXXXXXXX.*``); returns how
+        many. Call it when a run starts or resumes, while no save of this run is under way."""
+        if not self.root.is_dir():
+            return 0
+        count = 0
+        for path in self.root.iterdir():
+            if _TEMP_RE.match(path.name) and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                count += 1
+        return count
+
     def latest(self) -> Path | None:
         items = self.list()
         return items[-1][1] if items else None
 
     def resolve(self, spec: str) -> Path:
-        """``latest`` or a checkpoint folder path."""
+        """``latest`` or a checkpoint folder path, checked to be complete (``verify``) before anything is
+        loaded or written. ``latest`` passes over corrupt newer checkpoints (naming the bad file in a
+        warning) to the newest complete one; a corrupt explicit folder is an error naming the file."""
         if spec == "latest":
-            path = self.latest()
-            if path is None:
+            items = self.list()
+            if not items:
                 raise CheckpointError(f"--resume latest: no checkpoint in {self.root}; start without --resume")
-            return path
+            problems = []
+            for _, path in reversed(items):
+                problem = self.verify(path)
+                if problem is None:
+                    if problems:
+                        _warn_once(f"{'; '.join(problems)}: resuming from {path}, the newest complete checkpoint, "
+                                   "instead")
+                    return path
+                problems.append(problem)
+            raise CheckpointError(f"--resume latest: no complete checkpoint in {self.root} ({'; '.join(problems)}); "
+                                  "start again with --overwrite, or without --resume in another output_dir")
         path = Path(spec)
         if not (path / "state.json").is_file():
             raise CheckpointError(f"{path} is not a checkpoint folder (no state.json)")
+        problem = self.verify(path)
+        if problem is not None:
+            raise CheckpointError(f"{problem}; nothing was changed. Resume from another checkpoint "
+                                  "(--resume latest takes the newest complete one)")
         return path
 
+    @staticmethod
+    def verify(path: Path) -> str | None:
+        """None when ``path`` is a complete checkpoint: a readable state.json and, for every module it
+        names (and the optimizer), a safetensors file whose header and size agree. Otherwise what is
+        wrong, naming the file. Reads headers only, never the tensors."""
+        state_file = path / "state.json"
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return f"{state_file} is unreadable ({exc})"
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int) \
+                or not isinstance(state.get("modules"), list):
+            return f"{state_file} is not a checkpoint state (no step and modules)"
+        names = [f"{name}.safetensors" for name in state["modules"]]
+        if "optimizer" in state:
+            names.append("optimizer.safetensors")
+        for name in names:
+            problem = _tensor_file_problem(path / name)
+            if problem is not None:
+                return problem
+        return None
     def save(self, step: int, modules: dict[str, torch.nn.Module], optimizer=None, scheduler=None,
              extra: dict[str, Any] | None = None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -119,9 +204,9 @@ class CheckpointManager:
         try:
             state = json.loads((path / "state.json").read_text())
             for name, module in modules.items():
-                module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+                module.load_state_dict(_load_tensors(path / f"{name}.safetensors"))
             if optimizer is not None and "optimizer" in state:
-                tensors = load_file(str(path / "optimizer.safetensors"))
+                tensors = _load_tensors(path / "optimizer.safetensors")
                 optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
             if scheduler is not None and "scheduler" in state:
                 scheduler.load_state_dict(state["scheduler"])

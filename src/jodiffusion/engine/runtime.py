@@ -77,7 +77,10 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
 
     A new run marks its folder as written by ``jodiffusion <command>``; ``--overwrite`` replaces only a
     folder so marked that holds nothing but that command's outputs, and refuses anything else, naming
-    what would be lost."""
+    what would be lost. With ``resume``, the checkpoint is resolved (and checked complete, see
+    ``CheckpointManager.resolve``) before anything is written. Temporary checkpoint folders of saves a
+    kill interrupted are removed (this runs on the main process before training starts or resumes, so
+    no save is under way)."""
     from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
 
     run_dir = Path(run_dir)
@@ -93,9 +96,17 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
         import shutil
 
         shutil.rmtree(run_dir)
+    from jodiffusion.engine.checkpoint import CheckpointManager
+
+    ckpt = CheckpointManager(run_dir)
+    if resume is not None:  # a missing or corrupt checkpoint is refused before anything is written
+        ckpt.resolve(resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         write_owner(run_dir, command)
+    removed = ckpt.remove_temporary()  # saves that a kill interrupted
+    if removed:
+        log.info("removed %d temporary checkpoint folder(s) of an interrupted save", removed)
     return run_dir
 
 
