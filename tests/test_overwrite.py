@@ -196,3 +196,12 @@ def test_overwrite_still_replaces_a_run_written_before_the_marker_existed(tmp_pa
     with pytest.raises(JoDiffusionError, match="holds no .* marker"):
         prepare_run_dir(run, None, True, command="train-vae")
     assert _tree(run) == before
+
+
+def test_mmseg_export_splits_are_plain_names(tmp_path):
+    from jodiffusion.segmentation.mmseg_export import write_mmseg_config
+
+    for kw in ({"split": ".."}, {"val_split": "../val"}):
+        with pytest.raises(ConfigError, match="split '..(/val)?' is not usable as a folder name"):
+            write_mmseg_config(tmp_path, tmp_path / "cfg.py", ["a", "b"], **kw)
+    assert not (tmp_path / "cfg.py").exists()

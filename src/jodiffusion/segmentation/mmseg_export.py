@@ -75,6 +75,10 @@ def write_mmseg_config(dataset_dir: str | Path, out_file: str | Path, classes: C
         raise ConfigError(f"unknown mmseg model '{model}'; choose one of {', '.join(MMSEG_MODELS)}")
     if len(crop) != 2 or min(crop) < 1 or batch_size < 1 or max_iters < 1:
         raise ConfigError("crop must be (height, width) > 0 and batch_size, max_iters >= 1")
+    from jodiffusion.utils.ownership import check_path_component
+
+    check_path_component(split, "split")  # both become folder names in the config
+    check_path_component(val_split, "val split")
     root = Path(dataset_dir).expanduser().resolve()
     img_dir, mask_dir = f"{layout.IMAGES_DIR}/{split}", f"{layout.MASKS_DIR}/{split}"
     for folder in (root / img_dir, root / mask_dir):
