@@ -45,6 +45,8 @@ def test_demo_runs_every_stage_and_reports_every_metric(demo):
     configs = {e: (out / f"seg-{e}" / "config.yaml").read_text() for e in ("real", "synthetic", "real+synthetic")}
     assert "mix: real\n" in configs["real"] and "mix: synthetic\n" in configs["synthetic"]
     assert "mix: real+synthetic" in configs["real+synthetic"] and str(out / "generate") in configs["synthetic"]
+    # real+synthetic draws the synthetic set's share of the union: 8 generated / (16 real + 8 generated)
+    assert f"synthetic_ratio: {8 / 24}" in configs["real+synthetic"]
 
 
 def test_report_folder_holds_the_figures_and_a_page_that_shows_them(demo):
@@ -134,3 +136,35 @@ def test_camvid_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
         assert metrics[key] is not None
     assert len(list((out / "generate_x4" / "masks" / "train").glob("*.png"))) == 16
     assert "segmenter mIoU" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="../shared/data/camvid is not present")
+def test_camvid_cpu_pipeline_resizes_the_data_keeping_its_aspect(tmp_path):
+    """The CPU preset writes CamVid at 96x128 (3:4 like 360x480) first; every stage then runs at that size."""
+    from PIL import Image
+
+    out = tmp_path / "camvid-cpu"
+    args = ["pipeline", "--preset", "camvid-cpu", f"data.root={CAMVID}", f"output_dir={out}",
+            "data.resolution=24", "data.width=32",
+            "vae.overrides=[train.steps=2,model.base_channels=8,model.max_channels=16]",
+            "joint.overrides=[train.steps=2,train.batch_size=4,model.preset=tiny,text.dim=32,text.num_layers=1,"
+            "text.num_heads=2,codec.kind=pca,codec.components=6,codec.fit_images=8,sampler.steps=2]",
+            "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
+            "seg.preset=tiny", "experiments=[real,synthetic]"]
+    assert main(args) == 0
+    with Image.open(next((out / "data" / "images" / "val").glob("*.png"))) as im:
+        assert im.size == (32, 24)  # (width, height): CamVid's 4:3 kept
+    assert len(list((out / "data" / "masks" / "train").glob("*.png"))) == 367
+    with Image.open(next((out / "generate" / "images" / "train").glob("*.png"))) as im:
+        assert im.size == (32, 24)
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["seg_miou_synthetic"] is not None and (out / "report" / "real_vs_generated.png").is_file()
+
+
+def test_demo_overwrite_refuses_a_folder_it_did_not_write(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(JoDiffusionError, match="notes.txt"):
+        run_demo(out, overwrite=True, quick=True, progress=False)
+    assert (out / "notes.txt").read_text() == "keep me"

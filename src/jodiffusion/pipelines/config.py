@@ -53,6 +53,9 @@ class PipelineConfig:
     seg: StageSpec = field(default_factory=lambda: StageSpec("shapes"))
     # Segmenters to train, each scored on the real val split with the same model and schedule.
     experiments: list[str] = field(default_factory=lambda: ["real", "synthetic", "real+synthetic"])
+    # real+synthetic: the share of every segmenter batch drawn from the synthetic set. None: the synthetic
+    # set's share of the union of both sets (the paper trains on the union), e.g. 512 / (2048 + 512) = 0.2.
+    synthetic_ratio: float | None = None
     eval_pairs: int = 128          # generated pairs scored for prompt adherence and image-mask agreement
     # Write the real dataset at data.resolution x data.width (data.size) into <output_dir>/data first
     # (images bicubic, masks nearest, centre crop where the aspect differs), so every stage, the
@@ -67,6 +70,8 @@ class PipelineConfig:
             raise ValueError(f"experiments={list(self.experiments)}: choose from {', '.join(EXPERIMENTS)}")
         if "real" not in self.experiments:
             raise ValueError("experiments must include 'real': it is the baseline and scores image-mask agreement")
+        if self.synthetic_ratio is not None and not 0 < self.synthetic_ratio < 1:
+            raise ValueError(f"synthetic_ratio={self.synthetic_ratio} must lie strictly between 0 and 1 (or null)")
         if self.eval_pairs < 1:
             raise ValueError(f"eval_pairs={self.eval_pairs} must be >= 1")
         if not 0 <= self.caption_min_fraction < 1:

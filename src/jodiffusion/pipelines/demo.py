@@ -20,6 +20,9 @@ from jodiffusion.pipelines.stages import StageRunner
 
 log = logging.getLogger("jodiffusion")
 DATA_DIR = "data"
+# What a demo folder holds: its stage folders and the report (see pipelines/experiment.py).
+DEMO_ENTRIES = (DATA_DIR, "captions", "vae", "joint", "generate", "generate_x4", "seg-real", "eval-joint",
+                "seg-synthetic", "seg-synthetic_x4", "seg-real+synthetic", "report")
 
 
 def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, progress: bool = True,
@@ -27,15 +30,20 @@ def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, prog
     """Run (or finish) the demo in ``out``; returns its metrics (``<out>/report/metrics.json``)."""
     from jodiffusion.data.shapes import write_shapes_dataset
     from jodiffusion.pipelines.experiment import run_pipeline
+    from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
 
     out = Path(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
     preset = "demo-quick" if quick else "demo"
     cfg = load_config(PipelineConfig, group="pipeline", preset=preset,
                       overrides=[f"data.root={out / DATA_DIR}", f"output_dir={out}", *overrides])
     if cfg.data.name != "folder":
         raise JoDiffusionError("the demo writes the shapes dataset as a folder: keep data.name=folder")
+    if overwrite and out.exists():  # only a folder an earlier demo wrote, holding nothing else
+        check_replaceable(out, "demo", DEMO_ENTRIES, owned=read_owner(out) == "demo")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if read_owner(out) is None:
+        write_owner(out, "demo")
     runner = StageRunner(out)
     shapes = {"num_train": cfg.data.num_train, "num_val": cfg.data.num_val, "resolution": cfg.data.resolution,
               "seed": cfg.data.seed, "difficulty": cfg.data.difficulty}

@@ -93,8 +93,13 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
             continue
         folder = synthetic["synthetic_x4" if experiment == "synthetic_x4" else "synthetic"]["out"]
         mix = "real+synthetic" if experiment == "real+synthetic" else "synthetic"
-        seg[experiment] = runner.run(f"seg-{experiment}", _seg_settings(cfg, data, mix, folder),
-                                     lambda f, r, m=mix, s=folder: _segment(cfg, data, m, s, f, r, progress))
+        ratio = None
+        if mix == "real+synthetic":
+            n_syn = synthetic["synthetic"]["pairs"]
+            ratio = cfg.synthetic_ratio or n_syn / (len(real_train) + n_syn)
+        seg[experiment] = runner.run(
+            f"seg-{experiment}", _seg_settings(cfg, data, mix, folder, ratio),
+            lambda f, r, m=mix, s=folder, q=ratio: _segment(cfg, data, m, s, f, r, progress, q))
 
     metrics = {
         "vae_reconstruction_miou": vae["miou"], "vae_parameters": vae.get("parameters"),
@@ -186,18 +191,22 @@ def _generate(cfg: PipelineConfig, joint: dict, data: DataConfig, folder: Path, 
             "pairs_per_second": summary.get("pairs_per_second")}
 
 
-def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None) -> dict:
-    return {"data": config_to_dict(data), "mix": mix, "synthetic": synthetic, "spec": dataclasses.asdict(cfg.seg)}
+def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None,
+                  ratio: float | None = None) -> dict:
+    settings = {"data": config_to_dict(data), "mix": mix, "synthetic": synthetic, "spec": dataclasses.asdict(cfg.seg)}
+    return settings if ratio is None else {**settings, "synthetic_ratio": ratio}
 
 
 def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
-             progress: bool) -> dict:
+             progress: bool, synthetic_ratio: float | None = None) -> dict:
     from jodiffusion.segmentation.config import SegRunConfig
     from jodiffusion.segmentation.train import train_segmenter
 
-    scfg = _stage_config(SegRunConfig, "seg", cfg.seg, data=data, mix=mix, synthetic=synthetic,
-                         synthetic_split=SYNTHETIC_SPLIT,
-                         output_dir=str(folder))
+    fields = dict(data=data, mix=mix, synthetic=synthetic, synthetic_split=SYNTHETIC_SPLIT, output_dir=str(folder))
+    if synthetic_ratio is not None:  # at least one sample of each source per batch
+        batch = _stage_config(SegRunConfig, "seg", cfg.seg, **fields).train.batch_size
+        fields["synthetic_ratio"] = min(max(synthetic_ratio, 1 / batch), 1 - 1 / batch)
+    scfg = _stage_config(SegRunConfig, "seg", cfg.seg, **fields)
     export = train_segmenter(scfg, progress=progress, **_train_args(folder, resume))
     report = json.loads((folder / "eval.json").read_text())
     return {"export": str(export), "miou": report["miou"], "per_class": report["iou"]}
