@@ -93,5 +93,5 @@ def test_pixel_unshuffle_factors_sizes_and_spec():
         codec.encode(images(1, 9, 8))
     rebuilt = build_image_codec(codec.to_dict())
     assert isinstance(rebuilt, PixelUnshuffleCodec) and rebuilt.to_dict() == codec.to_dict()
-    with pytest.raises(ConfigError, match="valid kinds: pixel-unshuffle, sd-vae"):
+    with pytest.raises(ConfigError, match="valid kinds: pca, pixel-unshuffle, sd-vae"):
         build_image_codec({"kind": "vqgan"})

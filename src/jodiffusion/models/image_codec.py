@@ -352,5 +352,5 @@ def build_image_codec(spec: dict[str, Any]) -> ImageCodec:
     return IMAGE_CODECS[kind](dict(spec))
 
 
-__all__ = ["IMAGE_CODECS", "ImageCodec", "PatchPCACodec", "PixelUnshuffleCodec", "StableDiffusionVAECodec", "build_image_codec",
-           "resolve_dtype"]
+__all__ = ["IMAGE_CODECS", "ImageCodec", "PatchPCACodec", "PixelUnshuffleCodec", "StableDiffusionVAECodec",
+           "build_image_codec", "resolve_dtype"]
