@@ -107,8 +107,8 @@ class JointUNet(PretrainedMixin, nn.Module):
         for name, (x, shape) in expected.items():
             if tuple(x.shape) != shape:
                 raise ValueError(f"{name} has shape {tuple(x.shape)}; this model expects {shape} (JointUNetConfig)")
-        t_img, t_mask = (torch.as_tensor(t, device=img.device).expand(b) if torch.as_tensor(t).ndim == 0
-                         else torch.as_tensor(t, device=img.device) for t in (t_img, t_mask))
+        # expand() broadcasts a scalar timestep and leaves a (B,) one as it is
+        t_img, t_mask = (torch.as_tensor(t, device=img.device).expand(b) for t in (t_img, t_mask))
         x = torch.cat([img, mask.to(img.dtype)], dim=1)
         out = self.unet(x, t_img, encoder_hidden_states=text.to(img.dtype), class_labels=t_mask).sample
         return out[:, : c.img_channels], out[:, c.img_channels:]
