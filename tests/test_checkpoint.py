@@ -49,7 +49,7 @@ def _tree(root):
 
 
 def test_temporary_folders_of_interrupted_saves_are_removed_when_a_run_starts_or_resumes(tmp_path):
-    from jodiffusion.engine.runtime import prepare_run_dir
+    from jodiffusion.engine.run import prepare_run_dir
 
     model, opt = _model_and_opt()
     mgr = CheckpointManager(tmp_path, keep=3)

@@ -241,7 +241,7 @@ def segmenter_dir(tmp_path_factory):
 
 
 def test_a_real_exported_segmenter_overrules_the_pixels_it_contradicts(segmenter_dir):
-    from jodiffusion.segmentation.train import predict_proba
+    from jodiffusion.segmentation.inference import predict_proba
 
     images = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     masks = np.zeros((2, 16, 16), np.uint8)

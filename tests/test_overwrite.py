@@ -6,7 +6,7 @@ import json
 import pytest
 
 from jodiffusion.cli.main import main
-from jodiffusion.engine.runtime import prepare_run_dir
+from jodiffusion.engine.run import prepare_run_dir
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.utils.ownership import OWNER_FILE, check_path_component, read_owner
 

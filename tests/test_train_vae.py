@@ -50,7 +50,9 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
 
 
 def test_learns_on_the_shapes_masks(tmp_path):
-    cfg = _cfg(tmp_path, "train.steps=150", "train.lr=3e-3", "train.batch_size=8", "model.base_channels=16",
+    # 250 steps: at 150 the score depends on the seed (35-54 over seeds 0-3, before and after the
+    # per-sample augmentation seeds); at 250 seed 0 is at 52.
+    cfg = _cfg(tmp_path, "train.steps=250", "train.lr=3e-3", "train.batch_size=8", "model.base_channels=16",
                "model.max_channels=32", "model.downsample=4", "latent_noise=0")
     train_vae(cfg, progress=False)
     report = json.loads((tmp_path / "run" / "eval.json").read_text())

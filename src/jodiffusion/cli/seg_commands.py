@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args) -> int:
     from jodiffusion.segmentation.config import SegRunConfig
-    from jodiffusion.segmentation.train import train_segmenter
+    from jodiffusion.training.segmenter import train_segmenter
 
     cfg = config_from_args(args, SegRunConfig, "seg")
     model_dir = train_segmenter(cfg, resume=args.resume, overwrite=args.overwrite)

@@ -31,25 +31,32 @@ class MaskDataset(torch.utils.data.Dataset):
     def _mask(self, index: int) -> np.ndarray:
         return self._cache[index] if self._cache is not None else self.dataset.load_mask(index)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        """``index``, or ``(index, seed)`` (from ``EpochShuffleSampler(keyed=True)``): the crop and flip
+        then come from a generator seeded with ``seed``, so they do not depend on workers or resumes."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         mask = self._mask(index)
+        rng = np.random.default_rng(seed) if seed is not None else None
         if self.crop_size:
-            mask = random_crop(mask, self.crop_size, self.ignore_index)
-        if self.hflip and torch.rand(()) < 0.5:
+            mask = random_crop(mask, self.crop_size, self.ignore_index, rng)
+        if self.hflip and (rng.random() if rng is not None else float(torch.rand(()))) < 0.5:
             mask = mask[:, ::-1]
         # torch.tensor copies: masks may be read-only views (memory-mapped or cached arrays)
         return torch.tensor(np.ascontiguousarray(mask), dtype=torch.long)
 
 
-def random_crop(mask: np.ndarray, size: int, fill: int) -> np.ndarray:
-    """A size x size crop at a random position; masks smaller than ``size`` are padded with ``fill``."""
+def random_crop(mask: np.ndarray, size: int, fill: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A size x size crop at a random position (from ``rng``, else torch's global generator); masks
+    smaller than ``size`` are padded with ``fill``."""
     h, w = mask.shape
     if h < size or w < size:
         padded = np.full((max(h, size), max(w, size)), fill, dtype=mask.dtype)
         padded[:h, :w] = mask
         mask, (h, w) = padded, padded.shape
-    top = int(torch.randint(0, h - size + 1, ()))
-    left = int(torch.randint(0, w - size + 1, ()))
+    if rng is not None:
+        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    else:
+        top, left = int(torch.randint(0, h - size + 1, ())), int(torch.randint(0, w - size + 1, ()))
     return mask[top: top + size, left: left + size]
 
 

@@ -49,67 +49,6 @@ def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Acceler
     return accelerator
 
 
-# What each training command writes at the top of its run folder (besides the owner marker and
-# temporary files): all that ``--overwrite`` may delete (see ``jodiffusion.utils.ownership``).
-_RUN_ENTRIES = ("config.yaml", "classes.json", "checkpoints", "metrics.jsonl", "tensorboard", "eval.json")
-RUN_OUTPUTS = {
-    "train": (*_RUN_ENTRIES, "export", "samples", "cache"),
-    "train-vae": (*_RUN_ENTRIES, "annotation_vae"),
-    "train-seg": (*_RUN_ENTRIES, "segmenter"),
-}
-
-
-def _legacy_run(run_dir: Path) -> bool:
-    """A run folder written before the owner marker existed: its config.yaml is one ``save_run_config``
-    wrote (a mapping with the package version and a train section). Only with nothing but run outputs
-    beside it does ``--overwrite`` replace it (``check_replaceable`` still checks every entry)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "jodiffusion_version" in data and isinstance(data.get("train"), dict)
-
-
-def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, command: str = "train") -> Path:
-    """Refuse to write into a previous run's folder unless resuming or explicitly overwriting.
-
-    A new run marks its folder as written by ``jodiffusion <command>``; ``--overwrite`` replaces only a
-    folder so marked that holds nothing but that command's outputs, and refuses anything else, naming
-    what would be lost. With ``resume``, the checkpoint is resolved (and checked complete, see
-    ``CheckpointManager.resolve``) before anything is written. Temporary checkpoint folders of saves a
-    kill interrupted are removed (this runs on the main process before training starts or resumes, so
-    no save is under way)."""
-    from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
-
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise JoDiffusionError(f"output folder {run_dir} exists and is a file; choose another output_dir")
-    if run_dir.exists() and any(run_dir.iterdir()) and resume is None:
-        if not overwrite:
-            raise JoDiffusionError(
-                f"output folder {run_dir} already holds a run; pass --resume latest to continue it, "
-                "--overwrite to start again there, or choose another output_dir")
-        owned = read_owner(run_dir) == command or (read_owner(run_dir) is None and _legacy_run(run_dir))
-        check_replaceable(run_dir, command, RUN_OUTPUTS.get(command, _RUN_ENTRIES), owned=owned)
-        import shutil
-
-        shutil.rmtree(run_dir)
-    from jodiffusion.engine.checkpoint import CheckpointManager
-
-    ckpt = CheckpointManager(run_dir)
-    if resume is not None:  # a missing or corrupt checkpoint is refused before anything is written
-        ckpt.resolve(resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        write_owner(run_dir, command)
-    removed = ckpt.remove_temporary()  # saves that a kill interrupted
-    if removed:
-        log.info("removed %d temporary checkpoint folder(s) of an interrupted save", removed)
-    return run_dir
-
-
 def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
     fused = torch.cuda.is_available()
     return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, fused=fused)
@@ -224,10 +163,12 @@ def infinite_batches(loader, accelerator: Accelerator, start_step: int, steps_pe
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
     """A permutation of ``range(n)`` that depends only on (seed, epoch): resumable, same on every rank
-    (accelerate then gives each rank its own slice of the batches)."""
+    (accelerate then gives each rank its own slice of the batches). With ``keyed`` it yields
+    ``(index, item_seed)``, the seed a function of (seed, epoch, position), for datasets whose random
+    augmentation must not depend on worker processes or on where a run was resumed."""
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int, keyed: bool = False):
+        self.n, self.seed, self.epoch, self.keyed = n, seed, 0, keyed
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -237,7 +178,13 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g).tolist()
+        if not self.keyed:
+            return iter(order)
+        import numpy as np
+
+        seeds = np.random.SeedSequence([self.seed, self.epoch]).generate_state(max(self.n, 1), dtype=np.uint32)
+        return iter(zip(order, (int(s) for s in seeds), strict=False))
 
 
 class StopRequest:

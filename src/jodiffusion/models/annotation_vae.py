@@ -166,8 +166,4 @@ class AnnotationVAE(PretrainedMixin, nn.Module):
 
 
 
-def num_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-__all__ = ["AnnotationVAE", "AnnotationVAEConfig", "num_parameters", "field"]
+__all__ = ["AnnotationVAE", "AnnotationVAEConfig", "field"]

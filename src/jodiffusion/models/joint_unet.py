@@ -113,8 +113,5 @@ class JointUNet(PretrainedMixin, nn.Module):
         out = self.unet(x, t_img, encoder_hidden_states=text.to(img.dtype), class_labels=t_mask).sample
         return out[:, : c.img_channels], out[:, c.img_channels:]
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
 
 __all__ = ["UNET_PRESETS", "JointUNet", "JointUNetConfig", "unet_config"]

@@ -15,11 +15,19 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def num_parameters(module, trainable_only: bool = False) -> int:
+    """Parameters of a module (only those with gradients when ``trainable_only``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
 class PretrainedMixin:
     """For an ``nn.Module`` built as ``cls(config)`` from a dataclass ``config_class``."""
 
     config_class: ClassVar[type]
     written_by: ClassVar[str] = "save_pretrained"  # named in the error for a missing file
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return num_parameters(self, trainable_only)
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)

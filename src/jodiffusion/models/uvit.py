@@ -347,9 +347,6 @@ class JointUViT(PretrainedMixin, nn.Module):
             raise ValueError(f"clip_img has shape {tuple(clip_img.shape)}; expected ({b}, {c.clip_img_dim})")
 
     # -- bookkeeping ----------------------------------------------------------------------------
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
 
 
 __all__ = ["JointUViT", "UVIT_PRESETS", "UViTConfig", "sincos_2d", "timestep_embedding", "uvit_config"]

@@ -200,7 +200,7 @@ def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: st
 def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
              progress: bool, synthetic_ratio: float | None = None) -> dict:
     from jodiffusion.segmentation.config import SegRunConfig
-    from jodiffusion.segmentation.train import train_segmenter
+    from jodiffusion.training.segmenter import train_segmenter
 
     fields = dict(data=data, mix=mix, synthetic=synthetic, synthetic_split=SYNTHETIC_SPLIT, output_dir=str(folder))
     if synthetic_ratio is not None:  # at least one sample of each source per batch

@@ -272,5 +272,3 @@ def load_segmenter(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Mo
     return model.eval(), config
 
 
-def num_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -14,29 +14,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from jodiffusion.config.loader import save_run_config
 from jodiffusion.data.config import DataConfig
 from jodiffusion.diffusion.objective import JointObjectiveConfig, joint_loss
-from jodiffusion.diffusion.sampling import SamplerConfig, sample_seed
+from jodiffusion.diffusion.sampling import SamplerConfig
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig, training_scheduler
-from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.ema import EMA
-from jodiffusion.engine.runtime import (
-    EpochShuffleSampler,
-    MetricLogger,
-    StopRequest,
-    TrainingInterrupted,
-    infinite_batches,
-    log_running_means,
-    make_accelerator,
-    make_lr_scheduler,
-    make_optimizer,
-    optimizer_step,
-    prepare_run_dir,
-)
+from jodiffusion.engine.loop import fit
+from jodiffusion.engine.run import TrainingRun
+from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
 from jodiffusion.models.annotation_vae import AnnotationVAE
 from jodiffusion.models.uvit import JointUViT, uvit_config
@@ -221,17 +208,14 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     from jodiffusion.data.registry import build_dataset
     from jodiffusion.data.validate import ensure_valid
 
-    run_dir = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg.train)
-    main = accelerator.is_main_process
-    if main:
-        prepare_run_dir(run_dir, resume, overwrite)
-    accelerator.wait_for_everyone()
+    run = TrainingRun(cfg, "train", resume, overwrite, progress)
+    accelerator, main, run_dir = run.accelerator, run.main, run.run_dir
 
     dataset = build_dataset(cfg.data, cfg.data.train_split)
-    ensure_valid(dataset, progress=progress and main)
+    ensure_valid(dataset, progress=run.progress)
     captions = _load_captions(dataset, cfg.data)
-    torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
+    run.save_config()  # on resume: changed settings are refused here, before the cache is touched
+    run.seed_init()
     vae, codec, text_encoder, denoiser = build_components(cfg, captions)
     if vae.config.num_classes != dataset.classes.num_classes:
         raise ConfigError(f"the annotation VAE at {cfg.vae} knows {vae.config.num_classes} classes but the dataset "
@@ -239,14 +223,14 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     device = accelerator.device
     vae.to(device)
     if codec.kind == "pca":
-        _fit_pca_codec(codec, dataset, cfg, main and progress)
+        _fit_pca_codec(codec, dataset, cfg, run.progress)
     codec.to(device)
 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
     with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
         cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
                                           resolution=cfg.data.size, device=device,
-                                          progress=progress and main, random_flip=cfg.random_flip)
+                                          progress=run.progress, random_flip=cfg.random_flip)
     if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
         mean, std = cache.latent_stats()
         codec.shift_factor, codec.scaling_factor = mean, 1.0 / max(std, 1e-6)
@@ -256,7 +240,6 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     model = DenoiserWithText(denoiser, trainable_text)
     ema = EMA(model, cfg.ema_decay)
     if main:
-        save_run_config(cfg, run_dir)
         log.info("joint %s: %.2fM parameters (%s), %d training pairs, latents %s + %s", cfg.model.backbone,
                  denoiser.num_parameters() / 1e6, cfg.model.preset, len(cache), tuple(cache.latent_shape),
                  vae.config.latent_channels)
@@ -274,15 +257,7 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     ema.module.to(device)
     noise_scheduler = training_scheduler(cfg.schedule)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
-
-    ckpt = CheckpointManager(run_dir, keep=cfg.train.keep_checkpoints)
-    step = 0
-    if resume is not None:
-        state = ckpt.load(ckpt.resolve(resume), {"model": raw, "ema": ema.module}, optimizer, lr_scheduler)
-        step, ema.updates = int(state["step"]), int(state["extra"].get("ema_updates", 0))
-        if main:
-            log.info("resumed from step %d", step)
-    logger = MetricLogger(run_dir, enabled=main)
+    null_frozen = None if trainable_text is not None else text_encoder.encode([""]).to(device)
 
     def encode_text(captions_batch, batch):
         if trainable_text is not None:
@@ -290,58 +265,39 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
             return module.encode(list(captions_batch)), module.encode([""])
         return batch["text_emb"].to(device), null_frozen
 
-    null_frozen = None if trainable_text is not None else text_encoder.encode([""]).to(device)
-    batches = infinite_batches(loader, accelerator, step, max(1, len(loader)))
-    bar = tqdm(total=cfg.train.steps, initial=step, desc="train", disable=not (progress and main))
-    running: dict[str, list] = {"loss": [], "loss_img": [], "loss_mask": []}
-    model.train()
-    with StopRequest() as stop:
-        while step < cfg.train.steps:
-            for micro in range(cfg.train.grad_accum):
-                _, batch = next(batches)
-                # Noise, timesteps and caption dropout come from a generator seeded by (seed, step, rank),
-                # so a resumed run continues exactly as an uninterrupted one would.
-                draw = (step * cfg.train.grad_accum + micro) * 4096 + accelerator.process_index
-                gen = torch.Generator(device).manual_seed(sample_seed(cfg.train.seed, draw))
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        with torch.no_grad():
-                            img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"], gen))
-                            mask = vae.scale(vae.encode(batch["mask"]))
-                        text, null = encode_text(batch["caption"], batch)
-                        loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective, gen)
-                    optimizer_step(accelerator, model, loss, optimizer, lr_scheduler, cfg.train.grad_clip)
-                running["loss"].append(loss.detach())
-                running["loss_img"].append(parts["loss_img"])
-                running["loss_mask"].append(parts["loss_mask"])
-            ema.update(raw)
-            step += 1
-            bar.update(1)
-            log_running_means(step, cfg.train, running, accelerator, bar, logger, lr_scheduler)
-            if (cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps) or stop.requested:
-                if main:
-                    ckpt.save(step, {"model": raw, "ema": ema.module}, optimizer, lr_scheduler,
-                              extra={"ema_updates": ema.updates})
-                accelerator.wait_for_everyone()
-            if stop.requested:
-                bar.close()
-                raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {ckpt.root}; "
-                                          "continue with --resume latest")
-            if main and cfg.sample_every and step % cfg.sample_every == 0 and cfg.sample_count:
-                _sample_grid(_pipeline(ema.module, vae, codec, text_encoder, dataset, cfg), captions, cfg, run_dir,
-                             step, logger)
-    bar.close()
+    def step(batch, seed):
+        # Noise, timesteps and caption dropout come from a generator seeded by (seed, step, rank),
+        # so a resumed run continues exactly as an uninterrupted one would.
+        gen = torch.Generator(device).manual_seed(seed)
+        with torch.no_grad():
+            img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"], gen))
+            mask = vae.scale(vae.encode(batch["mask"]))
+        text, null = encode_text(batch["caption"], batch)
+        loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective, gen)
+        return loss, {"loss_img": parts["loss_img"], "loss_mask": parts["loss_mask"]}
 
-    export = run_dir / EXPORT_DIR
-    if main:
-        ckpt.save(step, {"model": raw, "ema": ema.module}, optimizer, lr_scheduler, extra={"ema_updates": ema.updates})
-        pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg)
-        pipe.save_pretrained(export)
-        if cfg.sample_count:
-            _sample_grid(pipe, captions, cfg, run_dir, step, logger)
-        log.info("exported the model to %s", export)
-    accelerator.wait_for_everyone()
-    return export
+    def after_step(at: int) -> None:
+        ema.update(raw)
+        if main and cfg.sample_every and at % cfg.sample_every == 0 and at < cfg.train.steps and cfg.sample_count:
+            _sample_grid(_pipeline(ema.module, vae, codec, text_encoder, dataset, cfg), captions, cfg, run_dir,
+                         at, run.logger)
+
+    def on_resume(extra: dict) -> None:
+        ema.updates = int(extra.get("ema_updates", 0))
+
+    def export(final_step: int) -> Path:
+        path = run_dir / EXPORT_DIR
+        if main:
+            pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg)
+            pipe.save_pretrained(path)
+            if cfg.sample_count:
+                _sample_grid(pipe, captions, cfg, run_dir, final_step, run.logger)
+            log.info("exported the model to %s", path)
+        return path
+
+    return fit(run, model=model, optimizer=optimizer, scheduler=lr_scheduler, loader=loader, step=step,
+               modules={"model": raw, "ema": ema.module}, desc="train", after_step=after_step,
+               extra_state=lambda: {"ema_updates": ema.updates}, on_resume=on_resume, export=export)
 
 
 def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:

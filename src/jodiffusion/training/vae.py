@@ -11,27 +11,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from jodiffusion.config.loader import save_run_config
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.transforms import MaskDataset, pad_collate
-from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.config import TrainConfig
-from jodiffusion.engine.runtime import (
-    EpochShuffleSampler,
-    MetricLogger,
-    StopRequest,
-    TrainingInterrupted,
-    infinite_batches,
-    log_running_means,
-    make_accelerator,
-    make_lr_scheduler,
-    make_optimizer,
-    optimizer_step,
-    prepare_run_dir,
-)
+from jodiffusion.engine.loop import fit, reduce_confusion
+from jodiffusion.engine.run import TrainingRun
+from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
 from jodiffusion.metrics import ConfusionMatrix
-from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig, num_parameters
+from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
 from jodiffusion.utils.io import write_json_atomic
 
 log = logging.getLogger("jodiffusion")
@@ -129,12 +117,8 @@ def measure_latent_stats(model: AnnotationVAE, masks: MaskDataset, max_samples: 
 def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = False,
               progress: bool = True) -> Path:
     """Train, measure the latent scale, export ``<output_dir>/annotation_vae`` and evaluate it."""
-    run_dir = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg.train, None)
-    main = accelerator.is_main_process
-    if main:
-        prepare_run_dir(run_dir, resume, overwrite, command="train-vae")
-    accelerator.wait_for_everyone()
+    run = TrainingRun(cfg, "train-vae", resume, overwrite, progress)
+    accelerator, main = run.accelerator, run.main
 
     train_set = build_split(cfg.data, cfg.data.train_split)
     val_set = build_split(cfg.data, cfg.data.val_split)
@@ -145,9 +129,7 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the dataset has {classes.num_classes} "
                           "classes; set model.num_classes=0 to take it from the dataset")
     cfg.model.ignore_index = classes.ignore_index
-    if main:
-        save_run_config(cfg, run_dir)
-        write_json_atomic(run_dir / "classes.json", classes.to_dict())
+    run.save_config(classes)
 
     train_masks = MaskDataset(train_set, crop_size=cfg.crop_size, hflip=cfg.hflip)
     class_weights = None
@@ -158,13 +140,14 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
             log.info("class weights: %s", ", ".join(f"{n} {w:.2f}" for n, w in pairs))
     val_masks = MaskDataset(val_set)
     f = cfg.model.downsample
-    sampler = EpochShuffleSampler(len(train_masks), cfg.train.seed)
+    # keyed: each mask's crop and flip come from its own seed (exact on resume, whatever the workers)
+    sampler = EpochShuffleSampler(len(train_masks), cfg.train.seed, keyed=True)
     loader = torch.utils.data.DataLoader(
         train_masks, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.train.num_workers,
         drop_last=len(train_masks) >= cfg.train.batch_size * accelerator.num_processes,
         collate_fn=pad_collate(f, classes.ignore_index), persistent_workers=cfg.train.num_workers > 0)
 
-    torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
+    run.seed_init()
     model = AnnotationVAE(cfg.model)
     optimizer = make_optimizer(model.parameters(), cfg.train)
     scheduler = make_lr_scheduler(optimizer, cfg.train)
@@ -172,80 +155,44 @@ def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = Fa
     raw_model: AnnotationVAE = accelerator.unwrap_model(model)
     if main:
         log.info("annotation VAE: %.2fM parameters, %d classes, latent %dx/%d, %d train / %d val masks",
-                 num_parameters(raw_model) / 1e6, cfg.model.num_classes, cfg.model.latent_channels, f,
+                 raw_model.num_parameters() / 1e6, cfg.model.num_classes, cfg.model.latent_channels, f,
                  len(train_masks), len(val_masks))
 
-    ckpt = CheckpointManager(run_dir, keep=cfg.train.keep_checkpoints)
-    step = 0
-    if resume is not None:
-        state = ckpt.load(ckpt.resolve(resume), {"model": raw_model}, optimizer, scheduler)
-        step = int(state["step"])
+    def step(masks, seed):
+        logits, _ = model(masks, latent_noise=cfg.latent_noise)
+        loss = F.cross_entropy(logits.float(), masks, weight=class_weights, ignore_index=classes.ignore_index)
+        return loss, {}
+
+    def evaluate() -> dict[str, float]:
+        return {"val_miou": _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=False).miou()}
+
+    def export(final_step: int) -> Path:
+        # Measure the latent scale on the (un-augmented) training masks, evaluate, export.
+        stats_masks = MaskDataset(train_set, cache=False)
+        mean, std = measure_latent_stats(raw_model, stats_masks, cfg.scale_samples, cfg.eval_batch_size,
+                                         accelerator.device)
+        raw_model.config.shift_factor = float(mean)
+        raw_model.config.scale_factor = float(1.0 / std)
+        cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=run.progress)
+        model_dir = run.run_dir / MODEL_DIR
         if main:
-            log.info("resumed from step %d", step)
-    logger = MetricLogger(run_dir, enabled=main)
+            raw_model.save_pretrained(model_dir)
+            report = eval_report(cm, classes.names, split=cfg.data.val_split)
+            report.update(latent_mean=mean, latent_std=std, parameters=raw_model.num_parameters(), steps=final_step)
+            write_json_atomic(run.run_dir / "eval.json", report)
+            run.log(final_step, val_miou=cm.miou(), latent_mean=mean, latent_std=std)
+            log.info("latent mean %.4f std %.4f -> scale_factor %.4f", mean, std, raw_model.config.scale_factor)
+            log.info("%s\nreconstruction mIoU on %s: %.2f", cm.table(classes.names), cfg.data.val_split, cm.miou())
+        return model_dir
 
-    steps_per_epoch = max(1, len(loader))
-    batches = infinite_batches(loader, accelerator, step, steps_per_epoch)
-    bar = tqdm(total=cfg.train.steps, initial=step, desc="train-vae", disable=not (progress and main))
-    running, postfix = {"loss": []}, {}
-    model.train()
-    with StopRequest() as stop:
-        while step < cfg.train.steps:
-            for _ in range(cfg.train.grad_accum):
-                _, masks = next(batches)
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        logits, _ = model(masks, latent_noise=cfg.latent_noise)
-                        loss = F.cross_entropy(logits.float(), masks, weight=class_weights,
-                                               ignore_index=classes.ignore_index)
-                    optimizer_step(accelerator, model, loss, optimizer, scheduler, cfg.train.grad_clip)
-                running["loss"].append(loss.detach())
-            step += 1
-            bar.update(1)
-            log_running_means(step, cfg.train, running, accelerator, bar, logger, scheduler, postfix)
-            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
-                cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=False)
-                logger.log(step, val_miou=cm.miou())
-                postfix["val_miou"] = f"{cm.miou():.2f}"
-                bar.set_postfix(postfix)
-            if (cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps) or stop.requested:
-                if main:
-                    ckpt.save(step, {"model": raw_model}, optimizer, scheduler)
-                accelerator.wait_for_everyone()
-            if stop.requested:
-                bar.close()
-                raise TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {ckpt.root}; "
-                                          "continue with --resume latest")
-    bar.close()
-
-    # Measure the latent scale on the (un-augmented) training masks and export the model.
-    stats_masks = MaskDataset(train_set, cache=False)
-    mean, std = measure_latent_stats(raw_model, stats_masks, cfg.scale_samples, cfg.eval_batch_size,
-                                     accelerator.device)
-    raw_model.config.shift_factor = float(mean)
-    raw_model.config.scale_factor = float(1.0 / std)
-    cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=progress and main)
-    model_dir = run_dir / MODEL_DIR
-    if main:
-        ckpt.save(step, {"model": raw_model}, optimizer, scheduler)
-        raw_model.save_pretrained(model_dir)
-        report = eval_report(cm, classes.names, split=cfg.data.val_split)
-        report.update(latent_mean=mean, latent_std=std, parameters=num_parameters(raw_model), steps=step)
-        write_json_atomic(run_dir / "eval.json", report)
-        logger.log(step, val_miou=cm.miou(), latent_mean=mean, latent_std=std)
-        log.info("latent mean %.4f std %.4f -> scale_factor %.4f", mean, std, raw_model.config.scale_factor)
-        log.info("%s\nreconstruction mIoU on %s: %.2f", cm.table(classes.names), cfg.data.val_split, cm.miou())
-    accelerator.wait_for_everyone()
-    return model_dir
+    return fit(run, model=model, optimizer=optimizer, scheduler=scheduler, loader=loader, step=step,
+               modules={"model": raw_model}, desc="train-vae", evaluate=evaluate, export=export)
 
 
 def _distributed_eval(model, masks, cfg: VAERunConfig, accelerator, progress: bool) -> ConfusionMatrix:
     cm = evaluate(model, masks, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
                   accelerator.num_processes, progress=progress)
-    if accelerator.num_processes > 1:
-        total = accelerator.reduce(torch.as_tensor(cm.counts, device=accelerator.device), "sum")
-        cm.counts = total.cpu().numpy().astype(np.int64)
-    return cm
+    return reduce_confusion(cm, accelerator)
 
 
 def eval_report(cm: ConfusionMatrix, names, split: str) -> dict:

@@ -1,0 +1,126 @@
+"""The one training loop of every stage (annotation VAE, joint diffusion, segmenter).
+
+A stage hands :func:`fit` its prepared model, optimizer, scheduler and loader and three functions:
+``step`` (one micro-batch -> loss), ``evaluate`` (-> metrics) and ``export`` (-> the model folder). The
+loop owns everything around them, the same for all three: resume from a checkpoint, per-step seeding
+(so a resumed run continues exactly as an uninterrupted one would), gradient accumulation and mixed
+precision, running means in the progress bar and ``metrics.jsonl``, periodic evaluation and
+checkpoints, and the graceful stop (SIGINT / SIGTERM: save a checkpoint, then leave).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from jodiffusion.engine.run import TrainingRun
+from jodiffusion.engine.runtime import (
+    StopRequest,
+    TrainingInterrupted,
+    infinite_batches,
+    log_running_means,
+    optimizer_step,
+)
+
+log = logging.getLogger("jodiffusion")
+
+StepFn = Callable[[Any, int], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+def step_seed(seed: int, step: int, micro: int, grad_accum: int, rank: int) -> int:
+    """The seed of one micro-step: a function of (run seed, step, micro-step, process) only."""
+    from jodiffusion.diffusion.sampling import sample_seed
+
+    return sample_seed(seed, (step * grad_accum + micro) * 4096 + rank)
+
+
+def fit(run: TrainingRun, *, model, optimizer, scheduler, loader, step: StepFn, modules: dict[str, torch.nn.Module],
+        desc: str, evaluate: Callable[[], dict[str, float]] | None = None,
+        export: Callable[[int], Any] | None = None, after_step: Callable[[int], None] | None = None,
+        extra_state: Callable[[], dict] | None = None, on_resume: Callable[[dict], None] | None = None) -> Any:
+    """Train ``model`` for ``run.train.steps`` optimizer steps and return ``export(final_step)``.
+
+    - ``step(batch, seed)`` runs the forward pass of one micro-batch (inside accumulate and autocast;
+      the global torch RNG is seeded with ``seed`` first, which the stage may also use for its own
+      generator) and returns the loss and a dict of detached extra scalars to log.
+    - ``modules``: what a checkpoint holds besides optimizer and scheduler (e.g. ``model``, ``ema``).
+    - ``extra_state()``: JSON-able extras for a checkpoint; called on every process (it may reduce).
+    - ``on_resume(extra)``: receives those extras when the run resumes.
+    - ``evaluate()``: metrics every ``train.eval_every`` steps (not at the last: ``export`` evaluates).
+    - ``after_step(step)``: after each optimizer step, on every process (EMA update, sample grids).
+    - ``export(step)``: after the final checkpoint, on every process; its result is returned.
+    """
+    train, accelerator, ckpt = run.train, run.accelerator, run.ckpt
+    if run.logger is None:
+        raise RuntimeError("TrainingRun.save_config() opens the log: call it before fit()")
+    start = 0
+    if run.resume_path is not None:
+        state = ckpt.load(run.resume_path, modules, optimizer, scheduler)
+        start = int(state["step"])
+        if on_resume is not None:
+            on_resume(state.get("extra", {}))
+        if run.main:
+            log.info("resumed from step %d", start)
+        if run.resumed_changes:
+            run.log(start, config_changed={k: [old, new] for k, (old, new) in run.resumed_changes.items()})
+
+    def save(at: int) -> None:
+        extra = extra_state() if extra_state is not None else {}
+        if run.main:
+            ckpt.save(at, modules, optimizer, scheduler, extra=extra)
+        accelerator.wait_for_everyone()
+
+    current = start
+    batches = infinite_batches(loader, accelerator, current, max(1, len(loader)))
+    bar = tqdm(total=train.steps, initial=current, desc=desc, disable=not run.progress)
+    running: dict[str, list] = {}
+    postfix: dict[str, str] = {}
+    model.train()
+    with StopRequest() as stop:
+        while current < train.steps:
+            for micro in range(train.grad_accum):
+                seed = step_seed(train.seed, current, micro, train.grad_accum, accelerator.process_index)
+                torch.manual_seed(seed)  # dropout, augmentation noise: the same on resume
+                _, batch = next(batches)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss, parts = step(batch, seed)
+                    optimizer_step(accelerator, model, loss, optimizer, scheduler, train.grad_clip)
+                for key, value in {"loss": loss.detach(), **parts}.items():
+                    running.setdefault(key, []).append(value)
+            current += 1
+            bar.update(1)
+            if after_step is not None:
+                after_step(current)
+            log_running_means(current, train, running, accelerator, bar, run.logger, scheduler, postfix)
+            if evaluate is not None and train.eval_every and current % train.eval_every == 0 \
+                    and current < train.steps:
+                metrics = evaluate()
+                run.log(current, **metrics)
+                postfix.update({k: f"{v:.2f}" for k, v in metrics.items()})
+                bar.set_postfix(postfix)
+            if (train.save_every and current % train.save_every == 0 and current < train.steps) or stop.requested:
+                save(current)
+            if stop.requested:
+                bar.close()
+                raise TrainingInterrupted(f"stopped at step {current}; checkpoint saved in {ckpt.root}; "
+                                          "continue with --resume latest")
+    bar.close()
+    save(current)
+    result = export(current) if export is not None else None
+    accelerator.wait_for_everyone()
+    return result
+
+
+def reduce_confusion(cm, accelerator):
+    """Sum a ConfusionMatrix over processes (each evaluated its own share of the split)."""
+    import numpy as np
+
+    if accelerator.num_processes > 1:
+        total = accelerator.reduce(torch.as_tensor(cm.counts, device=accelerator.device), "sum")
+        cm.counts = total.cpu().numpy().astype(np.int64)
+    return cm

@@ -1,0 +1,200 @@
+"""A training run's folder, from start to export: what every stage (VAE, joint, segmenter) shares.
+
+``TrainingRun`` sets up accelerate, prepares (or refuses) the output folder, resolves ``--resume``,
+writes the resolved config (refusing changed settings on resume) and opens the metric log. The loop
+itself is :func:`jodiffusion.engine.loop.fit`.
+
+An interrupted start is never a dead end: a folder this command marked that holds no checkpoint and no
+finished model yet is started again by the obvious command (with or without ``--resume latest``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jodiffusion.engine.checkpoint import CheckpointManager
+from jodiffusion.engine.config import TrainConfig
+from jodiffusion.engine.runtime import MetricLogger, make_accelerator
+from jodiffusion.errors import ConfigError, JoDiffusionError
+
+log = logging.getLogger("jodiffusion")
+
+# What each training command writes at the top of its run folder (besides the owner marker and
+# temporary files): all that ``--overwrite`` may delete (see ``jodiffusion.utils.ownership``).
+_RUN_ENTRIES = ("config.yaml", "classes.json", "checkpoints", "metrics.jsonl", "tensorboard", "eval.json")
+FINAL_OUTPUT = {"train": "export", "train-vae": "annotation_vae", "train-seg": "segmenter"}
+RUN_OUTPUTS = {
+    "train": (*_RUN_ENTRIES, "export", "samples", "cache"),
+    "train-vae": (*_RUN_ENTRIES, "annotation_vae"),
+    "train-seg": (*_RUN_ENTRIES, "segmenter"),
+}
+# Kept when an interrupted start begins again: it is rebuilt only if its fingerprint differs.
+_KEPT_ON_RESTART = ("cache",)
+
+# Settings a resumed run may change: how long it runs and how it reports, never what it computes.
+# Each change is applied and recorded in metrics.jsonl at the step it takes effect.
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.eval_every", "train.save_every",
+                     "train.keep_checkpoints", "train.num_workers", "sample_every", "sample_count",
+                     "eval_batch_size")
+
+
+def _legacy_run(run_dir: Path) -> bool:
+    """A run folder written before the owner marker existed: its config.yaml is one ``save_run_config``
+    wrote (a mapping with the package version and a train section). Only with nothing but run outputs
+    beside it does ``--overwrite`` replace it (``check_replaceable`` still checks every entry)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "jodiffusion_version" in data and isinstance(data.get("train"), dict)
+
+
+def interrupted_start(run_dir: Path, command: str) -> bool:
+    """True for a folder ``command`` marked that holds no checkpoint and no finished model: a run killed
+    before its first save. Starting it again loses nothing but the minutes it ran."""
+    from jodiffusion.utils.ownership import foreign_entries, read_owner
+
+    if read_owner(run_dir) != command or CheckpointManager(run_dir).list():
+        return False
+    if (run_dir / FINAL_OUTPUT[command]).exists() or (run_dir / "eval.json").exists():
+        return False
+    return not foreign_entries(run_dir, RUN_OUTPUTS[command])
+
+
+def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, command: str = "train") -> Path:
+    """Refuse to write into a previous run's folder unless resuming or explicitly overwriting.
+
+    A new run marks its folder as written by ``jodiffusion <command>``; ``--overwrite`` replaces only a
+    folder so marked that holds nothing but that command's outputs, and refuses anything else, naming
+    what would be lost. With ``resume``, the checkpoint is resolved (and checked complete, see
+    ``CheckpointManager.resolve``) before anything is written. A run killed before its first checkpoint
+    (``interrupted_start``) starts again, with or without ``--resume latest``. Temporary checkpoint
+    folders of saves a kill interrupted are removed (this runs on the main process before training
+    starts or resumes, so no save is under way)."""
+    from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise JoDiffusionError(f"output folder {run_dir} exists and is a file; choose another output_dir")
+    own = RUN_OUTPUTS.get(command, _RUN_ENTRIES)
+    ckpt = CheckpointManager(run_dir)
+    restart = run_dir.is_dir() and interrupted_start(run_dir, command) and (resume in (None, "latest"))
+    if restart:
+        log.info("%s holds a run stopped before its first checkpoint: starting it again from step 0", run_dir)
+        for name in own:
+            path = run_dir / name
+            if name in _KEPT_ON_RESTART or not path.exists():
+                continue
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        resume = None
+    elif run_dir.exists() and any(run_dir.iterdir()) and resume is None:
+        if not overwrite:
+            raise JoDiffusionError(
+                f"output folder {run_dir} already holds a run; pass --resume latest to continue it, "
+                "--overwrite to start again there, or choose another output_dir")
+        owned = read_owner(run_dir) == command or (read_owner(run_dir) is None and _legacy_run(run_dir))
+        check_replaceable(run_dir, command, own, owned=owned)
+        shutil.rmtree(run_dir)
+    if resume is not None:  # a missing or corrupt checkpoint is refused before anything is written
+        ckpt.resolve(resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        write_owner(run_dir, command)
+    removed = ckpt.remove_temporary()  # saves that a kill interrupted
+    if removed:
+        log.info("removed %d temporary checkpoint folder(s) of an interrupted save", removed)
+    return run_dir
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+            if isinstance(value, dict) and not value:
+                out[f"{prefix}{key}"] = {}
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def config_changes(previous: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two resolved configs: ``{key: (old, new)}``."""
+    old, new = _flatten(previous), _flatten(current)
+    old.pop("jodiffusion_version", None)
+    new.pop("jodiffusion_version", None)
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+class TrainingRun:
+    """One run of a training command in ``cfg.output_dir``: accelerate, the folder, resume, config, log."""
+
+    def __init__(self, cfg: Any, command: str, resume: str | None = None, overwrite: bool = False,
+                 progress: bool = True):
+        self.cfg, self.command = cfg, command
+        self.train: TrainConfig = cfg.train
+        self.run_dir = Path(cfg.output_dir)
+        self.accelerator = make_accelerator(cfg.train)
+        self.main = self.accelerator.is_main_process
+        self.progress = progress and self.main
+        if self.main:
+            prepare_run_dir(self.run_dir, resume, overwrite, command=command)
+        self.accelerator.wait_for_everyone()
+        self.ckpt = CheckpointManager(self.run_dir, keep=cfg.train.keep_checkpoints)
+        # No checkpoint left after preparing means an interrupted start began again from step 0.
+        self.resume_path: Path | None = self.ckpt.resolve(resume) if resume is not None and self.ckpt.list() else None
+        self.resumed_changes: dict[str, tuple[Any, Any]] = {}
+        self.logger: MetricLogger | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def seed_init(self) -> None:
+        """Identical initial weights on every process (call right before building the model)."""
+        torch.manual_seed(self.train.seed)
+
+    def save_config(self, classes=None) -> None:
+        """Write the resolved config (and the classes) into the run folder and open the metric log.
+
+        On resume the config is compared with the one the run wrote: a changed setting that alters what
+        is computed is refused, naming it; the run-length and reporting settings in ``RESUMABLE_CHANGES``
+        are applied and recorded in metrics.jsonl. Nothing is written before the check."""
+        import yaml
+
+        from jodiffusion.config.loader import config_to_dict, save_run_config
+        from jodiffusion.utils.io import write_json_atomic
+
+        path = self.run_dir / "config.yaml"
+        if self.resume_path is not None and path.is_file():
+            try:
+                previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path} is unreadable ({exc}); cannot check the settings of this resume") from None
+            changes = config_changes(previous, config_to_dict(self.cfg))
+            refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
+            if refused:
+                shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(refused.items())[:8])
+                raise ConfigError(
+                    f"--resume with changed settings ({shown}): the checkpoint was trained with the values in {path}. "
+                    f"Resume with those values, or start a new run in another output_dir. Only "
+                    f"{', '.join(RESUMABLE_CHANGES)} may change on resume")
+            self.resumed_changes = changes
+        if self.main:
+            save_run_config(self.cfg, self.run_dir)
+            if classes is not None:
+                write_json_atomic(self.run_dir / "classes.json", classes.to_dict())
+        self.logger = MetricLogger(self.run_dir, enabled=self.main)
+        if self.resumed_changes and self.main:
+            for key, (old, new) in self.resumed_changes.items():
+                log.info("resume: %s changed from %r to %r", key, old, new)
+
+    def log(self, step: int, **values) -> None:
+        if self.logger is not None:
+            self.logger.log(step, **values)

@@ -1,0 +1,144 @@
+"""Stage 5 (the proof): train a segmenter on real, synthetic or mixed pairs and score it on the REAL
+validation split.
+
+This is how generated data is judged: a segmenter trained on synthetic (or real + synthetic) pairs
+must do well on real images (mIoU). The loop is the shared engine's (``engine.loop.fit``: resume,
+graceful stop, checkpoints, ``metrics.jsonl``); the result is ``<output_dir>/segmenter``
+(``config.json`` + ``model.safetensors``) and ``eval.json``. The run settings live in
+``segmentation/config.py``, the training data (frame fitting, augmentation, mixed batches) in
+``segmentation/data.py``, evaluation and prediction in ``segmentation/inference.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from jodiffusion.data.base import SegmentationDataset
+from jodiffusion.engine.loop import fit, reduce_confusion
+from jodiffusion.engine.run import TrainingRun
+from jodiffusion.engine.runtime import make_lr_scheduler, make_optimizer
+from jodiffusion.metrics import ConfusionMatrix
+from jodiffusion.models.persistence import num_parameters
+from jodiffusion.segmentation.config import MODEL_DIR, SegRunConfig
+from jodiffusion.segmentation.data import (
+    MixedBatchSampler,
+    TrainPairs,
+    batch_split,
+    build_split,
+    frame_size,
+    synthetic_data_config,
+)
+from jodiffusion.segmentation.inference import eval_report, evaluate
+from jodiffusion.segmentation.models import RANDOM_INIT, SegmenterConfig, build_segmenter, save_segmenter
+from jodiffusion.utils.io import write_json_atomic
+
+log = logging.getLogger("jodiffusion")
+
+
+def _distributed_eval(model, dataset, input_size, cfg: SegRunConfig, accelerator, progress: bool) -> ConfusionMatrix:
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+    cm = evaluate(model, dataset, input_size, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
+                  accelerator.num_processes, amp_dtype=amp, progress=progress)
+    return reduce_confusion(cm, accelerator)
+
+
+def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: bool = False,
+                    progress: bool = True) -> Path:
+    """Train, evaluate on the real val split, export ``<output_dir>/segmenter`` and ``eval.json``."""
+    run = TrainingRun(cfg, "train-seg", resume, overwrite, progress)
+    accelerator, main, show = run.accelerator, run.main, run.progress
+
+    val_set = build_split(cfg.data, cfg.data.val_split, show)
+    classes = val_set.classes
+    n_real, n_syn = batch_split(cfg)
+    sources: list[tuple[SegmentationDataset, bool]] = []
+    if n_real:
+        sources.append((build_split(cfg.data, cfg.data.train_split, show), False))
+    if n_syn:
+        synthetic = build_split(synthetic_data_config(cfg.synthetic, cfg.synthetic_split), cfg.synthetic_split, show,
+                                 same_classes_as=classes)
+        sources.append((synthetic, True))
+    elif cfg.synthetic and main:
+        log.info("mix=real: the synthetic set %s is not used", cfg.synthetic)
+    frame = frame_size(sources[0][0], cfg.input_size)
+    out_size = (cfg.crop_size, cfg.crop_size) if cfg.crop_size else frame
+    pairs = TrainPairs(sources, frame, out_size, (cfg.min_scale, cfg.max_scale), cfg.hflip, classes.ignore_index,
+                       cache=cfg.cache)
+    sampler = MixedBatchSampler([len(ds) for ds, _ in sources], [k for k in (n_real, n_syn) if k], cfg.train.seed,
+                                min_batches=accelerator.num_processes)
+    loader = torch.utils.data.DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.train.num_workers,
+                                         persistent_workers=cfg.train.num_workers > 0)
+    num_train = {"real": len(sources[0][0]) if n_real else 0, "synthetic": len(sources[-1][0]) if n_syn else 0}
+    run.save_config(classes)
+
+    run.seed_init()
+    # A resumed run takes its weights from the checkpoint: the backbone file is not needed again.
+    model, backbone = build_segmenter(cfg.model, classes.num_classes,
+                                      None if run.resume_path else cfg.backbone_weights, cfg.aux_loss)
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if main:
+        log.info("segmenter %s: %.2fM parameters, %s; %d classes; frame %dx%d, crops %dx%d; %d real + %d synthetic "
+                 "train pairs, %d real + %d synthetic per batch; %d val images", cfg.model,
+                 num_parameters(model) / 1e6, backbone, classes.num_classes, frame[1], frame[0], out_size[1],
+                 out_size[0], num_train["real"], num_train["synthetic"], n_real, n_syn, len(val_set))
+    optimizer = make_optimizer(model.parameters(), cfg.train)
+    scheduler = make_lr_scheduler(optimizer, cfg.train)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    raw_model = accelerator.unwrap_model(model)
+    seen = torch.zeros(2, dtype=torch.long, device=accelerator.device)  # (real, synthetic) samples drawn
+    ignore = classes.ignore_index
+
+    def step(batch, seed):
+        images = batch["image"].float().div_(255)
+        masks = batch["mask"]
+        synthetic = batch["synthetic"].long().sum()
+        seen.add_(torch.stack([len(masks) - synthetic, synthetic]))
+        logits, aux = model(images, with_aux=True)
+        loss = F.cross_entropy(logits.float(), masks, ignore_index=ignore)
+        if aux is not None:
+            loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), masks, ignore_index=ignore)
+        return loss, {}
+
+    def on_resume(extra: dict) -> None:
+        nonlocal backbone
+        backbone = extra.get("backbone", backbone)
+        if main:  # the totals so far live on the main process; every process adds its own from here
+            seen.add_(torch.tensor(extra.get("samples_seen", [0, 0]), device=accelerator.device))
+
+    def extra_state() -> dict:
+        return {"samples_seen": accelerator.reduce(seen.clone(), "sum").tolist(), "backbone": backbone}
+
+    def evaluate_now() -> dict[str, float]:
+        return {"val_miou": _distributed_eval(raw_model, val_set, frame, cfg, accelerator, progress=False).miou()}
+
+    def export(final_step: int) -> Path:
+        cm = _distributed_eval(raw_model, val_set, frame, cfg, accelerator, progress=show)
+        total_seen = accelerator.reduce(seen.clone(), "sum").tolist()
+        model_dir = run.run_dir / MODEL_DIR
+        if main:
+            config = SegmenterConfig(model=cfg.model, num_classes=classes.num_classes, class_names=list(classes.names),
+                                     ignore_index=ignore, input_height=frame[0], input_width=frame[1],
+                                     aux_loss=cfg.aux_loss, backbone=backbone)
+            save_segmenter(raw_model, config, model_dir)
+            report = eval_report(cm, classes.names, cfg.data.val_split)
+            report.update(
+                dataset=cfg.data.name, mix=cfg.mix, synthetic=cfg.synthetic if n_syn else None,
+                synthetic_ratio=n_syn / (n_real + n_syn), num_real_train=num_train["real"],
+                num_synthetic_train=num_train["synthetic"], per_batch={"real": n_real, "synthetic": n_syn},
+                samples_seen={"real": total_seen[0], "synthetic": total_seen[1]}, model=cfg.model,
+                backbone=backbone, backbone_loaded=backbone != RANDOM_INIT, parameters=num_parameters(raw_model),
+                input_size=list(frame), steps=final_step)
+            write_json_atomic(run.run_dir / "eval.json", report)
+            run.log(final_step, val_miou=cm.miou())
+            log.info("%s\nmIoU on the real %s split (%s training): %.2f", cm.table(classes.names),
+                     cfg.data.val_split, cfg.mix, cm.miou())
+        return model_dir
+
+    return fit(run, model=model, optimizer=optimizer, scheduler=scheduler, loader=loader, step=step,
+               modules={"model": raw_model}, desc="train-seg", evaluate=evaluate_now, export=export,
+               extra_state=extra_state, on_resume=on_resume)
