@@ -83,9 +83,11 @@ def fit(run: TrainingRun, *, model, optimizer, scheduler, loader, step: StepFn, 
     with StopRequest() as stop:
         while current < train.steps:
             for micro in range(train.grad_accum):
-                seed = step_seed(train.seed, current, micro, train.grad_accum, accelerator.process_index)
-                torch.manual_seed(seed)  # dropout, augmentation noise: the same on resume
                 _, batch = next(batches)
+                # After fetching: a loader drawing its workers' base seed from the global generator (at
+                # each epoch's start, and at a resume's first batch) must not shift what the step draws.
+                seed = step_seed(train.seed, current, micro, train.grad_accum, accelerator.process_index)
+                torch.manual_seed(seed)  # dropout, latent noise: the same on resume
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
                         loss, parts = step(batch, seed)
