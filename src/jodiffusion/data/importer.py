@@ -189,7 +189,7 @@ class ImportSummary:
         if self.validation:
             state = "OK" if self.validation.get("ok") else "problems"
             lines.append(f"  validate: {state} ("
-                         + ", ".join(f"{s} {r['num_samples']} samples" for s, r in self.validation["splits"].items())
+                         + ", ".join(f"{s} {r['num_samples']}" for s, r in self.validation["splits"].items())
                          + ")")
         lines.append(f"  summary: {Path(self.out) / IMPORT_FILE}")
         return "\n".join(lines)
@@ -735,14 +735,14 @@ def _assign_splits(pairs: list[tuple[str | None, str]], val_fraction: float, see
     if None not in have and "train" in have:
         pool = sorted(p for p in pairs if p[0] == "train")
         out = {p: p[0] for p in pairs}
-        how = f"val made from {val_fraction:g} of the source's train split, seed {seed}"
+        how = f"val made from {100 * val_fraction:g}% of the source's train split, seed {seed}"
     else:
         if have - {None}:
             log.warning("the source's split folders (%s) do not give a train split for every pair: train and val "
                         "are made from --val-fraction instead", ", ".join(sorted(have - {None})))
         pool = sorted(pairs, key=lambda p: (p[0] or "", p[1]))
         out = {}
-        how = f"splits made: {val_fraction:g} val, seed {seed}"
+        how = f"splits made: {100 * val_fraction:g}% val, seed {seed}"
     n_val = int(round(val_fraction * len(pool)))
     if val_fraction > 0 and len(pool) >= 2:
         n_val = min(max(n_val, 1), len(pool) - 1)
