@@ -150,10 +150,10 @@ def test_bmp_tiff_png_jpeg_images_and_class_id_masks(tmp_path):
     masks = all_masks(out)
     assert sorted(masks) == sorted(truth) and all(np.array_equal(masks[k], v) for k, v in truth.items())
     images = sorted(p.name for p in (out / "images").rglob("*.*"))
-    # PNG and JPEG are copied byte for byte (.jpeg -> .jpg), BMP and TIFF become PNG
-    assert images == ["s0.png", "s1.png", "s2.png", "s3.png", "s4.jpg", "s5.jpg"]
-    s4 = next((out / "images").rglob("s4.jpg"))
-    assert s4.read_bytes() == (src / "imgs" / "s4.jpg").read_bytes() and summary.copied_images == 3
+    # mixed formats: all written as PNG (one suffix, as MMSegmentation's img_suffix wants)
+    assert images == [f"s{i}.png" for i in range(6)] and summary.copied_images == 0
+    s4 = np.asarray(Image.open(next((out / "images").rglob("s4.png"))))
+    assert np.array_equal(s4, np.asarray(Image.open(src / "imgs" / "s4.jpg")))  # the JPEG as decoded
     s0 = next((out / "images").rglob("s0.png"))
     assert np.array_equal(np.asarray(Image.open(s0)), picture(0))
     check_valid(out)
@@ -411,6 +411,10 @@ def test_globs_pick_the_files(tmp_path):
         save(blob(i), src / "data" / f"{i}.png")
     summary = run(src, tmp_path / "out", images="data/*.jpg", masks="data/*.png")
     assert summary.pairs == 4 and "(glob)" in summary.images_from
+    # every image a JPEG, none resized: copied byte for byte
+    assert summary.copied_images == 4
+    copied = list((tmp_path / "out" / "images").rglob("*.jpg"))
+    assert len(copied) == 4 and all(p.read_bytes() == (src / "data" / p.name).read_bytes() for p in copied)
     with pytest.raises(DatasetError, match="both name data/0.png"):
         run(src, tmp_path / "out2", images="data", masks="data/*.png")
     with pytest.raises(DatasetError, match="no folder of images found .*--images"):

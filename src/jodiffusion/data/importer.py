@@ -28,7 +28,9 @@ Output (``layout``)::
     OUT/
       .jodiffusion-owner.json   {"command": "import"}: what ``--overwrite`` may replace
       classes.json              from --names or --classes (binary masks: background, foreground)
-      images/<split>/<stem>.png|.jpg   PNG and JPEG copied byte for byte unless resized; others as PNG
+      images/<split>/<stem>.png|.jpg   copied byte for byte when every image is a PNG, or every one a
+                                JPEG, and none is resized; else all written as PNG (one suffix for all, as
+                                MMSegmentation's img_suffix wants)
       masks/<split>/<stem>.png  palette PNG of class ids, 255 = ignore
       splits/<split>.txt        the stems of each split
       import.json               the summary: settings, pairs per split, resized, snapped pixels,
@@ -842,6 +844,7 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
     assignment, splits_from = _assign_splits([(split_of_pair[k], images[k].stem) for k in pair_keys],
                                              options.val_fraction, options.seed)
 
+    copy_images = _can_copy(pair_keys, images, scans, options)
     tmp = out_path.parent / f".{out_path.name}.import-{uuid.uuid4().hex[:8]}.tmp"
     summary = ImportSummary(
         src=str(src_path), out=str(out_path), images_from=images_desc, masks_from=masks_desc,
@@ -860,7 +863,7 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
         written: dict[str, list[str]] = {}
         for key in tqdm(pair_keys, desc="import: write pairs", unit="pair", disable=not progress, leave=False):
             split = assignment[(split_of_pair[key], images[key].stem)]
-            if _write_pair(tmp, split, images[key], masks[key], plan, options, summary, left_out):
+            if _write_pair(tmp, split, images[key], masks[key], plan, options, summary, left_out, copy_images):
                 written.setdefault(split, []).append(images[key].stem)
         empty = [s for s in ("train", "val") if s in set(assignment.values()) and not written.get(s)]
         if not written or empty:
@@ -899,8 +902,27 @@ def _raise_bad_values(bad: dict[str, dict[int, int]], classes: ClassInfo) -> Non
         f"{values[0]}=ignore), or give more class names")
 
 
+def _can_copy(keys: list, images: dict, scans: dict, options: ImportOptions) -> bool:
+    """Whether the image files can be copied as they are: all PNG or all JPEG, and none to be resized (the
+    image headers give their sizes)."""
+    suffixes = {images[k].path.suffix.lower().replace(".jpeg", ".jpg") for k in keys}
+    if len(suffixes) != 1 or not suffixes <= set(COPY_SUFFIXES):
+        return False
+    if options.resize != "image":
+        return True
+    for k in keys:
+        try:
+            with Image.open(images[k].path) as im:
+                size = im.size
+        except Exception:
+            continue  # left out later
+        if size != scans[k].size and _aspect_gap(size, scans[k].size) <= options.aspect_tolerance:
+            return False
+    return True
+
+
 def _write_pair(tmp: Path, split: str, image: _File, mask: _File, plan: _Plan, options: ImportOptions,
-                summary: ImportSummary, left_out: list[LeftOut]) -> bool:
+                summary: ImportSummary, left_out: list[LeftOut], copy_images: bool) -> bool:
     rgb, kind, reason = _read_image(image.path)
     if rgb is None:
         left_out.append(LeftOut(image.rel, kind, reason))
@@ -934,7 +956,7 @@ def _write_pair(tmp: Path, split: str, image: _File, mask: _File, plan: _Plan, o
             ids = np.asarray(Image.fromarray(ids).resize(image_size, Image.Resampling.NEAREST))
             summary.resized_masks += 1
     suffix = image.path.suffix.lower()
-    if not resized_image and suffix in COPY_SUFFIXES:
+    if copy_images and not resized_image:
         target = tmp / layout.IMAGES_DIR / split / f"{image.stem}{'.jpg' if suffix == '.jpeg' else suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(image.path, target)
