@@ -37,7 +37,8 @@ Output (``layout``)::
                                 left out (file, kind, reason), and the validation result
 
 Everything is written into a temporary folder beside OUT and renamed onto OUT only after the result
-passed ``validate_dataset``, so a failure leaves no half-written OUT. SRC is only read.
+passed ``validate_dataset``, so a failure leaves no half-written OUT (a kill leaves at most that hidden
+``.OUT.import-*.tmp`` folder beside it, which may be deleted). SRC is only read.
 """
 
 from __future__ import annotations
