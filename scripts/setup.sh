@@ -11,6 +11,12 @@ if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
 fi
 .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+# mmengine (whose Config reads the export-mmseg config in the tests) without its declared opencv-python, a
+# large binary wheel that mmengine.Config never imports; its pure-Python needs come with the dev extra.
+if ! .venv/bin/python -c "import mmengine.config" 2>/dev/null; then
+  .venv/bin/pip install -q --no-deps 'mmengine>=0.10,<0.11' 2>&1 | grep -v "is ignored" || true
+fi
+.venv/bin/python -c "import webdataset, mmengine.config"  # fail here, not in a skipped test
 # Best effort: headless Chromium for the test that opens the demo's HTML report (skipped without it).
 # JODIFFUSION_SKIP_CHROMIUM=1 leaves the system's packages alone.
 if [ "${JODIFFUSION_SKIP_CHROMIUM:-0}" != "1" ]; then

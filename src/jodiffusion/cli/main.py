@@ -15,6 +15,7 @@ from jodiffusion.errors import JoDiffusionError
 COMMAND_MODULES = (
     "jodiffusion.cli.dataset_commands",  # make-data, caption
     "jodiffusion.cli.validate_commands", # validate
+    "jodiffusion.cli.import_commands",   # import
     "jodiffusion.cli.vae_commands",      # train-vae, eval-vae
     "jodiffusion.cli.seg_commands",      # train-seg, eval-seg, export-mmseg
     "jodiffusion.cli.refine_commands",   # refine

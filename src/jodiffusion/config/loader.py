@@ -9,6 +9,7 @@ in each dataclass's ``__post_init__`` so that they also run when configs are bui
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Sequence
 from importlib import resources
@@ -56,11 +57,23 @@ def _preset_dict(group: str, name: str) -> dict:
     return _read_yaml(path.read_text(encoding="utf-8"), f"preset {group}/{name}")
 
 
+# What ``save_run_config`` writes beside the config itself: a run's own config.yaml passed back with
+# ``--config`` is read without it, so the run can be repeated from what it wrote.
+RUN_CONFIG_VERSION_KEY = "jodiffusion_version"
+
+
 def _file_dict(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    return _read_yaml(path.read_text(encoding="utf-8"), str(path))
+    data = _read_yaml(path.read_text(encoding="utf-8"), str(path))
+    if RUN_CONFIG_VERSION_KEY in data:
+        version = data.pop(RUN_CONFIG_VERSION_KEY)
+        if str(version) != __version__:
+            logging.getLogger(__name__).warning(
+                "%s was written by jodiffusion %s; this is %s: settings whose defaults changed may differ",
+                path, version, __version__)
+    return data
 
 
 def _merge(base, layer: Any, source: str):

@@ -3,7 +3,9 @@
 ``validate_dataset`` reads every sample and collects, each with its file name:
 
 * ``missing-image`` / ``missing-mask``: a mask without an image or an image without a mask (readers
-  keep such files as incomplete samples instead of dropping them);
+  keep such files as incomplete samples instead of dropping them); where a file with the same stem lies
+  in another format or folder near the dataset (``PartnerFinder``), the message names it and the
+  ``jodiffusion import`` command that reads such folders;
 * ``unreadable-image`` / ``unreadable-mask``: a file that does not decode (truncated PNG/JPEG,
   something that is not an image at all);
 * ``mask-not-single-channel``: an RGB(A) colour rendering instead of a label image;
@@ -40,6 +42,7 @@ from PIL import Image
 
 from jodiffusion.data.base import SIXTEEN_BIT_MODES, FileSegmentationDataset, SegmentationDataset, image_to_rgb
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.partners import PartnerFinder
 from jodiffusion.errors import DatasetError
 
 MASK_MODES = ("L", "P", "I", "I;16")  # the single-channel modes base.read_mask accepts
@@ -188,13 +191,15 @@ def _unique_counts(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(arr, return_counts=True)
 
 
-def _check_file_sample(ds: FileSegmentationDataset, index: int, valid: np.ndarray | None) -> _Result:
+def _check_file_sample(ds: FileSegmentationDataset, index: int, valid: np.ndarray | None,
+                       partners: PartnerFinder | None = None) -> _Result:
     sample = ds.samples[index]
     result = _Result()
     image_size = mask_size = None
     if sample.image_path is None:
         where = str(sample.mask_path) if sample.mask_path is not None else sample.stem
-        result.problems.append(Problem(where, "missing-image", f"no image for sample '{sample.stem}'"))
+        hint = partners.hint(sample.mask_path, sample.stem, "image") if partners and sample.mask_path else ""
+        result.problems.append(Problem(where, "missing-image", f"no image for sample '{sample.stem}'{hint}"))
     else:
         try:
             with Image.open(sample.image_path) as im:
@@ -211,7 +216,8 @@ def _check_file_sample(ds: FileSegmentationDataset, index: int, valid: np.ndarra
             result.problems.append(Problem(str(sample.image_path), "unreadable-image", _describe(exc)))
     if sample.mask_path is None:
         where = str(sample.image_path) if sample.image_path is not None else sample.stem
-        result.problems.append(Problem(where, "missing-mask", f"no mask for sample '{sample.stem}'"))
+        hint = partners.hint(sample.image_path, sample.stem, "mask") if partners and sample.image_path else ""
+        result.problems.append(Problem(where, "missing-mask", f"no mask for sample '{sample.stem}'{hint}"))
         return result
     mask_path = str(sample.mask_path)
     try:
@@ -303,8 +309,10 @@ def validate_dataset(dataset: SegmentationDataset, progress: bool = True,
             lut = dataset.label_lut
             valid = (lut < classes.num_classes) | (lut == classes.ignore_index)
 
+        partners = PartnerFinder()
+
         def check(i: int) -> _Result:
-            return _check_file_sample(dataset, i, valid)
+            return _check_file_sample(dataset, i, valid, partners)
 
         workers = default_workers() if workers is None else workers
     else:
