@@ -1,4 +1,4 @@
-"""Benchmark mask optimisation (``jodiffusion.generation.refine.refine_mask``) against a naive method.
+"""Benchmark mask optimisation (``jodiffusion.masks.refine.refine_mask``) against a naive method.
 
     .venv/bin/python benchmarks/bench_refine.py [--size 512] [--masks 20] [--tau 20] [--connectivity 4]
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from jodiffusion.generation.refine import refine_mask
+    from jodiffusion.masks.refine import refine_mask
 
     rng = np.random.default_rng(args.seed)
     masks = [make_mask(rng, args.size) for _ in range(args.masks)]

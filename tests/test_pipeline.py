@@ -11,9 +11,9 @@ from chromium_helpers import dump_dom, find_chromium, images_loaded
 from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.errors import ConfigError, JoDiffusionError
-from jodiffusion.pipelines.config import PipelineConfig
-from jodiffusion.pipelines.demo import run_demo
-from jodiffusion.pipelines.stages import MARKER, StageRunner
+from jodiffusion.experiments.config import PipelineConfig
+from jodiffusion.experiments.demo import run_demo
+from jodiffusion.experiments.stages import MARKER, StageRunner
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 REPORT_FIGURES = ("real_vs_generated.png", "pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png")

@@ -16,7 +16,9 @@ from jodiffusion.data import layout
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.metadata import CAMVID_CLASSES, VOC_CLASSES
 from jodiffusion.errors import DatasetError, JoDiffusionError
-from jodiffusion.generation.refine import SUMMARY_FILE, RefineStats, refine_folder, refine_mask
+from jodiffusion.masks.folder import SUMMARY_FILE, refine_folder
+from jodiffusion.masks.refine import RefineStats, refine_mask
+from jodiffusion.utils.ownership import OWNER_FILE
 
 _BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_refine.py"
 _spec = importlib.util.spec_from_file_location("bench_refine", _BENCH)
@@ -408,7 +410,7 @@ def test_refine_folder_writes_a_new_folder_and_keeps_paths_and_palette(mask_dir,
             assert im_out.getpalette() == im_in.getpalette()
             expected, _ = refine_mask(np.asarray(im_in), tau=5)
             assert np.array_equal(np.asarray(im_out), expected)
-    assert sorted(p.name for p in out.rglob("*")) == ["a.png", "b.png", "c.png", SUMMARY_FILE, "sub"]
+    assert sorted(p.name for p in out.rglob("*")) == [OWNER_FILE, "a.png", "b.png", "c.png", SUMMARY_FILE, "sub"]
     on_disk = json.loads((out / SUMMARY_FILE).read_text())
     assert on_disk == summary
     assert summary["masks"] == 3 and summary["failed"] == [] and summary["tau"] == 5
@@ -425,8 +427,19 @@ def test_refine_folder_refuses_to_overwrite_or_to_write_into_the_input(mask_dir,
     (out / "old.png").write_bytes(b"x")
     with pytest.raises(JoDiffusionError, match="not empty.*overwrite"):
         refine_folder(mask_dir, out, workers=1, progress=False)
+    # issue 12: --overwrite replaces only an earlier refine's output, never a folder of the user's files
+    with pytest.raises(JoDiffusionError, match="--overwrite refused.*old.png"):
+        refine_folder(mask_dir, out, workers=1, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["old.png"] and (out / "old.png").read_bytes() == b"x"
+    out = tmp_path / "refined_again"
+    refine_folder(mask_dir, out, workers=1, progress=False)
+    (out / "a.png").write_bytes(b"stale")
     refine_folder(mask_dir, out, workers=1, progress=False, overwrite=True)
-    assert (out / "sub" / "b.png").is_file()
+    assert (out / "sub" / "b.png").is_file() and (out / "a.png").read_bytes() != b"stale"
+    (out / "sub" / "notes.txt").write_text("mine")  # a file refine did not write
+    with pytest.raises(JoDiffusionError, match=r"did not write: sub/notes\.txt"):
+        refine_folder(mask_dir, out, workers=1, progress=False, overwrite=True)
+    assert (out / "sub" / "notes.txt").read_text() == "mine"
     with pytest.raises(JoDiffusionError, match="overlap"):
         refine_folder(mask_dir, mask_dir, workers=1, progress=False, overwrite=True)
     with pytest.raises(JoDiffusionError, match="overlap"):

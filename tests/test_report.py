@@ -14,7 +14,7 @@ from PIL import Image
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.report.figures import frame_indices, pairs_grid, refinement_figure, trajectory_figure
 from jodiffusion.report.html import SUMMARY_ROWS, format_seconds, format_value, write_report
-from jodiffusion.viz import CHAR_W, LINE_H, colorize
+from jodiffusion.report.viz import CHAR_W, LINE_H, colorize
 
 CLASSES = ClassInfo(("background", "circle", "square"))
 PAD = 4  # viz.grid's default

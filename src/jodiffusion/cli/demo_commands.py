@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 
 def _demo(args) -> int:
-    from jodiffusion.pipelines.demo import run_demo
+    from jodiffusion.experiments.demo import run_demo
 
     run_demo(args.out, overwrite=args.overwrite, quick=args.quick, overrides=tuple(args.overrides))
     return 0
@@ -38,9 +38,9 @@ def _demo(args) -> int:
 def _pipeline(args) -> int:
     from pathlib import Path
 
-    from jodiffusion.pipelines.config import PipelineConfig
-    from jodiffusion.pipelines.demo import print_summary
-    from jodiffusion.pipelines.experiment import run_pipeline
+    from jodiffusion.experiments.config import PipelineConfig
+    from jodiffusion.experiments.demo import print_summary
+    from jodiffusion.experiments.experiment import run_pipeline
 
     cfg = config_from_args(args, PipelineConfig, "pipeline")
     metrics = run_pipeline(cfg)

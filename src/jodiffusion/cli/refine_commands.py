@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help=f"worker processes; 1 runs in this process (default: all cores, {os.cpu_count()})")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into OUT_DIR even if it is not empty (files of the same name are replaced)")
+                   help="replace OUT_DIR if an earlier refine wrote it (and it holds only masks and the summary)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=run_refine)
 
@@ -69,7 +69,7 @@ def _classes_from(path: str):
 
 def run_refine(args: argparse.Namespace) -> int:
     from jodiffusion.data.classes import IGNORE_INDEX
-    from jodiffusion.generation.refine import SUMMARY_FILE, refine_folder
+    from jodiffusion.masks.folder import SUMMARY_FILE, refine_folder
 
     classes = _classes_from(args.classes) if args.classes else None
     background_id = args.background_id if args.background_id is not None else (

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import colorsys
 import numbers
+import re
 from dataclasses import dataclass, field
+
+import numpy as np
 
 IGNORE_INDEX = 255  # the conventional "do not train on this pixel" value, shared by every reader
 
@@ -119,3 +122,28 @@ class ClassInfo:
             background = lowered.index(LEGACY_BACKGROUND_NAME) if LEGACY_BACKGROUND_NAME in lowered else None
         return cls(names=names, palette=tuple(tuple(c) for c in data.get("palette", ())),
                    ignore_index=int(data.get("ignore_index", IGNORE_INDEX)), background=background)
+
+
+# Which classes a prompt names and a mask holds: read by the prompt-adherence measure (evaluation/)
+# and by the generation filters and prompt sources (generation/).
+
+def classes_named(prompt: str, classes: ClassInfo) -> set[int]:
+    """Ids of the classes whose name appears in the prompt as whole words (case-insensitive,
+    underscores read as spaces, a plural 's' allowed); the background class is never among them."""
+    text = " " + re.sub(r"[^a-z0-9]+", " ", prompt.lower()) + " "
+    found = set()
+    for k, name in enumerate(classes.names):
+        if classes.is_background(k):
+            continue
+        words = re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
+        if words and re.search(rf" {re.escape(words)}(s|es)? ", text):
+            found.add(k)
+    return found
+
+
+def classes_present(mask: np.ndarray, classes: ClassInfo, min_fraction: float = 0.005) -> set[int]:
+    """Ids of the non-background classes that cover at least ``min_fraction`` of the labelled pixels
+    (the background's pixels are labelled too, so they count towards the total)."""
+    counts = np.bincount(mask.ravel(), minlength=256)[: classes.num_classes]
+    total = max(int(counts.sum()), 1)
+    return {k for k in classes.foreground_ids if counts[k] / total >= min_fraction}

@@ -10,36 +10,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from jodiffusion.data.classes import ClassInfo
-from jodiffusion.metrics import ConfusionMatrix
+from jodiffusion.data.classes import ClassInfo, classes_named, classes_present
+from jodiffusion.evaluation.metrics import ConfusionMatrix
 
-
-def classes_named(prompt: str, classes: ClassInfo) -> set[int]:
-    """Ids of the classes whose name appears in the prompt as whole words (case-insensitive,
-    underscores read as spaces, a plural 's' allowed); the background class is never among them."""
-    text = " " + re.sub(r"[^a-z0-9]+", " ", prompt.lower()) + " "
-    found = set()
-    for k, name in enumerate(classes.names):
-        if classes.is_background(k):
-            continue
-        words = re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
-        if words and re.search(rf" {re.escape(words)}(s|es)? ", text):
-            found.add(k)
-    return found
-
-
-def classes_present(mask: np.ndarray, classes: ClassInfo, min_fraction: float = 0.005) -> set[int]:
-    """Ids of the non-background classes that cover at least ``min_fraction`` of the labelled pixels
-    (the background's pixels are labelled too, so they count towards the total)."""
-    counts = np.bincount(mask.ravel(), minlength=256)[: classes.num_classes]
-    total = max(int(counts.sum()), 1)
-    return {k for k in classes.foreground_ids if counts[k] / total >= min_fraction}
+__all__ = ["PromptAdherence", "classes_named", "classes_present", "evaluate_model", "evaluate_pairs"]
 
 
 @dataclass
@@ -118,7 +97,7 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
     result.update(steps=sampler.steps, guidance_scale=sampler.guidance_scale, tau=tau, seed=seed,
                   seconds=round(seconds, 2), pairs_per_second=len(prompts) / max(seconds, 1e-9))
     if grid_path is not None:
-        from jodiffusion.viz import colorize, grid, overlay, save_png
+        from jodiffusion.report.viz import colorize, grid, overlay, save_png
 
         rows = [[images[i], colorize(masks[i], pipe.classes), overlay(images[i], masks[i], pipe.classes)]
                 for i in range(min(12, len(images)))]

@@ -37,9 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.classes import ClassInfo, classes_present
 from jodiffusion.errors import CheckpointError, ConfigError
-from jodiffusion.evaluation.joint_quality import classes_present
 
 log = logging.getLogger("jodiffusion")
 

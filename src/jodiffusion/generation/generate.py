@@ -321,7 +321,7 @@ class _PostProcessor:
 
     def __call__(self, batch: _Batch) -> list[tuple[dict, bytes | None, bytes | None]]:
         from jodiffusion.diffusion.sampling import sample_seed
-        from jodiffusion.generation.refine import refine_mask
+        from jodiffusion.masks.refine import refine_mask
 
         cfg, names = self.cfg, self.classes.names
         masks, stats = [], []

@@ -161,7 +161,7 @@ class JoDiffusionPipeline:
     def generate(self, prompts: list[str], seed: int = 0, start_index: int = 0, sampler: SamplerConfig | None = None,
                  min_confidence: float = 0.0, refine_tau: int = 0, autocast_dtype: torch.dtype | None = None):
         """Prompts -> list of (image, mask, refine stats). Sample i uses sample_seed(seed, start_index + i)."""
-        from jodiffusion.generation.refine import refine_mask
+        from jodiffusion.masks.refine import refine_mask
 
         seeds = [sample_seed(seed, start_index + i) for i in range(len(prompts))]
         lat = self.generate_latents(prompts, seeds, sampler, autocast_dtype)

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.classes import ClassInfo, classes_named
 from jodiffusion.errors import ConfigError, DatasetError
-from jodiffusion.evaluation.joint_quality import classes_named
 
 PROMPT_SOURCES = ("captions", "templates", "file")
 # Mixed into the seeds of the prompt generators so that they never coincide with the noise seeds.

@@ -24,7 +24,7 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
                      min_confidence: float = 0.0, tau: int = 20, device: str | None = None,
                      overwrite: bool = False, progress: bool = True) -> dict:
     from jodiffusion.generation.pipeline import JoDiffusionPipeline
-    from jodiffusion.viz import colorize, grid, overlay, save_png
+    from jodiffusion.report.viz import colorize, grid, overlay, save_png
 
     if not prompts:
         raise JoDiffusionError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.viz import LINE_H, colorize, grid, overlay, save_png
+from jodiffusion.report.viz import LINE_H, colorize, grid, overlay, save_png
 
 
 def _label(text: str, width: int, max_lines: int) -> str:

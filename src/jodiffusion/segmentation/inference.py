@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.config import DataConfig
 from jodiffusion.errors import ConfigError
-from jodiffusion.metrics import ConfusionMatrix
+from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.segmentation.data import build_split
 from jodiffusion.segmentation.models import load_segmenter
 

@@ -326,7 +326,7 @@ def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, c
 
 def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: Path, step: int, logger) -> Path:
     """A grid of generated (image | mask | overlay) for the first training captions."""
-    from jodiffusion.viz import colorize, grid, overlay, save_png
+    from jodiffusion.report.viz import colorize, grid, overlay, save_png
 
     prompts = list(captions.values())[: cfg.sample_count]
     was_training = [m.training for m in (pipe.denoiser, pipe.text_encoder)]

@@ -21,7 +21,7 @@ from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.engine.loop import fit, reduce_confusion
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import make_lr_scheduler, make_optimizer
-from jodiffusion.metrics import ConfusionMatrix
+from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.models.persistence import num_parameters
 from jodiffusion.segmentation.config import MODEL_DIR, SegRunConfig
 from jodiffusion.segmentation.data import (

@@ -18,7 +18,7 @@ from jodiffusion.engine.loop import fit, reduce_confusion
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
-from jodiffusion.metrics import ConfusionMatrix
+from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
 from jodiffusion.utils.io import write_json_atomic
 

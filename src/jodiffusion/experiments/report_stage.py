@@ -19,7 +19,7 @@ import numpy as np
 
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR
-from jodiffusion.pipelines.config import SYNTHETIC_SPLIT, PipelineConfig
+from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.utils.io import write_json_atomic
 
 REPORT_DIR = "report"
@@ -51,7 +51,7 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     from jodiffusion.data.registry import build_dataset
     from jodiffusion.evaluation.dataset_stats import compute_stats
     from jodiffusion.generation.pipeline import JoDiffusionPipeline
-    from jodiffusion.generation.refine import refine_mask
+    from jodiffusion.masks.refine import refine_mask
     from jodiffusion.report.figures import (
         class_histogram,
         pairs_grid,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from jodiffusion.config.loader import load_config
 from jodiffusion.errors import JoDiffusionError
-from jodiffusion.pipelines.config import PipelineConfig
-from jodiffusion.pipelines.stages import StageRunner
+from jodiffusion.experiments.config import PipelineConfig
+from jodiffusion.experiments.stages import StageRunner
 
 log = logging.getLogger("jodiffusion")
 DATA_DIR = "data"
@@ -29,7 +29,7 @@ def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, prog
              overrides: tuple[str, ...] = ()) -> dict:
     """Run (or finish) the demo in ``out``; returns its metrics (``<out>/report/metrics.json``)."""
     from jodiffusion.data.shapes import write_shapes_dataset
-    from jodiffusion.pipelines.experiment import run_pipeline
+    from jodiffusion.experiments.experiment import run_pipeline
     from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
 
     out = Path(out)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from jodiffusion.config.loader import config_to_dict, load_config
 from jodiffusion.data.config import DataConfig
-from jodiffusion.pipelines.config import SYNTHETIC_SPLIT, PipelineConfig
-from jodiffusion.pipelines.stages import StageRunner, has_checkpoint
+from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
+from jodiffusion.experiments.stages import StageRunner, has_checkpoint
 
 log = logging.getLogger("jodiffusion")
 
@@ -111,7 +111,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         "eval_joint": quality,
     }
     if cfg.report:
-        from jodiffusion.pipelines.report_stage import write_pipeline_report
+        from jodiffusion.experiments.report_stage import write_pipeline_report
 
         runner.seconds["report"] = 0.0
         metrics = write_pipeline_report(cfg, data, joint, synthetic["synthetic"], metrics, runner, progress)
