@@ -166,3 +166,28 @@ def test_pca_codec_is_fitted_on_the_training_images_and_travels_in_the_export(tm
     assert pipe.img_shape == (6, 4, 4)
     image, mask, _ = pipe.generate(["a red circle"], seed=0)[0]
     assert image.shape == (32, 32, 3) and mask.shape == (32, 32)
+
+
+def test_the_export_describes_itself_and_generates_away_from_its_run(tmp_path, tiny_vae):
+    """Issue 10: the model folder carries the training captions and names its dataset; generation
+    with caption prompts needs nothing from the run folder around it."""
+    import shutil
+
+    from jodiffusion.data.captions import read_captions
+    from jodiffusion.data.shapes import ShapesDataset
+    from jodiffusion.generation.generate import GenerateConfig, generate_dataset
+
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=1", "sample_count=0"), progress=False)
+    manifest = json.loads((export / "jodiffusion.json").read_text())
+    assert manifest["prompts"] == {"captions": "captions.jsonl"}
+    data = manifest["dataset"]
+    assert data["name"] == "shapes" and data["num_train"] == 16
+    shapes = ShapesDataset("train", data["num_train"], data["resolution"], data["seed"])
+    assert read_captions(export / "captions.jsonl") == shapes.captions()
+    moved = shutil.move(str(export), str(tmp_path / "elsewhere" / "model"))
+    shutil.rmtree(tmp_path / "run")  # no config.yaml, no dataset beside it
+    summary = generate_dataset(moved, GenerateConfig(num=2, out=str(tmp_path / "gen"), steps=2, batch_size=2),
+                               progress=False)
+    assert summary["pairs"] == 2
+    used = [json.loads(r)["caption"] for r in (tmp_path / "gen" / "captions.jsonl").read_text().splitlines()]
+    assert set(used) <= set(shapes.captions().values())

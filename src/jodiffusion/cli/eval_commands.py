@@ -29,7 +29,6 @@ def register(sub) -> None:
 def _run(args) -> int:
     import json
 
-    from jodiffusion.data.captions import read_captions
     from jodiffusion.data.config import DataConfig
     from jodiffusion.data.registry import build_dataset
     from jodiffusion.errors import JoDiffusionError
@@ -40,12 +39,13 @@ def _run(args) -> int:
         raise JoDiffusionError("--num must be >= 1")
     dataset = build_dataset(DataConfig(name=args.dataset, root=args.root, val_split=args.split,
                                        resolution=args.resolution), args.split)
-    if args.captions or args.root:
-        from pathlib import Path
+    from jodiffusion.data.captions import dataset_captions
+    from jodiffusion.data.layout import CAPTIONS_FILE
 
-        captions = read_captions(args.captions or Path(args.root) / "captions.jsonl")
-    else:
-        captions = dataset.captions()
+    captions = dataset_captions(dataset, args.captions, args.root)
+    if captions is None:
+        raise JoDiffusionError(f"no captions for dataset '{args.dataset}': pass --captions FILE (or --root of a "
+                               f"dataset folder holding {CAPTIONS_FILE})")
     prompts = [captions[dataset.stem(i)] for i in range(len(dataset)) if dataset.stem(i) in captions]
     if not prompts:
         raise JoDiffusionError(f"no captions found for split '{args.split}'")

@@ -29,6 +29,33 @@ DEFAULT_BLIP2_MODEL = "Salesforce/blip2-opt-2.7b"
 
 # --- captions files ---------------------------------------------------------------------------
 
+def captions_path(captions: str | os.PathLike | None, root: str | os.PathLike | None = None) -> Path | None:
+    """The one place that finds a captions file: ``captions`` (a file, or a folder holding
+    ``CAPTIONS_FILE``: a dataset root or an exported model), else ``<root>/CAPTIONS_FILE`` when it exists.
+    None when neither names an existing file (``captions`` given but missing is left to the reader,
+    which names it)."""
+    from jodiffusion.data.layout import CAPTIONS_FILE
+
+    if captions:
+        path = Path(captions).expanduser()
+        return path / CAPTIONS_FILE if path.is_dir() else path
+    if root:
+        path = Path(root) / CAPTIONS_FILE
+        return path if path.is_file() else None
+    return None
+
+
+def dataset_captions(dataset, captions: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
+                     split: str | None = None) -> dict[str, str] | None:
+    """``{stem: caption}`` of a dataset: from the file ``captions_path`` finds, else the dataset's own
+    captions (the embedded shapes dataset has them), else None."""
+    path = captions_path(captions, root)
+    if path is not None:
+        return read_captions(path, split=split)
+    own = getattr(dataset, "captions", None)
+    return own() if callable(own) else None
+
+
 def read_caption_records(path: str | os.PathLike) -> list[dict]:
     """Every record of a captions file, validated: a dict with string ``stem`` and ``caption``."""
     path = Path(path)

@@ -127,7 +127,7 @@ def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool
     """The real train and val splits at ``cfg.data.size``, as a folder dataset (captions kept)."""
     from tqdm.auto import tqdm
 
-    from jodiffusion.data.captions import read_caption_records, write_captions
+    from jodiffusion.data.captions import captions_path, read_caption_records, write_captions
     from jodiffusion.data.latent_cache import resize_pair
     from jodiffusion.data.layout import CAPTIONS_FILE, write_classes, write_pair
     from jodiffusion.data.registry import build_dataset
@@ -141,8 +141,7 @@ def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool
             for i in tqdm(range(len(ds)), desc=f"resize {split} to {size[0]}x{size[1]}", disable=not progress):
                 image, mask = resize_pair(ds.load_image(i), ds.load_mask(i), size)
                 write_pair(folder, split, ds.stem(i), image, mask, ds.classes)
-        source = Path(cfg.data.captions) if cfg.data.captions else (
-            Path(cfg.data.root) / CAPTIONS_FILE if cfg.data.root else None)
+        source = captions_path(cfg.data.captions, cfg.data.root)
         if source is not None and source.is_file():
             write_captions(folder / CAPTIONS_FILE, read_caption_records(source))
         return {"root": str(folder)}
@@ -155,15 +154,17 @@ def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool
 def _captions_stage(cfg: PipelineConfig, runner: StageRunner, real_train, progress: bool) -> DataConfig:
     """Datasets without captions (CamVid, Cityscapes, most folders) get template captions from their
     masks; the joint model is conditioned on them and generation draws its prompts from them."""
-    has_own = (callable(getattr(real_train, "captions", None)) or cfg.data.captions
-               or (cfg.data.root and (Path(cfg.data.root) / "captions.jsonl").is_file()))
+    from jodiffusion.data.captions import captions_path
+
+    has_own = callable(getattr(real_train, "captions", None)) or captions_path(cfg.data.captions, cfg.data.root)
     if has_own:
         return cfg.data
 
     def make(folder: Path, resume: bool) -> dict:
         from jodiffusion.data.captions import caption_dataset
+        from jodiffusion.data.layout import CAPTIONS_FILE
 
-        path = folder / "captions.jsonl"
+        path = folder / CAPTIONS_FILE
         caption_dataset(real_train, path, method="template", progress=progress, overwrite=True,
                         split=cfg.data.train_split, min_fraction=cfg.caption_min_fraction)
         return {"captions": str(path)}
@@ -178,11 +179,13 @@ def _gen_settings(cfg: PipelineConfig, joint: dict, num: int, data: DataConfig) 
 
 
 def _generate(cfg: PipelineConfig, joint: dict, data: DataConfig, folder: Path, num: int, progress: bool) -> dict:
+    from jodiffusion.data.captions import captions_path
     from jodiffusion.generation.generate import GenerateConfig, generate_dataset
     from jodiffusion.generation.prompts import PromptConfig
 
     g = cfg.generate
-    captions = data.captions or (str(Path(data.root) / "captions.jsonl") if data.root else None)
+    found = captions_path(data.captions, data.root)
+    captions = str(found) if found else None  # None: the captions the exported model carries
     gcfg = GenerateConfig(num=num, out=str(folder), seed=g.seed, steps=g.steps, guidance=g.guidance,
                           batch_size=g.batch_size, tau=g.tau, workers=g.workers, split=SYNTHETIC_SPLIT,
                           prompts=PromptConfig(source="captions", captions=captions, split=data.train_split))
@@ -215,12 +218,12 @@ def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | N
 def _evaluate_joint(cfg: PipelineConfig, data: DataConfig, joint: dict, seg_real: dict, folder: Path,
                     progress: bool) -> dict:
     """Prompt adherence and image-mask agreement of fresh pairs drawn from the training captions."""
-    from jodiffusion.data.captions import read_captions
+    from jodiffusion.data.captions import captions_path, read_captions
     from jodiffusion.evaluation.joint_quality import evaluate_model
     from jodiffusion.utils.io import write_json_atomic
 
-    captions = data.captions or str(Path(data.root) / "captions.jsonl")
-    prompts = list(read_captions(captions, split=data.train_split).values())
+    captions = captions_path(data.captions, data.root) or Path(joint["export"])  # the export carries them
+    prompts = list(read_captions(captions_path(captions), split=data.train_split).values())
     prompts = [prompts[i % len(prompts)] for i in range(cfg.eval_pairs)]
     g = cfg.generate
     result = evaluate_model(joint["export"], prompts, segmenter_dir=seg_real["export"], steps=g.steps,

@@ -66,7 +66,15 @@ class JoDiffusionPipeline:
         return next(self.denoiser.parameters()).device
 
     # -- persistence -----------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, captions: dict[str, str] | None = None,
+                        dataset: dict | None = None) -> Path:
+        """Write the model folder. ``captions`` (the training captions, ``{stem: caption}``) go into
+        ``captions.jsonl`` beside the weights, where ``generate``'s caption prompts are found; ``dataset``
+        (the training data config) is recorded in the manifest, so the folder names everything
+        generation needs and nothing is looked up in the training run around it."""
+        from jodiffusion.data.captions import write_captions
+        from jodiffusion.data.layout import CAPTIONS_FILE
+
         folder = Path(folder)
         self.denoiser.save_pretrained(folder / DENOISER_DIR)
         self.vae.save_pretrained(folder / "annotation_vae")
@@ -79,7 +87,10 @@ class JoDiffusionPipeline:
             "classes": self.classes.to_dict(), "resolution": list(self.resolution),
             "schedule": asdict(self.schedule), "sampler": asdict(self.sampler),
             "codec": self.codec.to_dict(), "text_encoder": text_spec,
+            "prompts": {"captions": CAPTIONS_FILE if captions else None}, "dataset": dataset,
         })
+        if captions:
+            write_captions(folder / CAPTIONS_FILE, captions)
         return folder
 
     @classmethod

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo, classes_named
+from jodiffusion.data.layout import CAPTIONS_FILE
 from jodiffusion.errors import ConfigError, DatasetError
 
 PROMPT_SOURCES = ("captions", "templates", "file")
@@ -248,27 +249,6 @@ def read_prompt_file(path: str | Path, classes: ClassInfo) -> tuple[list[str], l
     return prompts, explicit
 
 
-def _captions_from_run(model_dir: Path) -> tuple[list[str], str] | None:
-    """The training captions named by the run that exported ``model_dir`` (``<run>/config.yaml``)."""
-    config = model_dir.parent / "config.yaml"
-    if not config.is_file():
-        return None
-    import yaml
-
-    data = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}
-    if data.get("captions"):
-        return None if not Path(data["captions"]).is_file() else _read_captions(Path(data["captions"]), "train")
-    if data.get("root") and (Path(data["root"]) / "captions.jsonl").is_file():
-        return _read_captions(Path(data["root"]) / "captions.jsonl", data.get("train_split", "train"))
-    if data.get("name") == "shapes":
-        from jodiffusion.data.shapes import ShapesDataset
-
-        ds = ShapesDataset("train", int(data.get("num_train", 512)), int(data.get("resolution", 64)),
-                           int(data.get("seed", 0)), difficulty=data.get("difficulty", "full"))
-        return [ds.caption(i) for i in range(len(ds))], f"shapes:train:{len(ds)}:{data.get('seed', 0)}:{ds.difficulty}"
-    return None
-
-
 def _read_captions(path: Path, split: str | None) -> tuple[list[str], str]:
     from jodiffusion.data.captions import read_caption_records
 
@@ -278,22 +258,20 @@ def _read_captions(path: Path, split: str | None) -> tuple[list[str], str]:
 
 
 def training_captions(cfg: PromptConfig, model_dir: str | Path | None) -> tuple[list[str], str]:
+    """The caption prompts: ``cfg.captions`` (a captions file or a folder holding one), else the
+    training captions the exported model folder carries (``JoDiffusionPipeline.save_pretrained``)."""
+    from jodiffusion.data.captions import captions_path
+
     if cfg.captions:
-        path = Path(cfg.captions).expanduser()
-        if path.is_dir():
-            path = path / "captions.jsonl"
+        path = captions_path(cfg.captions)
         if not path.is_file():
-            raise DatasetError(f"no captions file at {path}: give a captions.jsonl or a dataset folder that has one")
+            raise DatasetError(f"no captions file at {path}: give a {CAPTIONS_FILE} or a dataset folder that has one")
         return _read_captions(path, cfg.split)
-    if model_dir is not None:
-        model_dir = Path(model_dir)
-        if (model_dir / "captions.jsonl").is_file():
-            return _read_captions(model_dir / "captions.jsonl", cfg.split)
-        found = _captions_from_run(model_dir)
-        if found:
-            return found
-    raise DatasetError("cannot find the training captions of this model: pass --captions PATH (a captions.jsonl "
-                       "or the dataset folder), or use --prompts templates or --prompts FILE")
+    if model_dir is not None and (Path(model_dir) / CAPTIONS_FILE).is_file():
+        return _read_captions(Path(model_dir) / CAPTIONS_FILE, cfg.split)
+    raise DatasetError(f"the model folder {model_dir} carries no training captions ({CAPTIONS_FILE}; folders "
+                       f"exported by earlier versions do not): pass --captions PATH (a {CAPTIONS_FILE} or the dataset "
+                       "folder), or use --prompts templates or --prompts FILE")
 
 
 def build_prompt_source(cfg: PromptConfig, classes: ClassInfo, seed: int,

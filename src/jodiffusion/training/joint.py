@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from jodiffusion.config.loader import config_to_dict
 from jodiffusion.data.config import DataConfig
 from jodiffusion.diffusion.objective import JointObjectiveConfig, joint_loss
 from jodiffusion.diffusion.sampling import SamplerConfig
@@ -137,16 +138,16 @@ class DenoiserWithText(nn.Module):
 
 
 def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
-    from jodiffusion.data.captions import read_captions
+    from jodiffusion.data.captions import dataset_captions
+    from jodiffusion.data.layout import CAPTIONS_FILE
     from jodiffusion.errors import DatasetError
 
-    if hasattr(dataset, "captions") and callable(dataset.captions) and not data.captions:
-        return dataset.captions()
-    path = Path(data.captions) if data.captions else (Path(data.root) / "captions.jsonl" if data.root else None)
-    if path is None or not path.is_file():
-        raise DatasetError(f"no captions for dataset '{data.name}': expected {path}; write one with "
+    captions = dataset_captions(dataset, data.captions, data.root)
+    if captions is None:
+        where = Path(data.root) / CAPTIONS_FILE if data.root else "data.captions"
+        raise DatasetError(f"no captions for dataset '{data.name}': expected {where}; write one with "
                            "`jodiffusion caption` or set data.captions")
-    return read_captions(path)
+    return captions
 
 
 def build_components(cfg: JointRunConfig, captions: dict[str, str]):
@@ -289,7 +290,7 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
         path = run_dir / EXPORT_DIR
         if main:
             pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg)
-            pipe.save_pretrained(path)
+            pipe.save_pretrained(path, captions=captions, dataset=config_to_dict(cfg.data))
             if cfg.sample_count:
                 _sample_grid(pipe, captions, cfg, run_dir, final_step, run.logger)
             log.info("exported the model to %s", path)
