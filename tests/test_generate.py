@@ -439,7 +439,8 @@ def test_refinement_reads_the_background_from_the_model_classes(tmp_path, datase
     kept on shapes (id 0 is the background); no model is needed for the post-processing."""
     from jodiffusion.data.metadata import CAMVID_CLASSES
     from jodiffusion.data.shapes import SHAPES_CLASSES
-    from jodiffusion.generation.generate import _Batch, _PostProcessor
+    from jodiffusion.generation.postprocess import Batch as _Batch
+    from jodiffusion.generation.postprocess import PostProcessor as _PostProcessor
     from jodiffusion.generation.prompts import Prompt
 
     classes = {"camvid": CAMVID_CLASSES, "shapes": SHAPES_CLASSES}[dataset]

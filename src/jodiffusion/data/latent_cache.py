@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.utils.data
-from PIL import Image
 
 from jodiffusion.data.base import FileSegmentationDataset, SegmentationDataset
+from jodiffusion.data.transforms import resize_pair
 from jodiffusion.errors import DatasetError
 from jodiffusion.models.image_codec import ImageCodec
 from jodiffusion.models.text_encoder import TextEncoder
@@ -51,27 +51,6 @@ BUILDING_MARKER = "BUILDING"
 RESIZE_METHOD = "short-side resize (bicubic image, nearest mask) + center crop"
 STALE_BUILD_SECONDS = 24 * 3600  # a temporary build folder untouched this long belongs to a dead build
 PRELOAD_MAX_BYTES = 1 << 30  # smaller caches are read into memory; larger ones are memory-mapped
-
-
-# --- resizing --------------------------------------------------------------------------------------
-
-def resize_pair(image: np.ndarray, mask: np.ndarray, size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize so the image covers ``size`` (H, W) (bicubic for the image, nearest for the mask), then
-    crop the centre. A pair already at ``size`` is returned unchanged."""
-    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    h, w = mask.shape[:2]
-    if image.shape[:2] != (h, w):
-        raise ValueError(f"image {image.shape[1]}x{image.shape[0]} and mask {w}x{h} differ in size")
-    if (h, w) == (th, tw):
-        return image, mask
-    scale = max(th / h, tw / w)
-    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
-    if (nh, nw) != (h, w):
-        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BICUBIC))
-        mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.Resampling.NEAREST))
-    top, left = (nh - th) // 2, (nw - tw) // 2
-    return (np.ascontiguousarray(image[top:top + th, left:left + tw]),
-            np.ascontiguousarray(mask[top:top + th, left:left + tw]))
 
 
 # --- fingerprints ----------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Mask-only data pipelines for the annotation VAE: cached masks, random crop with ignore padding,
-horizontal flip, and a collate that pads a batch to a common, latent-grid-aligned size."""
+"""Data transforms: fitting an (image, mask) pair to a training frame (``resize_pair``, used by the
+latent cache, the segmenter's data and the pipeline's resize stage), and the mask-only pipeline of the
+annotation VAE: cached masks, random crop with ignore padding, horizontal flip, and a collate that pads a
+batch to a common, latent-grid-aligned size."""
 
 from __future__ import annotations
 
@@ -7,8 +9,28 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from PIL import Image
 
 from jodiffusion.data.base import SegmentationDataset
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize so the image covers ``size`` (H, W) (bicubic for the image, nearest for the mask), then
+    crop the centre. A pair already at ``size`` is returned unchanged."""
+    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    h, w = mask.shape[:2]
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"image {image.shape[1]}x{image.shape[0]} and mask {w}x{h} differ in size")
+    if (h, w) == (th, tw):
+        return image, mask
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if (nh, nw) != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BICUBIC))
+        mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.Resampling.NEAREST))
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return (np.ascontiguousarray(image[top:top + th, left:left + tw]),
+            np.ascontiguousarray(mask[top:top + th, left:left + tw]))
 
 
 class MaskDataset(torch.utils.data.Dataset):

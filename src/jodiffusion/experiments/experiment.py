@@ -128,9 +128,9 @@ def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool
     from tqdm.auto import tqdm
 
     from jodiffusion.data.captions import captions_path, read_caption_records, write_captions
-    from jodiffusion.data.latent_cache import resize_pair
     from jodiffusion.data.layout import CAPTIONS_FILE, write_classes, write_pair
     from jodiffusion.data.registry import build_dataset
+    from jodiffusion.data.transforms import resize_pair
 
     size = cfg.data.size
 

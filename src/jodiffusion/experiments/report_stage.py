@@ -77,7 +77,7 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     real = [(real_train.load_image(i), real_train.load_mask(i)) for i in range(0, len(real_train), step)][:6]
     gen_size = images[0].shape[:2]
     if real[0][0].shape[:2] != gen_size:  # another size than the model's: show them at the model's size
-        from jodiffusion.data.latent_cache import resize_pair
+        from jodiffusion.data.transforms import resize_pair
 
         real = [resize_pair(i, m, gen_size) for i, m in real]
     real_vs_generated(real, list(zip(images, masks, strict=True)), pipe.classes, out / "real_vs_generated.png",

@@ -18,7 +18,7 @@ from PIL import Image
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.config import DataConfig
-from jodiffusion.data.latent_cache import resize_pair
+from jodiffusion.data.transforms import resize_pair
 from jodiffusion.errors import ConfigError, DatasetError
 from jodiffusion.segmentation.config import SegRunConfig
 

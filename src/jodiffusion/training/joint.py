@@ -306,7 +306,7 @@ def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
     training size. Deterministic: a resumed run or another process fits the same axes."""
     import numpy as np
 
-    from jodiffusion.data.latent_cache import resize_pair
+    from jodiffusion.data.transforms import resize_pair
 
     n = min(len(dataset), cfg.codec.fit_images)
     picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)

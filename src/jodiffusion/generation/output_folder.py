@@ -1,0 +1,125 @@
+"""The output folder of ``generate``: whether it holds this same run (to resume) or something else (refused,
+naming the differences), and preparing it, marked as written by ``generate``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.layout import CAPTIONS_FILE, CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, write_classes
+from jodiffusion.errors import JoDiffusionError
+from jodiffusion.generation import output as store
+from jodiffusion.generation.config import GENERATION_FORMAT, GenerateConfig
+from jodiffusion.generation.process_group import ProcessGroup
+from jodiffusion.utils.io import write_json_atomic
+from jodiffusion.utils.ownership import (
+    check_replaceable,
+    foreign_entries,
+    read_owner,
+    write_owner,
+)
+
+log = logging.getLogger("jodiffusion")
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+COMMAND = "generate"  # the owner marker's name for folders this command writes
+# everything ``generate`` writes at the top of its output folder: all that ``--overwrite`` may delete
+OUTPUT_ENTRIES = (store.GENERATION_FILE, CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, CAPTIONS_FILE,
+                  store.MANIFEST_FILE, store.SUMMARY_FILE, store.CARD_FILE, store.RECORDS_DIR, store.SHARDS_DIR,
+                  store.SHARD_LIST)
+
+
+def _read_meta(out: Path) -> dict | None:
+    """generation.json when it is one this command wrote (a dict of this format); else None."""
+    try:
+        meta = json.loads((out / store.GENERATION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != GENERATION_FORMAT or "model_fingerprint" not in meta:
+        return None
+    return meta
+
+
+def _owned(out: Path) -> bool:
+    """Whether ``out`` was written by ``generate``: its owner marker, or (folders written before the
+    marker existed) a generation.json of this format."""
+    return read_owner(out) == COMMAND or (read_owner(out) is None and _read_meta(out) is not None)
+
+
+def _check_output(out: Path, identity: dict, num: int) -> dict | None:
+    """The stored generation.json when ``out`` continues this very generation; None for a new folder
+    (also one an interrupted first start left with nothing but its marker and temporary files).
+    Raises when ``out`` holds something else."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    if not out.is_dir():
+        raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
+    meta_path = out / store.GENERATION_FILE
+    if not meta_path.is_file():
+        if read_owner(out) == COMMAND and not foreign_entries(out, ()):
+            return None  # killed before its first file was in place: start it again
+        raise JoDiffusionError(f"{out} is not empty and holds no {store.GENERATION_FILE}: it is not a generated "
+                               "dataset; choose an empty or new folder")
+    meta = _read_meta(out)
+    if meta is None:
+        raise JoDiffusionError(f"{meta_path} is not a generation record of `jodiffusion generate` (unreadable or "
+                               "of another format); nothing was changed. Choose an empty or new folder")
+    if meta.get("model_fingerprint") != identity["model_fingerprint"]:
+        raise JoDiffusionError(
+            f"{out} holds samples of another model (fingerprint {meta.get('model_fingerprint')}, this model "
+            f"{identity['model_fingerprint']}); nothing was changed. Pass --overwrite to replace them or choose "
+            "another --out")
+    diffs = _differences(meta.get("config", {}), identity["config"])
+    if diffs:
+        raise JoDiffusionError(f"{out} holds samples of another generation config ({'; '.join(diffs)}); nothing "
+                               "was changed. Rerun with the same settings to continue, --overwrite to replace, "
+                               "or choose another --out")
+    if num < meta.get("num", 0):
+        raise JoDiffusionError(f"{out} was started for {meta['num']} pairs; --num {num} would delete some of them. "
+                               f"Pass --num {meta['num']} (or more) to continue, or --overwrite to start again")
+    return meta
+
+
+def prepare_output(group: ProcessGroup, out: Path, identity: dict, cfg: GenerateConfig, classes: ClassInfo,
+                    overwrite: bool) -> dict | None:
+    """Every rank checks (so that all raise alike); rank 0 then clears / creates the folder.
+
+    ``overwrite`` replaces only a folder this command wrote that holds nothing else (see
+    ``jodiffusion.utils.ownership``); anything else is refused, naming what would be lost."""
+    meta = None
+    if group.rank == 0 or not overwrite:
+        try:
+            meta = _check_output(out, identity, cfg.num)
+        except JoDiffusionError:
+            if not overwrite:
+                raise
+            check_replaceable(out, COMMAND, OUTPUT_ENTRIES, owned=out.is_dir() and _owned(out))
+            meta = "replace"
+    group.barrier()  # nobody reads the folder while rank 0 changes it
+    if group.rank == 0:
+        if meta == "replace":
+            shutil.rmtree(out)
+            meta = None
+        out.mkdir(parents=True, exist_ok=True)
+        write_owner(out, COMMAND)  # first, so that a kill at any later moment leaves a folder known as ours
+        removed = store.remove_temp_files(out)
+        if removed:
+            log.info("removed %d temporary files of an interrupted run", removed)
+        complete = bool(meta and meta.get("complete") and meta.get("num") == cfg.num)
+        write_json_atomic(out / store.GENERATION_FILE, {**identity, "num": cfg.num, "complete": complete})
+        write_classes(out, classes)
+    group.barrier()
+    return meta if isinstance(meta, dict) else None
