@@ -191,3 +191,28 @@ def test_the_export_describes_itself_and_generates_away_from_its_run(tmp_path, t
     assert summary["pairs"] == 2
     used = [json.loads(r)["caption"] for r in (tmp_path / "gen" / "captions.jsonl").read_text().splitlines()]
     assert set(used) <= set(shapes.captions().values())
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["model.width=64"], r"'model\.width' is now 'model\.arch\.width'"),
+    (["model.arch.widht=64"], r"model\.arch\.widht is not a uvit architecture field; valid fields: patch_size, width"),
+    (["model.arch.latent_height=8"], r"model\.arch\.latent_height is set from the data"),
+    (["model.backbone=unet", "model.preset=small", "model.arch.depth=3"], r"not a unet architecture field"),
+    (["model.preset=huge"], r"not a uvit preset; choose one of tiny, small, base, unidiffuser-v1"),
+])
+def test_a_preset_is_an_architecture_and_arch_changes_only_architecture_fields(overrides, match):
+    """Issue 10: one way to restyle a model (model.arch), the shapes always from the data."""
+    from jodiffusion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_config(JointRunConfig, group="joint", preset="tiny", overrides=overrides)
+
+
+def test_arch_overrides_reach_the_network_and_shapes_come_from_the_data(tmp_path, tiny_vae):
+    from jodiffusion.training.joint import build_components
+
+    cfg = _cfg(tmp_path, tiny_vae, "model.arch.depth=5", "model.arch.width=48", "data.resolution=64")
+    vae, codec, text, net = build_components(cfg, {"a": "a red circle"})
+    assert (net.config.depth, net.config.width, net.config.num_heads) == (5, 48, 2)  # num_heads: the preset's
+    assert (net.config.latent_height, net.config.latent_width) == (64 // codec.downsample,) * 2
+    assert net.config.img_channels == codec.latent_channels and net.config.text_dim == text.dim

@@ -124,7 +124,7 @@ def test_camvid_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
             "vae.overrides=[train.steps=2,train.save_every=0,train.num_workers=0,model.base_channels=8,"
             "model.max_channels=16,model.blocks_per_stage=0,crop_size=32,model.downsample=8]",
             "joint.overrides=[train.steps=2,train.batch_size=4,train.num_workers=0,model.preset=tiny,"
-            "model.width=32,model.depth=3,model.num_heads=2,text.dim=32,text.num_layers=1,text.num_heads=2,"
+            "model.arch.width=32,model.arch.depth=3,model.arch.num_heads=2,text.dim=32,text.num_layers=1,text.num_heads=2,"
             "codec.factor=8,sampler.steps=2]",
             "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
             "seg.preset=tiny", "seg.overrides=[input_size=32]"]

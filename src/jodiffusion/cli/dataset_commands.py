@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from jodiffusion.data.config import DATASET_NAMES
+from jodiffusion.data.registry import dataset_names
 from jodiffusion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
                     'each mask by area ("a photo of road, car and sky"); "blip2" runs a BLIP-2 captioning '
                     'model on the images; "dataset" uses the dataset\'s own captions (shapes only).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="shapes", choices=DATASET_NAMES, help="dataset reader")
+    p.add_argument("--dataset", default="shapes", choices=dataset_names(), help="dataset reader")
     p.add_argument("--root", default=None, metavar="PATH",
                    help="dataset root folder (required for every dataset but shapes)")
     p.add_argument("--split", default="train", metavar="SPLIT", help="which split to caption")

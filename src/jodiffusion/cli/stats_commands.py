@@ -30,16 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _data_config(spec: str, root: str | None, split: str, args, option: str):
     """A DataConfig from a dataset name (+ root) or a folder path."""
-    from jodiffusion.data.config import DATASET_NAMES, DataConfig
+    from jodiffusion.data.config import DataConfig
+    from jodiffusion.data.registry import dataset_names
     from jodiffusion.errors import ConfigError, DatasetError
 
-    if spec in DATASET_NAMES and not Path(spec).is_dir():
+    if spec in dataset_names() and not Path(spec).is_dir():
         name = spec
     else:
         folder = Path(spec).expanduser()
         if not folder.is_dir():
             raise DatasetError(f"{option} {spec}: no such folder, and not a dataset name "
-                               f"({', '.join(DATASET_NAMES)}); give a generated/generic dataset folder or a name")
+                               f"({', '.join(dataset_names())}); give a generated/generic dataset folder or a name")
         if root:
             raise ConfigError(f"{option} is a folder ({spec}); --real-root is only for dataset names")
         name, root = "folder", str(folder)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jodiffusion.data.config import DATASET_NAMES
+from jodiffusion.data.registry import dataset_names
 from jodiffusion.errors import ConfigError, DatasetError
 
 EPILOG = """\
@@ -23,8 +23,8 @@ def register(subparsers) -> None:
         "validate", help="check a dataset's images and masks and report every problem",
         description=__doc__.split(":", 1)[1].strip().capitalize(), epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=DATASET_NAMES, metavar="NAME",
-                   help=f"dataset name: {', '.join(DATASET_NAMES)}")
+    p.add_argument("--dataset", choices=dataset_names(), metavar="NAME",
+                   help=f"dataset name: {', '.join(dataset_names())}")
     p.add_argument("--root", metavar="PATH", help="dataset root folder")
     p.add_argument("--split", action="append", default=[], metavar="SPLIT",
                    help="split to check (repeatable); default: the config's train and val splits")
@@ -69,7 +69,7 @@ def _data_config(args: argparse.Namespace):
         data["voc_trainaug"] = False
     if "name" not in data:
         raise ConfigError("say which dataset to check: --dataset NAME --root PATH, or --config FILE "
-                          f"with a data: section (names: {', '.join(DATASET_NAMES)})")
+                          f"with a data: section (names: {', '.join(dataset_names())})")
     return config_from_dict(DataConfig, data)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DATASET_NAMES = ("shapes", "voc", "ade20k", "coco-stuff", "coco-things", "cityscapes", "camvid", "folder")
-
 
 @dataclass
 class DataConfig:
-    # One of DATASET_NAMES. "shapes" is the embedded procedural dataset (no download, the default).
+    # A dataset registered in data/registry.py (``dataset_names()``; ``register_dataset`` adds your own):
+    # shapes, voc, ade20k, coco-stuff, coco-things, cityscapes, camvid, folder. "shapes" is the embedded
+    # procedural dataset (no download, the default).
     name: str = "shapes"
     # Dataset root folder (not used by "shapes").
     root: str | None = None
@@ -19,23 +19,29 @@ class DataConfig:
     captions: str | None = None
     # VOC only: use SBD's "trainaug" list when it is present.
     voc_trainaug: bool = True
-    # Embedded "shapes" dataset: image size and number of images per split, and its seed.
+    # The training size of the generative stages, for every dataset: pairs are resized to cover it and
+    # centre-cropped (height = resolution, width = ``width`` or resolution). It is also the image size of
+    # the embedded "shapes" dataset.
     resolution: int = 64
+    # Embedded "shapes" dataset: number of images per split, and its seed.
     num_train: int = 512
     num_val: int = 128
     seed: int = 0
     # Embedded "shapes" dataset: "full" (every texture and background pattern) or "easy" (solid objects on
     # plain backgrounds, the demo's default; see data/shapes.py DIFFICULTIES).
     difficulty: str = "full"
-    # The joint model's training size is resolution x resolution, or resolution (height) x width when
-    # width is set: keep a dataset's aspect ratio (CamVid 360x480 -> resolution=96 width=128).
+    # Width of the training size when it is not square: keep a dataset's aspect ratio (CamVid 360x480 ->
+    # resolution=96 width=128).
     width: int | None = None
 
     def __post_init__(self):
-        if self.name not in DATASET_NAMES:
+        from jodiffusion.data.registry import dataset_names, needs_root
+
+        if self.name not in dataset_names():
             raise ValueError(f"data.name='{self.name}' is not a known dataset; "
-                             f"choose one of {', '.join(DATASET_NAMES)}")
-        if self.name != "shapes" and not self.root:
+                             f"choose one of {', '.join(dataset_names())} (or register yours with "
+                             "jodiffusion.data.registry.register_dataset)")
+        if needs_root(self.name) and not self.root:
             raise ValueError(f"data.root is required for dataset '{self.name}' (the folder that holds it)")
         if self.resolution < 16 or self.resolution % 8:
             raise ValueError(f"data.resolution={self.resolution} must be a multiple of 8 and at least 16")

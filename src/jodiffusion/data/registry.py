@@ -80,11 +80,26 @@ DATASETS: dict[str, Builder] = {
 }
 
 
-def register_dataset(name: str, builder: Builder, *, overwrite: bool = False) -> None:
-    """Add a builder ``(cfg, split) -> SegmentationDataset`` under ``name``."""
+# Datasets that are built without a root folder (the embedded ones).
+_ROOTLESS = {"shapes"}
+
+
+def register_dataset(name: str, builder: Builder, *, overwrite: bool = False, needs_root: bool = True) -> None:
+    """Add a builder ``(cfg, split) -> SegmentationDataset`` under ``name``; ``data.name=<name>`` then
+    selects it in every config (``needs_root``: whether ``data.root`` is required)."""
     if name in DATASETS and not overwrite:
         raise ValueError(f"dataset '{name}' is already registered")
     DATASETS[name] = builder
+    (_ROOTLESS.discard if needs_root else _ROOTLESS.add)(name)
+
+
+def dataset_names() -> tuple[str, ...]:
+    """The names ``data.name`` accepts: every registered dataset, built-in ones first."""
+    return tuple(DATASETS)
+
+
+def needs_root(name: str) -> bool:
+    return name not in _ROOTLESS
 
 
 def build_dataset(cfg: DataConfig, split: str, transform: Transform | None = None) -> SegmentationDataset:

@@ -31,3 +31,29 @@ def load_denoiser(folder: str | Path) -> nn.Module:
     if kind not in classes:
         raise CheckpointError(f"{path} describes a {kind}; known denoisers: {', '.join(classes)}")
     return classes[kind].from_pretrained(folder)
+
+
+def backbone_presets(backbone: str) -> tuple[dict[str, dict], tuple[str, ...]]:
+    """(architecture presets, architecture fields) of a backbone: ``"uvit"`` or ``"unet"``."""
+    if backbone == "unet":
+        from jodiffusion.models.joint_unet import ARCH_FIELDS, UNET_PRESETS
+
+        return UNET_PRESETS, ARCH_FIELDS
+    from jodiffusion.models.uvit import ARCH_FIELDS, UVIT_PRESETS
+
+    return UVIT_PRESETS, ARCH_FIELDS
+
+
+def build_denoiser(backbone: str, preset: str, arch: dict, **shapes) -> nn.Module:
+    """A fresh denoiser: the preset's architecture, ``arch`` replacing some of its fields, and the shape
+    fields (``uvit.SHAPE_FIELDS``) that training takes from the codec, the annotation VAE and the text
+    encoder."""
+    presets, _ = backbone_presets(backbone)
+    fields = {**presets[preset], **arch, **shapes}
+    if backbone == "unet":
+        from jodiffusion.models.joint_unet import JointUNet, JointUNetConfig
+
+        return JointUNet(JointUNetConfig(**fields))
+    from jodiffusion.models.uvit import JointUViT, UViTConfig
+
+    return JointUViT(UViTConfig(**fields))

@@ -13,12 +13,13 @@ the caption tokens condition it by cross-attention at the coarse levels (``atten
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
 
 from jodiffusion.models.persistence import PretrainedMixin
+from jodiffusion.models.uvit import SHAPE_FIELDS
 
 
 @dataclass
@@ -61,21 +62,26 @@ class JointUNetConfig:
                              "use fewer levels (model.block_channels) or another resolution")
 
 
+# A preset is an architecture only; training fills in the shape fields (``uvit.SHAPE_FIELDS``: latent
+# channels and grid, text width and length) from the data (training/joint.py).
 UNET_PRESETS = {
     # seconds on CPU, for tests
-    "tiny": dict(block_channels=[16, 32], attention_levels=[False, True], attention_head_dim=8, norm_num_groups=8,
-                 text_dim=32, num_text_tokens=8),
+    "tiny": dict(block_channels=[16, 32], attention_levels=[False, True], attention_head_dim=8, norm_num_groups=8),
     # the CPU demo: 16 x 16 latent grid, about 4M parameters
     "small": dict(block_channels=[32, 64, 128], attention_levels=[False, False, True]),
     "base": dict(block_channels=[128, 256, 512], attention_levels=[False, True, True], layers_per_block=2,
-                 attention_head_dim=64, norm_num_groups=32, text_dim=768, num_text_tokens=77),
+                 attention_head_dim=64, norm_num_groups=32),
 }
+# The shapes each preset was designed at, used when a preset is built without data (tests, benchmarks).
+REFERENCE_SHAPES = {"tiny": dict(text_dim=32, num_text_tokens=8), "small": {},
+                    "base": dict(text_dim=768, num_text_tokens=77)}
+ARCH_FIELDS = tuple(f.name for f in fields(JointUNetConfig) if f.name not in SHAPE_FIELDS)
 
 
 def unet_config(preset: str, **overrides) -> JointUNetConfig:
     if preset not in UNET_PRESETS:
         raise KeyError(f"unknown UNet preset {preset!r}; valid presets: {', '.join(UNET_PRESETS)}")
-    return JointUNetConfig(**{**UNET_PRESETS[preset], **overrides})
+    return JointUNetConfig(**{**REFERENCE_SHAPES[preset], **UNET_PRESETS[preset], **overrides})
 
 
 class JointUNet(PretrainedMixin, nn.Module):
@@ -114,4 +120,4 @@ class JointUNet(PretrainedMixin, nn.Module):
         return out[:, : c.img_channels], out[:, c.img_channels:]
 
 
-__all__ = ["UNET_PRESETS", "JointUNet", "JointUNetConfig", "unet_config"]
+__all__ = ["ARCH_FIELDS", "UNET_PRESETS", "JointUNet", "JointUNetConfig", "unet_config"]

@@ -89,33 +89,42 @@ class UViTConfig:
         return TokenLayout(num_text=self.num_text_tokens, img_tokens=n, mask_tokens=n, extra=extra)
 
 
+# The fields a training run takes from its data, not from a preset: latent channels (image codec and
+# annotation VAE), the latent grid (data size / codec factor) and the text tokens (text encoder).
+SHAPE_FIELDS = ("img_channels", "mask_channels", "latent_height", "latent_width", "text_dim", "num_text_tokens")
+
+# A preset is an architecture only; training fills in SHAPE_FIELDS from the data (training/joint.py).
 UVIT_PRESETS = {
-    # seconds on CPU, for tests
-    "tiny": partial(UViTConfig, width=32, depth=3, num_heads=2, text_dim=32, num_text_tokens=8, final_conv=True),
-    # the CPU demo: 64 px images through a pixel-unshuffle codec (factor 4) -> 48 x 16 x 16 latents
-    "small": partial(UViTConfig, img_channels=48, mask_channels=4, latent_height=16, latent_width=16, width=256,
-                     depth=7, num_heads=4, text_dim=128, num_text_tokens=16, final_conv=True),
-    # one GPU: 256 px through the SD VAE (4 x 32 x 32), CLIP-L text
-    "base": partial(UViTConfig, latent_height=32, latent_width=32, width=1024, depth=13, num_heads=16,
-                    text_dim=768, num_text_tokens=77, final_conv=True),
-    # UniDiffuser-v1's U-ViT (512 px, depth 30 = 15 + 1 + 15 blocks) plus the mask tokens
-    "unidiffuser-v1": partial(UViTConfig, latent_height=64, latent_width=64, width=1536, depth=31, num_heads=24,
-                              text_dim=768, num_text_tokens=77, text_bottleneck=64, post_norm=True,
-                              unidiffuser_tokens=True),
+    "tiny": dict(width=32, depth=3, num_heads=2, final_conv=True),  # seconds on CPU, for tests
+    "small": dict(width=256, depth=7, num_heads=4, final_conv=True),  # a CPU
+    "base": dict(width=1024, depth=13, num_heads=16, final_conv=True),  # one GPU
+    # UniDiffuser-v1's U-ViT (depth 30 = 15 + 1 + 15 blocks) plus the mask tokens
+    "unidiffuser-v1": dict(width=1536, depth=31, num_heads=24, text_bottleneck=64, post_norm=True,
+                           unidiffuser_tokens=True),
 }
+# The shapes each preset was designed at, used when a preset is built without data (tests, benchmarks):
+# tiny with a 32-wide text encoder; small for 64 px through a pixel-unshuffle codec (factor 4) -> 48 x 16
+# x 16; base for 256 px through the SD VAE (4 x 32 x 32) with CLIP-L text; unidiffuser-v1 at 512 px.
+REFERENCE_SHAPES = {
+    "tiny": dict(text_dim=32, num_text_tokens=8),
+    "small": dict(img_channels=48, mask_channels=4, latent_height=16, latent_width=16, text_dim=128,
+                  num_text_tokens=16),
+    "base": dict(latent_height=32, latent_width=32, text_dim=768, num_text_tokens=77),
+    "unidiffuser-v1": dict(latent_height=64, latent_width=64, text_dim=768, num_text_tokens=77),
+}
+ARCH_FIELDS = tuple(f.name for f in fields(UViTConfig) if f.name not in SHAPE_FIELDS)
 
 
 def uvit_config(preset: str, **overrides) -> UViTConfig:
-    """A preset's config with some fields replaced, e.g. ``uvit_config("small", depth=9)``."""
-    try:
-        make = UVIT_PRESETS[preset]
-    except KeyError:
-        raise KeyError(f"unknown U-ViT preset {preset!r}; valid presets: {', '.join(UVIT_PRESETS)}") from None
+    """A preset's architecture at its reference shapes, with some fields replaced, e.g.
+    ``uvit_config("small", depth=9)`` or ``uvit_config("small", latent_height=24, latent_width=32)``."""
+    if preset not in UVIT_PRESETS:
+        raise KeyError(f"unknown U-ViT preset {preset!r}; valid presets: {', '.join(UVIT_PRESETS)}")
     valid = [f.name for f in fields(UViTConfig)]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f"unknown UViTConfig field(s) {unknown}; valid fields: {', '.join(valid)}")
-    return make(**overrides)
+    return UViTConfig(**{**REFERENCE_SHAPES[preset], **UVIT_PRESETS[preset], **overrides})
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -349,4 +358,5 @@ class JointUViT(PretrainedMixin, nn.Module):
     # -- bookkeeping ----------------------------------------------------------------------------
 
 
-__all__ = ["JointUViT", "UVIT_PRESETS", "UViTConfig", "sincos_2d", "timestep_embedding", "uvit_config"]
+__all__ = ["ARCH_FIELDS", "SHAPE_FIELDS", "JointUViT", "UVIT_PRESETS", "UViTConfig", "sincos_2d", "timestep_embedding",
+           "uvit_config"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +28,6 @@ from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
 from jodiffusion.models.annotation_vae import AnnotationVAE
-from jodiffusion.models.uvit import JointUViT, uvit_config
 
 log = logging.getLogger("jodiffusion")
 
@@ -79,23 +79,32 @@ class JointModelConfig:
     # weights); "unet": diffusers' conv UNet with both latents as channels (models/joint_unet.py), which
     # learns far sooner from scratch on a CPU (docs/results.md).
     backbone: str = "uvit"
-    preset: str = "small"           # a preset of the backbone (UVIT_PRESETS or UNET_PRESETS)
-    # U-ViT shape overrides (None: the preset's)
-    width: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    patch_size: int | None = None
-    gradient_checkpointing: bool = False
-    pos_embed_init: str = "sincos"  # "sincos" (image and mask patches share grid positions) or "random"
+    preset: str = "small"           # an architecture preset of the backbone (UVIT_PRESETS or UNET_PRESETS)
+    # Architecture fields replacing the preset's, e.g. {width: 512, depth: 13} (U-ViT: width, depth,
+    # num_heads, patch_size, final_conv, gradient_checkpointing, pos_embed_init, ...; UNet: block_channels,
+    # attention_levels, layers_per_block, attention_head_dim, norm_num_groups). The shape fields (latent
+    # channels and grid, text width and length) always come from the codec, the VAE, the data and the text.
+    arch: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None   # UniDiffuser-v1 weights: original checkpoint or diffusers folder
-    # UNet shape overrides (None: the preset's)
-    block_channels: list[int] | None = None
-    attention_levels: list[bool] | None = None
-    layers_per_block: int | None = None
 
     def __post_init__(self):
+        from jodiffusion.models.denoisers import backbone_presets
+        from jodiffusion.models.uvit import SHAPE_FIELDS
+
         if self.backbone not in BACKBONES:
             raise ValueError(f"model.backbone='{self.backbone}'; choose one of {', '.join(BACKBONES)}")
+        presets, arch_fields = backbone_presets(self.backbone)
+        if self.preset not in presets:
+            raise ValueError(f"model.preset='{self.preset}' is not a {self.backbone} preset; choose one of "
+                             f"{', '.join(presets)}")
+        self.arch = dict(self.arch)
+        for key in self.arch:
+            if key in SHAPE_FIELDS:
+                raise ValueError(f"model.arch.{key} is set from the data, the codec, the VAE and the text encoder "
+                                 "(resolution, codec.*, text.*), not by the model config")
+            if key not in arch_fields:
+                raise ValueError(f"model.arch.{key} is not a {self.backbone} architecture field; valid fields: "
+                                 f"{', '.join(arch_fields)}")
         if self.backbone == "unet" and self.init_from:
             raise ValueError("model.init_from loads UniDiffuser weights into the U-ViT: use model.backbone=uvit")
 
@@ -173,33 +182,18 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
                                                 max_tokens=cfg.text.max_tokens)
     else:
         text = CLIPTextEncoder.from_pretrained(cfg.text.path)
-    h, w = cfg.data.size
-    if cfg.model.backbone == "unet":
-        from jodiffusion.models.joint_unet import JointUNet, unet_config
+    from jodiffusion.models.denoisers import build_denoiser
 
-        overrides = {k: v for k, v in (("block_channels", cfg.model.block_channels),
-                                       ("attention_levels", cfg.model.attention_levels),
-                                       ("layers_per_block", cfg.model.layers_per_block)) if v is not None}
-        net = JointUNet(unet_config(cfg.model.preset, img_channels=codec.latent_channels,
-                                    mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
-                                    latent_width=w // codec.downsample, text_dim=text.dim,
-                                    num_text_tokens=text.num_tokens, **overrides))
-        return vae, codec, text, net
-    overrides = {k: v for k, v in (("width", cfg.model.width), ("depth", cfg.model.depth),
-                                   ("num_heads", cfg.model.num_heads), ("patch_size", cfg.model.patch_size))
-                 if v is not None}
-    ucfg = uvit_config(cfg.model.preset, img_channels=codec.latent_channels,
-                       mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
-                       latent_width=w // codec.downsample, text_dim=text.dim, num_text_tokens=text.num_tokens,
-                       gradient_checkpointing=cfg.model.gradient_checkpointing,
-                       pos_embed_init=cfg.model.pos_embed_init, **overrides)
-    uvit = JointUViT(ucfg)
+    h, w = cfg.data.size
+    net = build_denoiser(cfg.model.backbone, cfg.model.preset, cfg.model.arch, img_channels=codec.latent_channels,
+                         mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
+                         latent_width=w // codec.downsample, text_dim=text.dim, num_text_tokens=text.num_tokens)
     if cfg.model.init_from:
         from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
 
-        report = load_unidiffuser_weights(uvit, cfg.model.init_from)
+        report = load_unidiffuser_weights(net, cfg.model.init_from)
         log.info("initialised from %s: %s", cfg.model.init_from, report)
-    return vae, codec, text, uvit
+    return vae, codec, text, net
 
 
 def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool = False,
