@@ -91,6 +91,7 @@ class GenerateConfig:
             raise ConfigError("an output folder is required")
         checks = [
             (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),
+            (self.seed >= 0, f"--seed {self.seed}: a seed must be an integer >= 0, e.g. --seed 0"),
             (self.format in FORMATS, f"format '{self.format}': choose one of {', '.join(FORMATS)}"),
             (self.image_format in IMAGE_FORMATS,
              f"image format '{self.image_format}': choose one of {', '.join(IMAGE_FORMATS)}"),
@@ -158,7 +159,7 @@ def read_model_classes(model_dir: str | Path) -> ClassInfo:
     path = Path(model_dir) / MANIFEST
     try:
         return ClassInfo.from_dict(json.loads(path.read_text())["classes"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         from jodiffusion.errors import CheckpointError
 
         raise CheckpointError(f"{model_dir} is not a JoDiffusion model folder (no readable {MANIFEST}); pass the "
@@ -498,12 +499,12 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
                            "jpeg_quality": cfg.jpeg_quality if cfg.image_format == "jpeg" else None,
                            "shard_size": cfg.shard_size if cfg.format == "webdataset" else None,
                            "split": cfg.split, "precision": precision, "filters": filters_id}}
+    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=dev)  # a broken model changes nothing
     meta = _prepare_output(group, out, identity, cfg, classes, overwrite)
     if meta and meta.get("complete") and meta.get("num") == cfg.num and (out / store.SUMMARY_FILE).is_file():
         log.info("%s already holds the %d pairs of this generation", out, cfg.num)
         return json.loads((out / store.SUMMARY_FILE).read_text())
 
-    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=dev)
     if pair_filter is None and cfg.filters.enabled:
         pair_filter = build_pair_filter(cfg.filters, classes, dev)
     autocast = torch.bfloat16 if precision == "bf16" else None

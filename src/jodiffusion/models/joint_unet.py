@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from jodiffusion.models.persistence import PretrainedMixin
+from jodiffusion.utils.safe_load import UnknownPresetError
 
 
 @dataclass
@@ -74,7 +75,8 @@ UNET_PRESETS = {
 
 def unet_config(preset: str, **overrides) -> JointUNetConfig:
     if preset not in UNET_PRESETS:
-        raise KeyError(f"unknown UNet preset {preset!r}; valid presets: {', '.join(UNET_PRESETS)}")
+        raise UnknownPresetError(f"model.preset={preset!r} is not a UNet preset; choose one of "
+                                 f"{', '.join(UNET_PRESETS)}")
     return JointUNetConfig(**{**UNET_PRESETS[preset], **overrides})
 
 

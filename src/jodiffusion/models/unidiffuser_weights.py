@@ -320,9 +320,9 @@ def diffusers_to_original(state: dict[str, torch.Tensor]
 def _load_tensors(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """A flat tensor dict from .safetensors or a torch file, without executing pickled code."""
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from jodiffusion.utils.safe_load import open_safetensors
 
-        with safe_open(str(path), framework="pt") as f:
+        with open_safetensors(path, WHAT_TO_PASS) as f:
             wanted = [k for k in f.keys() if keys is None or k.removeprefix("module.") in keys]
             return {k: f.get_tensor(k) for k in wanted}
     if path.suffix not in (".pth", ".pt", ".ckpt", ".bin"):

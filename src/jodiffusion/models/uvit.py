@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from jodiffusion.models.persistence import PretrainedMixin
 from jodiffusion.models.token_layout import UNIDIFFUSER_EXTRA, TokenLayout
+from jodiffusion.utils.safe_load import UnknownPresetError
 
 
 @dataclass
@@ -110,7 +111,8 @@ def uvit_config(preset: str, **overrides) -> UViTConfig:
     try:
         make = UVIT_PRESETS[preset]
     except KeyError:
-        raise KeyError(f"unknown U-ViT preset {preset!r}; valid presets: {', '.join(UVIT_PRESETS)}") from None
+        raise UnknownPresetError(f"model.preset={preset!r} is not a U-ViT preset; choose one of "
+                                 f"{', '.join(UVIT_PRESETS)}") from None
     valid = [f.name for f in fields(UViTConfig)]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
