@@ -35,7 +35,7 @@ def check_make_data_output(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     """The absolute output path, once it is known that writing there loses nothing: a new path, an empty
     folder, or (``overwrite``) a dataset make-data wrote holding nothing else. Raises a DatasetError
     naming the path otherwise; nothing is changed either way."""
-    from jodiffusion.utils.ownership import check_replaceable
+    from jodiffusion.utils.ownership import check_replaceable, describe_entries
 
     out = Path(out_dir).expanduser().absolute()
     for parent in out.parents:
@@ -50,7 +50,12 @@ def check_make_data_output(out_dir: str | os.PathLike, overwrite: bool) -> Path:
         if not overwrite:
             raise DatasetError(f"{out} is not empty; choose an empty or new folder, or pass overwrite "
                                "(--overwrite) to replace a dataset make-data wrote")
-        _check_replaceable(check_replaceable, out, owned=made_by_make_data(out))
+        if not made_by_make_data(out):
+            raise DatasetError(
+                f"--overwrite refused: {out} is not a dataset `jodiffusion make-data` wrote (no dataset.json of "
+                f"it); replacing it would delete {describe_entries(out, (p.name for p in out.iterdir()))}. "
+                "Nothing was changed: move those away yourself or choose another output folder")
+        _check_replaceable(check_replaceable, out, owned=True)  # and it holds nothing else
     return out
 
 

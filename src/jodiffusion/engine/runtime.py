@@ -86,7 +86,7 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise JoDiffusionError(f"output folder {run_dir} exists and is a file; choose another output_dir")
-    if run_dir.exists() and any(run_dir.iterdir()) and resume is None:
+    if run_dir.exists() and any(p.name != ".jodiffusion-owner.json" for p in run_dir.iterdir()) and resume is None:
         if not overwrite:
             raise JoDiffusionError(
                 f"output folder {run_dir} already holds a run; pass --resume latest to continue it, "

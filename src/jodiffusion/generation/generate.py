@@ -500,13 +500,13 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
                            "shard_size": cfg.shard_size if cfg.format == "webdataset" else None,
                            "split": cfg.split, "precision": precision, "filters": filters_id}}
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=dev)  # a broken model changes nothing
+    if pair_filter is None and cfg.filters.enabled:  # nor a broken --consistency-segmenter
+        pair_filter = build_pair_filter(cfg.filters, classes, dev)
     meta = _prepare_output(group, out, identity, cfg, classes, overwrite)
     if meta and meta.get("complete") and meta.get("num") == cfg.num and (out / store.SUMMARY_FILE).is_file():
         log.info("%s already holds the %d pairs of this generation", out, cfg.num)
         return json.loads((out / store.SUMMARY_FILE).read_text())
 
-    if pair_filter is None and cfg.filters.enabled:
-        pair_filter = build_pair_filter(cfg.filters, classes, dev)
     autocast = torch.bfloat16 if precision == "bf16" else None
     runner = _Runner(pipe, cfg, source, out, group, _PostProcessor(cfg, classes, out, identity, pair_filter),
                      sampler, autocast)
