@@ -535,6 +535,15 @@ def _(ws, a):
     return sample_args(m, ws / "out"), [str(m / "jodiffusion.json"), "codec"]
 
 
+@case("model: jodiffusion.json with an invalid sampler (generate)")
+def _(ws, a):
+    m = copy(a.model, ws / "model")
+    meta = json.loads((m / "jodiffusion.json").read_text())
+    meta["sampler"] = {"steps": 0, "guidance_scale": 3.0, "solver": "euler"}
+    (m / "jodiffusion.json").write_text(json.dumps(meta))
+    return gen_args(m, ws / "out"), [str(m / "jodiffusion.json")]
+
+
 @case("model: no annotation_vae/ folder (generate)")
 def _(ws, a):
     m = broken_model(ws, a, "annotation_vae", None)

@@ -487,6 +487,7 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
     filters_id = asdict(cfg.filters) if cfg.filters.enabled else None
     if pair_filter is not None:
         filters_id = {"custom": type(pair_filter).__name__, **getattr(pair_filter, "identity", {})}
+    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=dev)  # a broken model changes nothing
     model_sampler = json.loads((model_dir / "jodiffusion.json").read_text()).get("sampler", {})
     from jodiffusion.diffusion.sampling import SamplerConfig
 
@@ -499,7 +500,6 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
                            "jpeg_quality": cfg.jpeg_quality if cfg.image_format == "jpeg" else None,
                            "shard_size": cfg.shard_size if cfg.format == "webdataset" else None,
                            "split": cfg.split, "precision": precision, "filters": filters_id}}
-    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=dev)  # a broken model changes nothing
     if pair_filter is None and cfg.filters.enabled:  # nor a broken --consistency-segmenter
         pair_filter = build_pair_filter(cfg.filters, classes, dev)
     meta = _prepare_output(group, out, identity, cfg, classes, overwrite)
