@@ -656,6 +656,20 @@ def _(ws, a):
     return joint_args(ws, a, f"model.init_from={ws / 'uvit.safetensors'}"), [str(ws / "uvit.safetensors"), "pickle"]
 
 
+@case("checkpoint: model.init_from a .pth that is a broken zip")
+def _(ws, a):
+    (ws / "uvit_v1.pth").write_bytes(b"PK\x03\x04" + b"\x00" * 200)
+    return joint_args(ws, a, f"model.init_from={ws / 'uvit_v1.pth'}"), [str(ws / "uvit_v1.pth")]
+
+
+@case("prompts: the model's run config.yaml is not YAML (default --prompts captions)")
+def _(ws, a):
+    run = copy(a.model.parent, ws / "joint")
+    (run / "config.yaml").write_text("data: {name: shapes\n")
+    argv = gen_args(run / "export", ws / "out", "--prompts", "captions")
+    return argv, [str(run / "config.yaml")]
+
+
 @case("checkpoint: backbone_weights garbage .safetensors")
 def _(ws, a):
     (ws / "resnet50.safetensors").write_bytes(b"garbage" * 10)

@@ -28,7 +28,7 @@ import numpy as np
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import ConfigError, DatasetError
 from jodiffusion.evaluation.joint_quality import classes_named
-from jodiffusion.utils.safe_load import read_text
+from jodiffusion.utils.safe_load import read_text, read_yaml
 
 PROMPT_SOURCES = ("captions", "templates", "file")
 # Mixed into the seeds of the prompt generators so that they never coincide with the noise seeds.
@@ -252,9 +252,7 @@ def _captions_from_run(model_dir: Path) -> tuple[list[str], str] | None:
     config = model_dir.parent / "config.yaml"
     if not config.is_file():
         return None
-    import yaml
-
-    data = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("data") or {}
+    data = (read_yaml(config, "run config", "pass --captions PATH", DatasetError) or {}).get("data") or {}
     if data.get("captions"):
         return None if not Path(data["captions"]).is_file() else _read_captions(Path(data["captions"]), "train")
     if data.get("root") and (Path(data["root"]) / "captions.jsonl").is_file():

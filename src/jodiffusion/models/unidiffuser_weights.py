@@ -335,6 +335,9 @@ def _load_tensors(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, 
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path} holds pickled objects other than tensors; refusing to run them "
                               f"(torch.load weights_only=True): {str(exc).splitlines()[0]}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:  # a truncated or garbage torch file
+        raise CheckpointError(f"cannot read {path}: truncated or not a torch file ({str(exc).splitlines()[0]}); "
+                              f"{WHAT_TO_PASS}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a flat state dict (name -> tensor); {WHAT_TO_PASS}")
     return {k: v for k, v in state.items() if keys is None or k.removeprefix("module.") in keys}
