@@ -247,7 +247,7 @@ def test_write_refuses_non_empty_folder(tmp_path):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "todo.txt").write_text("keep me")
-    with pytest.raises(DatasetError, match="does not look like a dataset"):
+    with pytest.raises(DatasetError, match="overwrite refused: .* is not a dataset `jodiffusion make-data` wrote"):
         write_shapes_dataset(other, 2, 2, 16, overwrite=True, progress=False)
     assert (other / "todo.txt").read_text() == "keep me"
 

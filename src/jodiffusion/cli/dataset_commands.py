@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
+from jodiffusion.data.make_data_guard import (  # noqa: F401 - names kept importable from here
+    MAKE_DATA_ENTRIES,
+    MAKE_DATA_GENERATOR,
+    check_make_data_output,
+    made_by_make_data,
+)
 from jodiffusion.data.registry import dataset_names
 from jodiffusion.errors import ConfigError
 
@@ -64,31 +68,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_caption)
 
 
-# What make-data writes into its folder (all that --overwrite may replace) and how it signs it:
-# dataset.json's "generator" (written by write_shapes_dataset) names the command.
-MAKE_DATA_ENTRIES = ("classes.json", "images", "masks", "splits", "captions.jsonl", "dataset.json")
-MAKE_DATA_GENERATOR = "jodiffusion make-data"
-
-
-def made_by_make_data(folder: Path) -> bool:
-    """Whether ``folder`` holds a dataset ``jodiffusion make-data`` wrote (its dataset.json says so)."""
-    try:
-        meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and str(meta.get("generator", "")).startswith(MAKE_DATA_GENERATOR)
-
-
 def check_make_data_overwrite(out_dir: str) -> None:
     """--overwrite replaces only a dataset make-data wrote, holding nothing else; refuse anything else,
-    naming what would be lost (before anything is rendered or written)."""
-    from jodiffusion.utils.ownership import check_replaceable
-
-    out = Path(out_dir).expanduser().absolute()
-    if out.is_dir() and any(out.iterdir()):
-        check_replaceable(out, "make-data", MAKE_DATA_ENTRIES, owned=made_by_make_data(out))
-    elif out.exists() and not out.is_dir():
-        check_replaceable(out, "make-data", MAKE_DATA_ENTRIES)
+    naming what would be lost. ``write_shapes_dataset`` itself checks this before it renders anything."""
+    check_make_data_output(out_dir, overwrite=True)
 
 
 def run_make_data(args: argparse.Namespace) -> int:
@@ -100,8 +83,6 @@ def run_make_data(args: argparse.Namespace) -> int:
         raise ConfigError("--num-train and --num-val must be positive")
     if args.seed < 0:
         raise ConfigError("--seed must be non-negative")
-    if args.overwrite:
-        check_make_data_overwrite(args.out_dir)
     out = write_shapes_dataset(args.out_dir, num_train=args.num_train, num_val=args.num_val,
                                resolution=args.resolution, seed=args.seed, overwrite=args.overwrite,
                                progress=not args.no_progress, difficulty=args.difficulty)

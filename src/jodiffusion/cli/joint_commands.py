@@ -50,9 +50,10 @@ def _sample(args) -> int:
 
     prompts = list(args.prompt)
     if args.prompts_file:
-        from pathlib import Path
+        from jodiffusion.utils.safe_load import read_text
 
-        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+        text = read_text(args.prompts_file, "prompts file", "give a UTF-8 text file with one prompt per line")
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
     summary = sample_to_folder(args.model, prompts, args.out, num_per_prompt=args.num, seed=args.seed,
                                steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
                                min_confidence=args.min_confidence, tau=args.tau, device=args.device,

@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         _close_distributed(wait=False)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the file system refused (full disk, a file where a folder belongs): one line
+        from jodiffusion.utils.safe_load import os_error_line
+
+        _close_distributed(wait=False)
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         _close_distributed(wait=False)
         print("interrupted", file=sys.stderr)

@@ -40,10 +40,14 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from jodiffusion.data.config import DataConfig
+    from jodiffusion.errors import ConfigError
     from jodiffusion.training.vae import eval_report, evaluate_vae
     from jodiffusion.utils.io import write_json_atomic
 
-    data = DataConfig(name=args.dataset, root=args.root, val_split=args.split, resolution=args.resolution)
+    try:
+        data = DataConfig(name=args.dataset, root=args.root, val_split=args.split, resolution=args.resolution)
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("data.root", "--root").replace("data.name", "--dataset")) from None
     cm, names = evaluate_vae(args.model, data, args.split, batch_size=args.batch_size)
     print(cm.table(names))
     print(f"reconstruction mIoU ({args.split}): {cm.miou():.2f}")

@@ -41,20 +41,16 @@ def register(subparsers) -> None:
 
 
 def _data_config(args: argparse.Namespace):
-    import yaml
-
     from jodiffusion.config.loader import config_from_dict
     from jodiffusion.data.config import DataConfig
+    from jodiffusion.utils.safe_load import read_yaml
 
     data: dict = {}
     for file in args.config:
         path = Path(file)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        loaded = read_yaml(path, "config file", "give a YAML file with a data: section", ConfigError) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping with a 'data:' section")
         section = loaded.get("data", loaded if "name" in loaded else None)
@@ -78,6 +74,8 @@ def run_validate(args: argparse.Namespace) -> int:
     from jodiffusion.data.validate import validate_dataset
     from jodiffusion.utils.io import write_json_atomic
 
+    if args.json and Path(args.json).is_dir():  # before the (possibly long) checks, not after
+        raise ConfigError(f"--json {args.json} is a folder; give a file name such as {Path(args.json) / 'report.json'}")
     cfg = _data_config(args)
     splits = list(dict.fromkeys(args.split or [cfg.train_split, cfg.val_split]))
     progress = not args.no_progress and sys.stderr.isatty()

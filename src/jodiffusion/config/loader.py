@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from jodiffusion import __version__
 from jodiffusion.errors import ConfigError
 from jodiffusion.utils.io import write_text_atomic
+from jodiffusion.utils.safe_load import parse_yaml, read_text
 
 T = TypeVar("T")
 
@@ -38,10 +39,7 @@ def list_presets(group: str) -> list[str]:
 
 
 def _read_yaml(text: str, source: str) -> dict:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    data = parse_yaml(text, source, "fix the file (YAML: key: value, nested by indentation)", ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -64,9 +62,9 @@ RUN_CONFIG_VERSION_KEY = "jodiffusion_version"
 
 def _file_dict(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    data = _read_yaml(path.read_text(encoding="utf-8"), str(path))
+    data = _read_yaml(read_text(path, "config file", "give a YAML file", ConfigError), str(path))
     if RUN_CONFIG_VERSION_KEY in data:
         version = data.pop(RUN_CONFIG_VERSION_KEY)
         if str(version) != __version__:

@@ -51,6 +51,8 @@ class DataConfig:
 
         if self.difficulty not in DIFFICULTIES:
             raise ValueError(f"data.difficulty='{self.difficulty}'; choose one of {', '.join(DIFFICULTIES)}")
+        if self.seed < 0:
+            raise ValueError(f"data.seed={self.seed}: a seed must be an integer >= 0; give e.g. data.seed=0")
         if self.num_train < 1 or self.num_val < 1:
             raise ValueError("data.num_train and data.num_val must be positive")
 

@@ -92,9 +92,10 @@ def read_classes_file(path: str | Path) -> ClassInfo:
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
         else:
-            import yaml
+            from jodiffusion.utils.safe_load import parse_yaml
 
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = parse_yaml(path.read_text(encoding="utf-8"), f"class file {path}",
+                              "expected names, optional palette, ignore_index and background", DatasetError)
         if isinstance(data, list):
             data = {"names": data}
         return ClassInfo.from_dict(data)

@@ -36,8 +36,7 @@ import numpy as np
 
 from jodiffusion.data.base import SegmentationDataset, Transform
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.data.layout import CAPTIONS_FILE, CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR
-from jodiffusion.errors import DatasetError
+from jodiffusion.data.layout import CAPTIONS_FILE, SPLITS_DIR
 
 # --- vocabulary -------------------------------------------------------------------------------
 
@@ -404,10 +403,6 @@ class ShapesDataset(SegmentationDataset):
 
 # --- writing the dataset to disk -----------------------------------------------------------------
 
-def _looks_like_dataset(folder: Path) -> bool:
-    return any((folder / name).exists() for name in (CLASSES_FILE, IMAGES_DIR, MASKS_DIR, CAPTIONS_FILE))
-
-
 def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_val: int = 128,
                          resolution: int = 64, seed: int = 0, overwrite: bool = False,
                          progress: bool = True, difficulty: str = "full") -> Path:
@@ -417,24 +412,17 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
     ``captions.jsonl`` (``{"stem", "caption", "split"}`` per line) and ``splits/{train,val}.txt``.
     Everything goes to a temporary sibling folder that is renamed onto ``out_dir`` at the end, so an
     interrupted run leaves no half-written dataset. A non-empty ``out_dir`` is refused unless
-    ``overwrite``, and even then only when it looks like a dataset folder.
+    ``overwrite``, and even then unless it is a dataset this function wrote holding nothing else
+    (``jodiffusion.data.make_data_guard``): nothing the caller had is ever deleted.
     """
     from tqdm.auto import tqdm
 
     from jodiffusion.data.captions import write_captions
     from jodiffusion.data.layout import write_classes, write_pair
+    from jodiffusion.data.make_data_guard import check_make_data_output
     from jodiffusion.utils.io import write_text_atomic
 
-    out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"{out} exists and is not a folder; choose another output path")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise DatasetError(f"{out} is not empty; choose an empty or new folder, or pass overwrite "
-                               "(--overwrite) to replace it")
-        if not _looks_like_dataset(out):
-            raise DatasetError(f"{out} is not empty and does not look like a dataset folder (no "
-                               f"{CLASSES_FILE}, {IMAGES_DIR}/ or {MASKS_DIR}/); refusing to replace it")
+    out = check_make_data_output(out_dir, overwrite)  # before anything is rendered or written
     if int(num_train) < 1 or int(num_val) < 1:
         raise ValueError("num_train and num_val must be positive")
     splits = {"train": ShapesDataset("train", num_train, resolution, seed, difficulty=difficulty),
@@ -459,10 +447,11 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
                 write_text_atomic(tmp / SPLITS_DIR / f"{split}.txt", "\n".join(stems) + "\n")
         write_captions(tmp / CAPTIONS_FILE, records)
         from jodiffusion import __version__
+        from jodiffusion.data.make_data_guard import MAKE_DATA_GENERATOR
         from jodiffusion.utils.io import write_json_atomic
 
         write_json_atomic(tmp / "dataset.json", {
-            "generator": "jodiffusion make-data (embedded shapes dataset)", "jodiffusion_version": __version__,
+            "generator": f"{MAKE_DATA_GENERATOR} (embedded shapes dataset)", "jodiffusion_version": __version__,
             "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed,
             "difficulty": difficulty})
         if out.exists():

@@ -10,6 +10,7 @@ The initial noise of sample i comes from its own seed, so a pair never depends o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,8 +30,8 @@ class SamplerConfig:
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"sampler.steps={self.steps} must be >= 1")
-        if self.guidance_scale < 0:
-            raise ValueError(f"sampler.guidance_scale={self.guidance_scale} must be >= 0")
+        if not 0 <= self.guidance_scale < math.inf:  # nan and inf too: they give nan images
+            raise ValueError(f"sampler.guidance_scale={self.guidance_scale} must be a finite number >= 0")
         if self.solver_order not in (1, 2, 3):
             raise ValueError(f"sampler.solver_order={self.solver_order} must be 1, 2 or 3")
 

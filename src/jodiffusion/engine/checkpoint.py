@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from jodiffusion.errors import CheckpointError
+from jodiffusion.utils.safe_load import disk_full_error, is_disk_full
 
 log = logging.getLogger("jodiffusion")
 
@@ -188,6 +189,10 @@ class CheckpointManager:
             if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except Exception as exc:
+            if is_disk_full(exc):  # the temporary folder goes (below); earlier checkpoints are kept
+                raise disk_full_error(final, "checkpoint") from None
+            raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)

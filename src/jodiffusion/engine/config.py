@@ -39,6 +39,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"train.{name}={value} is not a finite number")
+        if not 0 <= self.seed < 2**31:  # each process seeds with seed + rank; numpy wants < 2**32
+            raise ValueError(f"train.seed={self.seed}: a seed must be in 0 .. 2**31-1; give e.g. train.seed=0")
         if not self.lr > 0:
             raise ValueError(f"train.lr={self.lr} must be > 0")
         if self.weight_decay < 0 or self.grad_clip < 0:

@@ -160,16 +160,14 @@ class TrainingRun:
         """Identical initial weights on every process (call right before building the model)."""
         torch.manual_seed(self.train.seed)
 
-    def save_config(self, classes=None) -> None:
-        """Write the resolved config (and the classes) into the run folder and open the metric log.
-
-        On resume the config is compared with the one the run wrote: a changed setting that alters what
-        is computed is refused, naming it; the run-length and reporting settings in ``RESUMABLE_CHANGES``
-        are applied and recorded in metrics.jsonl. Nothing is written before the check."""
+    def check_config(self) -> None:
+        """On resume, compare the config with the one the run wrote: a changed setting that alters what is
+        computed is refused, naming it; the run-length and reporting settings in ``RESUMABLE_CHANGES`` are
+        applied (and recorded in metrics.jsonl by ``fit``). Writes nothing; a stage whose set-up writes
+        (a cache) calls it first, ``save_config`` calls it anyway."""
         import yaml
 
-        from jodiffusion.config.loader import config_to_dict, save_run_config
-        from jodiffusion.utils.io import write_json_atomic
+        from jodiffusion.config.loader import config_to_dict
 
         path = self.run_dir / "config.yaml"
         if self.resume_path is not None and path.is_file():
@@ -186,6 +184,14 @@ class TrainingRun:
                     f"Resume with those values, or start a new run in another output_dir. Only "
                     f"{', '.join(RESUMABLE_CHANGES)} may change on resume")
             self.resumed_changes = changes
+
+    def save_config(self, classes=None) -> None:
+        """Check the config (``check_config``), then write it (and the classes) into the run folder and
+        open the metric log."""
+        from jodiffusion.config.loader import save_run_config
+        from jodiffusion.utils.io import write_json_atomic
+
+        self.check_config()
         if self.main:
             save_run_config(self.cfg, self.run_dir)
             if classes is not None:

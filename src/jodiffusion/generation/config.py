@@ -50,6 +50,7 @@ class GenerateConfig:
             raise ConfigError("an output folder is required")
         checks = [
             (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),
+            (self.seed >= 0, f"--seed {self.seed}: a seed must be an integer >= 0, e.g. --seed 0"),
             (self.format in FORMATS, f"format '{self.format}': choose one of {', '.join(FORMATS)}"),
             (self.image_format in IMAGE_FORMATS,
              f"image format '{self.image_format}': choose one of {', '.join(IMAGE_FORMATS)}"),

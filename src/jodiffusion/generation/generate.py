@@ -155,6 +155,7 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
     filters_id = asdict(cfg.filters) if cfg.filters.enabled else None
     if pair_filter is not None:
         filters_id = {"custom": type(pair_filter).__name__, **getattr(pair_filter, "identity", {})}
+    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=dev)  # a broken model changes nothing
     model_sampler = json.loads((model_dir / "jodiffusion.json").read_text()).get("sampler", {})
     from jodiffusion.diffusion.sampling import SamplerConfig
 
@@ -167,14 +168,13 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
                            "jpeg_quality": cfg.jpeg_quality if cfg.image_format == "jpeg" else None,
                            "shard_size": cfg.shard_size if cfg.format == "webdataset" else None,
                            "split": cfg.split, "precision": precision, "filters": filters_id}}
+    if pair_filter is None and cfg.filters.enabled:  # nor a broken --consistency-segmenter
+        pair_filter = build_pair_filter(cfg.filters, classes, dev)
     meta = prepare_output(group, out, identity, cfg, classes, overwrite)
     if meta and meta.get("complete") and meta.get("num") == cfg.num and (out / store.SUMMARY_FILE).is_file():
         log.info("%s already holds the %d pairs of this generation", out, cfg.num)
         return json.loads((out / store.SUMMARY_FILE).read_text())
 
-    pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=dev)
-    if pair_filter is None and cfg.filters.enabled:
-        pair_filter = build_pair_filter(cfg.filters, classes, dev)
     autocast = torch.bfloat16 if precision == "bf16" else None
     runner = _Runner(pipe, cfg, source, out, group, PostProcessor(cfg, classes, out, identity, pair_filter),
                      sampler, autocast)

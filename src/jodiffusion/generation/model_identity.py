@@ -58,7 +58,7 @@ def read_model_classes(model_dir: str | Path) -> ClassInfo:
     path = Path(model_dir) / MANIFEST
     try:
         return ClassInfo.from_dict(json.loads(path.read_text())["classes"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         from jodiffusion.errors import CheckpointError
 
         raise CheckpointError(f"{model_dir} is not a JoDiffusion model folder (no readable {MANIFEST}); pass the "

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from jodiffusion.models.denoisers import load_denoiser
 from jodiffusion.models.image_codec import ImageCodec, build_image_codec
 from jodiffusion.models.text_encoder import CaptionTextEncoder, TextEncoder, build_text_encoder
 from jodiffusion.utils.io import write_json_atomic
+from jodiffusion.utils.safe_load import one_line, read_json
 
 MANIFEST = "jodiffusion.json"
 DENOISER_DIR = "denoiser"
@@ -100,18 +100,24 @@ class JoDiffusionPipeline:
         if not manifest_path.is_file():
             raise CheckpointError(f"{folder} is not a JoDiffusion model folder (no {MANIFEST}); pass the folder "
                                   "written by `jodiffusion train` (its export/ sub-folder)")
-        meta = json.loads(manifest_path.read_text())
+        meta = read_json(manifest_path, "model manifest", "export the model again (`jodiffusion train`)")
         if meta.get("format") != FORMAT_VERSION:
             raise CheckpointError(f"{manifest_path}: format {meta.get('format')} is not supported by "
                                   f"jodiffusion {__version__} (expects {FORMAT_VERSION})")
-        text_spec = dict(meta["text_encoder"])
-        if text_spec.get("kind") == CaptionTextEncoder.kind:
-            text_spec["path"] = str(folder / text_spec["path"])
+        try:  # every field of the manifest, before any weights are read
+            text_spec = dict(meta["text_encoder"])
+            if text_spec.get("kind") == CaptionTextEncoder.kind:
+                text_spec["path"] = str(folder / text_spec["path"])
+            codec_spec, classes = meta["codec"], ClassInfo.from_dict(meta["classes"])
+            resolution = tuple(int(v) for v in meta["resolution"])
+            schedule, sampler = NoiseScheduleConfig(**meta["schedule"]), SamplerConfig(**meta["sampler"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{manifest_path} is not a valid model manifest ({one_line(exc)}); export the "
+                                  "model again (`jodiffusion train`)") from None
         denoiser_dir = folder / DENOISER_DIR if (folder / DENOISER_DIR).is_dir() else folder / "uvit"
         pipe = cls(load_denoiser(denoiser_dir), AnnotationVAE.from_pretrained(folder / "annotation_vae"),
-                   build_image_codec(meta["codec"]), build_text_encoder(text_spec),
-                   ClassInfo.from_dict(meta["classes"]), tuple(meta["resolution"]),
-                   NoiseScheduleConfig(**meta["schedule"]), SamplerConfig(**meta["sampler"]))
+                   build_image_codec(codec_spec), build_text_encoder(text_spec), classes, resolution, schedule,
+                   sampler)
         for m in (pipe.denoiser, pipe.vae, pipe.text_encoder):
             m.eval()
         return pipe.to(device)

@@ -28,6 +28,7 @@ import numpy as np
 from jodiffusion.data.classes import ClassInfo, classes_named
 from jodiffusion.data.layout import CAPTIONS_FILE
 from jodiffusion.errors import ConfigError, DatasetError
+from jodiffusion.utils.safe_load import read_text
 
 PROMPT_SOURCES = ("captions", "templates", "file")
 # Mixed into the seeds of the prompt generators so that they never coincide with the noise seeds.
@@ -223,10 +224,7 @@ class TemplateSource(PromptSource):
 
 def read_prompt_file(path: str | Path, classes: ClassInfo) -> tuple[list[str], list[tuple[int, ...] | None]]:
     path = Path(path).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DatasetError(f"cannot read prompts file {path}: {exc}") from None
+    lines = read_text(path, "prompts file", "give UTF-8 text, one prompt per line", DatasetError).splitlines()
     prompts, explicit = [], []
     for lineno, line in enumerate(lines, start=1):
         line = line.strip()

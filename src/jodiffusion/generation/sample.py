@@ -14,6 +14,7 @@ from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.io import write_text_atomic
 from jodiffusion.utils.ownership import check_replaceable, write_owner
+from jodiffusion.utils.safe_load import check_seed
 
 COMMAND = "sample"
 OUTPUT_ENTRIES = (IMAGES_DIR, MASKS_DIR, "prompts.jsonl", "grid.png")  # all that --overwrite may delete
@@ -30,6 +31,9 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
         raise JoDiffusionError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")
     if num_per_prompt < 1 or batch_size < 1:
         raise JoDiffusionError("--num and --batch-size must be >= 1")
+    check_seed(seed, "--seed", error=JoDiffusionError)
+    if not 0.0 <= min_confidence < 1.0 or tau < 0:
+        raise JoDiffusionError(f"--min-confidence {min_confidence} must be in [0, 1) and --tau {tau} >= 0")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
@@ -39,11 +43,15 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
         check_replaceable(out, COMMAND, OUTPUT_ENTRIES)  # only a folder this command wrote, nothing else in it
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)  # before anything is changed
+    try:
+        sampler = pipe.sampler.override(steps, guidance)
+    except ValueError as exc:  # SamplerConfig's checks: --steps 0, a negative or nan --guidance
+        raise JoDiffusionError(str(exc).replace("sampler.steps", "--steps").replace("sampler.guidance_scale",
+                                                                                    "--guidance")) from None
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_owner(out, COMMAND)
-    sampler = pipe.sampler.override(steps, guidance)
     autocast = torch.bfloat16 if device.startswith("cuda") else None
     jobs = [p for p in prompts for _ in range(num_per_prompt)]
     records, rows = [], []

@@ -20,6 +20,7 @@ from torch import nn
 
 from jodiffusion.models.persistence import PretrainedMixin
 from jodiffusion.models.uvit import SHAPE_FIELDS
+from jodiffusion.utils.safe_load import UnknownPresetError
 
 
 @dataclass
@@ -80,7 +81,8 @@ ARCH_FIELDS = tuple(f.name for f in fields(JointUNetConfig) if f.name not in SHA
 
 def unet_config(preset: str, **overrides) -> JointUNetConfig:
     if preset not in UNET_PRESETS:
-        raise KeyError(f"unknown UNet preset {preset!r}; valid presets: {', '.join(UNET_PRESETS)}")
+        raise UnknownPresetError(f"model.preset={preset!r} is not a UNet preset; choose one of "
+                                 f"{', '.join(UNET_PRESETS)}")
     return JointUNetConfig(**{**REFERENCE_SHAPES[preset], **UNET_PRESETS[preset], **overrides})
 
 

@@ -3,13 +3,13 @@ plus the class name) and ``model.safetensors``. Shared by every network we train
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
 from jodiffusion.errors import CheckpointError
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
+from jodiffusion.utils.safe_load import load_safetensors, read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -36,15 +36,14 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str = "cpu"):
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise CheckpointError(f"{p} not found: a {cls.__name__} folder holds {CONFIG_NAME} and "
                                       f"{WEIGHTS_NAME} (written by {cls.written_by})")
-        data = json.loads(cfg_path.read_text())
+        hint = f"write the folder again with {cls.written_by}"
+        data = read_json(cfg_path, "model config", hint)
         kind = data.pop("class", cls.__name__)
         if kind != cls.__name__:
             raise CheckpointError(f"{cfg_path} describes a {kind}, not a {cls.__name__}")
@@ -54,7 +53,7 @@ class PretrainedMixin:
             raise CheckpointError(f"{cfg_path}: invalid {cls.__name__} config: {exc}") from None
         model = cls(config)
         try:
-            model.load_state_dict(load_file(str(w_path), device=map_location))
+            model.load_state_dict(load_safetensors(w_path, map_location, hint))
         except RuntimeError as exc:
             detail = " ".join(str(exc).split("\n")[1:]).strip() or str(exc)
             raise CheckpointError(f"{w_path} does not match {cfg_path}: {detail[:500]}") from None

@@ -316,7 +316,7 @@ class CaptionTextEncoder(TextEncoder):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, map_location: str = "cpu") -> CaptionTextEncoder:
-        from safetensors.torch import load_file
+        from jodiffusion.utils.safe_load import load_safetensors
 
         folder = Path(folder).expanduser().absolute()
         paths = [folder / CONFIG_NAME, folder / VOCAB_NAME, folder / WEIGHTS_NAME]
@@ -336,7 +336,7 @@ class CaptionTextEncoder(TextEncoder):
         except (json.JSONDecodeError, ValueError) as exc:
             raise CheckpointError(f"{paths[1]}: invalid vocabulary: {exc}") from None
         try:
-            model.load_state_dict(load_file(str(paths[2]), device=map_location))
+            model.load_state_dict(load_safetensors(paths[2], map_location, "export the model again"))
         except RuntimeError as exc:
             raise CheckpointError(f"{paths[2]} does not match {paths[0]}: {str(exc).splitlines()[0]}") from None
         model.source = str(folder)

@@ -320,9 +320,9 @@ def diffusers_to_original(state: dict[str, torch.Tensor]
 def _load_tensors(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """A flat tensor dict from .safetensors or a torch file, without executing pickled code."""
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from jodiffusion.utils.safe_load import open_safetensors
 
-        with safe_open(str(path), framework="pt") as f:
+        with open_safetensors(path, WHAT_TO_PASS) as f:
             wanted = [k for k in f.keys() if keys is None or k.removeprefix("module.") in keys]
             return {k: f.get_tensor(k) for k in wanted}
     if path.suffix not in (".pth", ".pt", ".ckpt", ".bin"):
@@ -335,6 +335,9 @@ def _load_tensors(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, 
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path} holds pickled objects other than tensors; refusing to run them "
                               f"(torch.load weights_only=True): {str(exc).splitlines()[0]}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:  # a truncated or garbage torch file
+        raise CheckpointError(f"cannot read {path}: truncated or not a torch file ({str(exc).splitlines()[0]}); "
+                              f"{WHAT_TO_PASS}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a flat state dict (name -> tensor); {WHAT_TO_PASS}")
     return {k: v for k, v in state.items() if keys is None or k.removeprefix("module.") in keys}

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from jodiffusion.models.persistence import PretrainedMixin
 from jodiffusion.models.token_layout import UNIDIFFUSER_EXTRA, TokenLayout
+from jodiffusion.utils.safe_load import UnknownPresetError
 
 
 @dataclass
@@ -119,7 +120,8 @@ def uvit_config(preset: str, **overrides) -> UViTConfig:
     """A preset's architecture at its reference shapes, with some fields replaced, e.g.
     ``uvit_config("small", depth=9)`` or ``uvit_config("small", latent_height=24, latent_width=32)``."""
     if preset not in UVIT_PRESETS:
-        raise KeyError(f"unknown U-ViT preset {preset!r}; valid presets: {', '.join(UVIT_PRESETS)}")
+        raise UnknownPresetError(f"model.preset={preset!r} is not a U-ViT preset; choose one of "
+                                 f"{', '.join(UVIT_PRESETS)}")
     valid = [f.name for f in fields(UViTConfig)]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:

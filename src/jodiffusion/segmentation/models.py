@@ -14,7 +14,6 @@ A trained segmenter is saved as a folder (``config.json`` + ``model.safetensors`
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -248,7 +247,7 @@ def save_segmenter(model: nn.Module, config: SegmenterConfig, folder: str | Path
 
 def load_segmenter(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Module, SegmenterConfig]:
     """Rebuild a segmenter saved by :func:`save_segmenter` (eval mode)."""
-    from safetensors.torch import load_file
+    from jodiffusion.utils.safe_load import load_safetensors, read_json
 
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
@@ -256,7 +255,7 @@ def load_segmenter(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Mo
         if not p.is_file():
             raise CheckpointError(f"{p} not found: a segmenter folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
                                   "(written by `jodiffusion train-seg` to <output_dir>/segmenter)")
-    data = json.loads(cfg_path.read_text())
+    data = read_json(cfg_path, "segmenter config", "train the segmenter again (`jodiffusion train-seg`)")
     data.pop("jodiffusion_version", None)
     if data.pop("class", "Segmenter") != "Segmenter":
         raise CheckpointError(f"{cfg_path} does not describe a segmenter")
@@ -266,7 +265,7 @@ def load_segmenter(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Mo
     except (TypeError, KeyError, ConfigError) as exc:
         raise CheckpointError(f"{cfg_path}: invalid segmenter config: {exc}") from None
     try:
-        model.load_state_dict(load_file(str(w_path), device=map_location))
+        model.load_state_dict(load_safetensors(w_path, map_location, "train the segmenter again"))
     except RuntimeError as exc:
         raise CheckpointError(f"{w_path} does not match {cfg_path}: {str(exc).splitlines()[0]}") from None
     return model.eval(), config

@@ -209,7 +209,7 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     dataset = build_dataset(cfg.data, cfg.data.train_split)
     ensure_valid(dataset, progress=run.progress)
     captions = _load_captions(dataset, cfg.data)
-    run.save_config()  # on resume: changed settings are refused here, before the cache is touched
+    run.check_config()  # on resume: changed settings are refused here, before the cache is touched
     run.seed_init()
     vae, codec, text_encoder, denoiser = build_components(cfg, captions)
     if vae.config.num_classes != dataset.classes.num_classes:
@@ -234,6 +234,7 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
         text_encoder.to(device).eval().requires_grad_(False)
     model = DenoiserWithText(denoiser, trainable_text)
     ema = EMA(model, cfg.ema_decay)
+    run.save_config()
     if main:
         log.info("joint %s: %.2fM parameters (%s), %d training pairs, latents %s + %s", cfg.model.backbone,
                  denoiser.num_parameters() / 1e6, cfg.model.preset, len(cache), tuple(cache.latent_shape),

@@ -73,7 +73,6 @@ def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: boo
     loader = torch.utils.data.DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.train.num_workers,
                                          persistent_workers=cfg.train.num_workers > 0)
     num_train = {"real": len(sources[0][0]) if n_real else 0, "synthetic": len(sources[-1][0]) if n_syn else 0}
-    run.save_config(classes)
 
     run.seed_init()
     # A resumed run takes its weights from the checkpoint: the backbone file is not needed again.
@@ -81,6 +80,7 @@ def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: boo
                                       None if run.resume_path else cfg.backbone_weights, cfg.aux_loss)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    run.save_config(classes)  # after the backbone file was read: a refused file leaves nothing behind
     if main:
         log.info("segmenter %s: %.2fM parameters, %s; %d classes; frame %dx%d, crops %dx%d; %d real + %d synthetic "
                  "train pairs, %d real + %d synthetic per batch; %d val images", cfg.model,

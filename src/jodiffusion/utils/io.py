@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from jodiffusion.errors import JoDiffusionError
+from jodiffusion.utils.safe_load import disk_full_error, is_disk_full
+
 # Read once at import: the only portable way to read the umask is to set it and put it back, which is
 # not safe while writer threads create files.
 _UMASK = os.umask(0)
@@ -24,19 +27,26 @@ os.umask(_UMASK)
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    if path.is_dir():  # os.replace would fail only after the whole file was written
+        raise JoDiffusionError(f"{path} is a folder; give the path of a file to write (nothing was written)")
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         # mkstemp creates the file as 0600; give it the mode a plain open() would (0666 minus the umask)
         # so that reports and datasets can be shared and served.
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
+    except Exception as exc:
+        if is_disk_full(exc):  # one line, and (below) no temporary file left behind
+            raise disk_full_error(path) from None
+        raise
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 

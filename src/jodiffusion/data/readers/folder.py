@@ -37,7 +37,7 @@ def read_folder(root: str | Path, split: str = "train",
     split_file = root / layout.SPLITS_DIR / f"{split}.txt"
     image_dir = root / layout.IMAGES_DIR / split
     mask_dir = root / layout.MASKS_DIR / split
-    if not image_dir.is_dir() and split_file.is_file():
+    if not image_dir.exists() and split_file.is_file():  # a file named images/<split> is an error
         image_dir, mask_dir = root / layout.IMAGES_DIR, root / layout.MASKS_DIR  # flat folders + split list
     require_dir(image_dir, f"the '{split}' images (or a {split_file} list with flat images/ and masks/)",
                 FOLDER_LAYOUT)
