@@ -143,6 +143,17 @@ def measure_peak(device: torch.device, size: int, iters: int, rounds: int = 3) -
     return {"dtype": str(dtype).removeprefix("torch."), "size": size, "iters": iters, "tflops": best / 1e12}
 
 
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    """The options every model benchmark shares: the peak measurement, threads, seed and outputs."""
+    ap.add_argument("--peak-size", type=int, default=0,
+                    help="matmul size of the peak measurement (0: 8192 on GPU, 1024 on CPU)")
+    ap.add_argument("--peak-iters", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="write the results here as JSON")
+    ap.add_argument("--markdown", help="write a markdown snippet (command, device, table) here")
+
+
 def command_line(script: str, argv: list[str]) -> str:
     """How to re-run: the script's path relative to the working directory and its arguments."""
     with contextlib.suppress(ValueError):
@@ -469,13 +480,7 @@ def parse_args(argv=None):
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--sdpa", choices=["auto", "flash", "efficient", "cudnn", "math"], default="auto",
                     help="attention backend of our modes (auto: PyTorch's choice)")
-    ap.add_argument("--peak-size", type=int, default=0,
-                    help="matmul size of the peak measurement (0: 8192 on GPU, 1024 on CPU)")
-    ap.add_argument("--peak-iters", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", help="write the results here as JSON")
-    ap.add_argument("--markdown", help="write a markdown snippet (command, device, table) here")
+    add_run_args(ap)
     args = ap.parse_args(argv)
     args.command = command_line(__file__, sys.argv[1:] if argv is None else argv)
     for name in ("steps", "batch", "warmup_steps"):

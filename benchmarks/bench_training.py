@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_denoiser import (  # noqa: E402  (a sibling script, not a package)
+    add_run_args,
     build_model,
     command_line,
     compile_blocks,
@@ -177,13 +178,7 @@ def parse_args(argv=None):
     ap.add_argument("--compile-scope", choices=["blocks", "model"], default="blocks")
     ap.add_argument("--compile-mode", default=None)
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on a GPU")
-    ap.add_argument("--peak-size", type=int, default=0,
-                    help="matmul size of the peak measurement (0: 8192 on GPU, 1024 on CPU)")
-    ap.add_argument("--peak-iters", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", help="write the results here as JSON")
-    ap.add_argument("--markdown", help="write a markdown snippet (command, device, table) here")
+    add_run_args(ap)
     args = ap.parse_args(argv)
     args.command = command_line(__file__, sys.argv[1:] if argv is None else argv)
     gpu = args.device.startswith("cuda")

@@ -97,3 +97,19 @@ def test_a_registered_dataset_is_reachable_from_a_config(tmp_path):
     finally:
         DATASETS.pop("my-shapes", None)
         DATASETS.pop("needs-a-folder", None)
+
+
+def test_presets_lists_every_stage_preset_with_what_it_changes(capsys):
+    """Issue 10: every preset of a stage in one listing, with the settings it changes."""
+    from jodiffusion.cli.main import main
+
+    assert main(["presets", "--models"]) == 0
+    out = capsys.readouterr().out
+    for group in ("vae", "joint", "seg", "pipeline"):
+        for name in list_presets(group):
+            assert f"\n  {name}\n" in out.split(f"== {group} ")[1].split("\n== ")[0], (group, name)
+    joint = out.split("== joint ")[1].split("\n== ")[0]
+    camvid = joint.split("\n  camvid\n")[1].split("\n  camvid-cpu\n")[0]
+    assert "model.arch.width = 512" in camvid and "data.name = camvid" in camvid
+    assert "train.lr = 0.0004" in camvid and "train.seed" not in camvid  # only what differs from the defaults
+    assert "unet/small: block_channels=[32, 64, 128]" in out

@@ -22,3 +22,57 @@ def add_config_args(parser: argparse.ArgumentParser, group: str, default_preset:
 
 def config_from_args(args: argparse.Namespace, schema: type[T], group: str) -> T:
     return load_config(schema, group=group, preset=args.preset, files=args.config, overrides=args.overrides)
+
+
+def _resolve(path: str):
+    """``"package.module:name"`` -> the object (imported when the command runs, not when the CLI starts)."""
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def add_training_command(sub: argparse._SubParsersAction, name: str, *, help: str, description: str, group: str,
+                         default_preset: str, schema: str, train: str, done: str) -> argparse.ArgumentParser:
+    """A training command: ``--preset``/``--config``/overrides of ``group``, ``--resume``, ``--overwrite``;
+    it builds ``schema`` and calls ``train(cfg, resume=, overwrite=)``, then prints ``done`` with the result
+    (``schema`` and ``train`` as ``"module:name"``)."""
+    p = sub.add_parser(name, help=help, description=description)
+    add_config_args(p, group, default_preset=default_preset)
+    p.add_argument("--resume", metavar="CKPT", help="'latest' or a checkpoint folder to continue from")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
+
+    def run(args: argparse.Namespace) -> int:
+        cfg = config_from_args(args, _resolve(schema), group)
+        result = _resolve(train)(cfg, resume=args.resume, overwrite=args.overwrite)
+        print(done.format(result))
+        return 0
+
+    p.set_defaults(func=run)
+    return p
+
+
+def add_eval_dataset_args(p: argparse.ArgumentParser, shapes_size: bool = False) -> None:
+    """``--dataset``, ``--root``, ``--split``, ``--resolution`` (and ``--num-images``), ``--batch-size``,
+    ``--json`` of the commands that score a trained model on a dataset split."""
+    p.add_argument("--dataset", default="shapes", help="dataset name (default: shapes)")
+    p.add_argument("--root", help="dataset root folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--resolution", type=int, default=64, help="shapes dataset only")
+    if shapes_size:
+        p.add_argument("--num-images", type=int, default=128, help="shapes dataset only: images in the split")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
+
+def eval_data_config(args: argparse.Namespace):
+    """The DataConfig those arguments name; a bad one is a ConfigError naming the flag."""
+    from jodiffusion.data.config import DataConfig
+    from jodiffusion.errors import ConfigError
+
+    sizes = {"num_train": args.num_images, "num_val": args.num_images} if hasattr(args, "num_images") else {}
+    try:
+        return DataConfig(name=args.dataset, root=args.root, val_split=args.split, resolution=args.resolution,
+                          **sizes)
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("data.root", "--root").replace("data.name", "--dataset")) from None

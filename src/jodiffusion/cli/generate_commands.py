@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "'templates': class-balanced prompts like 'a photo of a car and a tree'; or a FILE with "
                         'one prompt per line (or {"prompt": ..., "classes": [...]} per line)')
     g.add_argument("--captions", metavar="PATH",
-                   help="captions.jsonl, or the dataset folder that has one (default: found from the training "
-                        "run of MODEL when it can be)")
+                   help="captions.jsonl, or the dataset folder that has one (default: the training captions "
+                        "the model folder carries)")
     g.add_argument("--class-weights", metavar="NAME=W,...",
                    help="templates: target share of prompts naming each class, e.g. 'car=1,bicycle=3' or a JSON "
                         "object; classes not named get 0 (default: uniform over the non-background classes)")

@@ -1,21 +1,11 @@
-"""`train` (joint diffusion model) and `sample` (text -> image + mask)."""
+"""`sample`: text -> (image, mask) pairs from a trained joint model (`train` is in train_commands.py)."""
 
 from __future__ import annotations
 
 import argparse
 
-from jodiffusion.cli.common import add_config_args, config_from_args
-
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the joint image-mask diffusion model",
-                       description="Train the U-ViT that denoises image and mask latents together, conditioned "
-                                   "on captions; exports <output_dir>/export for `sample` and `generate`.")
-    add_config_args(p, "joint", default_preset="small")
-    p.add_argument("--resume", metavar="CKPT", help="'latest' or a checkpoint folder to continue from")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
-    p.set_defaults(func=_train)
-
     p = sub.add_parser("sample", help="text prompts -> (image, mask) pairs from a trained model",
                        description="Sample pairs with DPM-Solver++ and classifier-free guidance; masks are decoded "
                                    "by the annotation VAE and cleaned by mask optimisation.")
@@ -34,15 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(func=_sample)
-
-
-def _train(args) -> int:
-    from jodiffusion.training.joint import JointRunConfig, train_joint
-
-    cfg = config_from_args(args, JointRunConfig, "joint")
-    export = train_joint(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(f"model exported to {export}")
-    return 0
 
 
 def _sample(args) -> int:

@@ -16,14 +16,15 @@ COMMAND_MODULES = (
     "jodiffusion.cli.dataset_commands",  # make-data, caption
     "jodiffusion.cli.validate_commands", # validate
     "jodiffusion.cli.import_commands",   # import
-    "jodiffusion.cli.vae_commands",      # train-vae, eval-vae
-    "jodiffusion.cli.seg_commands",      # train-seg, eval-seg, export-mmseg
+    "jodiffusion.cli.train_commands",    # train-vae, train, train-seg, eval-vae, eval-seg
+    "jodiffusion.cli.seg_commands",      # export-mmseg
     "jodiffusion.cli.refine_commands",   # refine
-    "jodiffusion.cli.joint_commands",    # train, sample
+    "jodiffusion.cli.joint_commands",    # sample
     "jodiffusion.cli.eval_commands",     # eval-joint
     "jodiffusion.cli.generate_commands", # generate
     "jodiffusion.cli.stats_commands",    # stats
     "jodiffusion.cli.demo_commands",     # demo
+    "jodiffusion.cli.preset_commands",   # presets
 )
 
 

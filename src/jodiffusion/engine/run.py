@@ -118,8 +118,6 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in data.items():
             out.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
-            if isinstance(value, dict) and not value:
-                out[f"{prefix}{key}"] = {}
         return out
     return {prefix.rstrip("."): data}
 

@@ -201,3 +201,8 @@ class ConfusionMatrix:
 
 def _none_if_nan(v: float) -> float | None:
     return None if np.isnan(v) else v
+
+
+def eval_report(cm: ConfusionMatrix, names, split: str) -> dict:
+    """What eval.json holds for a model scored on a split: mIoU, pixel accuracy, IoU per class."""
+    return {"split": split, **cm.to_dict(names)}

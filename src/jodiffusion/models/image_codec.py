@@ -55,6 +55,23 @@ def looks_like_local_path(source: str) -> bool:
             or Path(source).expanduser().exists())
 
 
+def pretrained_source(path_or_hub_id, subfolder: str | None, pipeline_subfolder: str, marker: str, what: str,
+                      holds: str) -> tuple[str, bool | None, str | None, Path | None]:
+    """Where diffusers / transformers should load a pretrained component from: ``(source,
+    local_files_only, subfolder, local folder or None)``. A local folder is never looked up online, and a
+    pipeline folder (no ``marker`` file, a ``pipeline_subfolder``) is entered; a missing folder is a
+    CheckpointError saying what it should hold."""
+    source = str(path_or_hub_id)
+    if not looks_like_local_path(source):
+        return source, None, subfolder, None
+    folder = Path(source).expanduser().absolute()
+    if not folder.is_dir():
+        raise CheckpointError(f"{what} folder '{source}' does not exist (or is not a folder); pass a folder {holds}")
+    if subfolder is None and not (folder / marker).is_file() and (folder / pipeline_subfolder).is_dir():
+        subfolder = pipeline_subfolder
+    return str(folder), True, subfolder, folder
+
+
 class ImageCodec(nn.Module):
     """A frozen image autoencoder. Images are (B, 3, H, W) floats in [-1, 1], H and W multiples of
     ``downsample``; latents are (B, latent_channels, H / downsample, W / downsample)."""
@@ -168,17 +185,12 @@ class StableDiffusionVAECodec(ImageCodec):
         ``vae/`` subfolder. A local folder is never looked up online."""
         from diffusers import AutoencoderKL
 
-        source = str(path_or_hub_id)
-        is_local = looks_like_local_path(source)
-        if is_local:
-            folder = Path(source).expanduser().absolute()
-            if not folder.is_dir():
-                raise CheckpointError(f"VAE folder '{source}' does not exist (or is not a folder); pass a folder "
-                                      "holding an AutoencoderKL (config.json + weights) or a Stable Diffusion "
-                                      "pipeline folder with a vae/ subfolder")
-            source, local_files_only = str(folder), True
-            if subfolder is None and not (folder / "config.json").is_file() and (folder / "vae").is_dir():
-                subfolder = "vae"
+        source, local, subfolder, folder = pretrained_source(
+            path_or_hub_id, subfolder, "vae", "config.json", "VAE",
+            "holding an AutoencoderKL (config.json + weights) or a Stable Diffusion pipeline folder with a vae/ "
+            "subfolder")
+        is_local = folder is not None
+        local_files_only = local if is_local else local_files_only
         torch_dtype = resolve_dtype(dtype)
         tries = [subfolder] if subfolder is not None or is_local else [None, "vae"]
         error: Exception | None = None
@@ -346,10 +358,9 @@ IMAGE_CODECS: dict[str, Callable[[dict[str, Any]], ImageCodec]] = {
 
 def build_image_codec(spec: dict[str, Any]) -> ImageCodec:
     """Rebuild a codec from ``to_dict()`` output (or a config section of the same shape)."""
-    kind = spec.get("kind")
-    if kind not in IMAGE_CODECS:
-        raise ConfigError(f"unknown image codec kind {kind!r}; valid kinds: {', '.join(sorted(IMAGE_CODECS))}")
-    return IMAGE_CODECS[kind](dict(spec))
+    from jodiffusion.utils.specs import build_from_spec
+
+    return build_from_spec(IMAGE_CODECS, spec, "image codec")
 
 
 __all__ = ["IMAGE_CODECS", "ImageCodec", "PatchPCACodec", "PixelUnshuffleCodec", "StableDiffusionVAECodec",

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from jodiffusion.errors import CheckpointError, ConfigError
-from jodiffusion.models.image_codec import dtype_name, looks_like_local_path, resolve_dtype
+from jodiffusion.models.image_codec import dtype_name, pretrained_source, resolve_dtype
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
 
 CONFIG_NAME = "config.json"
@@ -109,17 +109,12 @@ class CLIPTextEncoder(TextEncoder):
                         max_length: int | None = None, local_files_only: bool | None = None) -> CLIPTextEncoder:
         """Load from a folder holding a ``CLIPTextModel`` and its tokenizer, a pipeline folder with
         ``text_encoder/`` and ``tokenizer/`` subfolders, or a hub id (e.g. ``openai/clip-vit-large-patch14``)."""
-        source = str(path_or_hub_id)
-        is_local = looks_like_local_path(source)
+        source, local, subfolder, folder = pretrained_source(
+            path_or_hub_id, subfolder, "text_encoder", CONFIG_NAME, "CLIP",
+            "holding a CLIPTextModel and its tokenizer, or a pipeline folder with text_encoder/ and tokenizer/")
+        is_local = folder is not None
         if is_local:
-            folder = Path(source).expanduser().absolute()
-            if not folder.is_dir():
-                raise CheckpointError(f"CLIP folder '{source}' does not exist (or is not a folder); pass a folder "
-                                      "holding a CLIPTextModel and its tokenizer, or a pipeline folder with "
-                                      "text_encoder/ and tokenizer/")
-            source, local_files_only = str(folder), True
-            if subfolder is None and not (folder / CONFIG_NAME).is_file() and (folder / "text_encoder").is_dir():
-                subfolder = "text_encoder"
+            local_files_only = local
             if tokenizer_subfolder is None:
                 if subfolder is not None and _has_tokenizer(folder / subfolder):
                     tokenizer_subfolder = subfolder
@@ -368,10 +363,9 @@ TEXT_ENCODERS: dict[str, Callable[[dict[str, Any]], TextEncoder]] = {
 
 def build_text_encoder(spec: dict[str, Any]) -> TextEncoder:
     """Rebuild a text encoder from ``to_dict()`` output (or a config section of the same shape)."""
-    kind = spec.get("kind")
-    if kind not in TEXT_ENCODERS:
-        raise ConfigError(f"unknown text encoder kind {kind!r}; valid kinds: {', '.join(sorted(TEXT_ENCODERS))}")
-    return TEXT_ENCODERS[kind](dict(spec))
+    from jodiffusion.utils.specs import build_from_spec
+
+    return build_from_spec(TEXT_ENCODERS, spec, "text encoder")
 
 
 __all__ = ["TEXT_ENCODERS", "CLIPTextEncoder", "CaptionTextEncoder", "CaptionTextEncoderConfig", "TextEncoder",

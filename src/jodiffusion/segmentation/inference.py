@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.config import DataConfig
 from jodiffusion.errors import ConfigError
-from jodiffusion.evaluation.metrics import ConfusionMatrix
+from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report  # noqa: F401 - eval_report re-exported
 from jodiffusion.segmentation.data import build_split
 from jodiffusion.segmentation.models import load_segmenter
 
@@ -118,5 +118,3 @@ def evaluate_segmenter(model_dir: str | Path, data: DataConfig, split: str | Non
     return cm, dataset.classes.names
 
 
-def eval_report(cm: ConfusionMatrix, names, split: str) -> dict:
-    return {"split": split, **cm.to_dict(names)}

@@ -18,7 +18,7 @@ from jodiffusion.engine.loop import fit, reduce_confusion
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
-from jodiffusion.evaluation.metrics import ConfusionMatrix
+from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report
 from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
 from jodiffusion.utils.io import write_json_atomic
 
@@ -193,12 +193,6 @@ def _distributed_eval(model, masks, cfg: VAERunConfig, accelerator, progress: bo
     cm = evaluate(model, masks, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
                   accelerator.num_processes, progress=progress)
     return reduce_confusion(cm, accelerator)
-
-
-def eval_report(cm: ConfusionMatrix, names, split: str) -> dict:
-    iou = cm.iou()
-    return {"split": split, "miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy(), "pixels": cm.total,
-            "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou, strict=True)}}
 
 
 def evaluate_vae(model_dir: str | Path, data: DataConfig, split: str | None = None, batch_size: int = 8,

@@ -1,0 +1,60 @@
+"""The three training commands (`train-vae`, `train`, `train-seg`) and the two that score a trained
+model on a dataset split (`eval-vae`, `eval-seg`): one table each, so the stages' commands cannot drift."""
+
+from __future__ import annotations
+
+import argparse
+
+from jodiffusion.cli.common import _resolve, add_eval_dataset_args, add_training_command, eval_data_config
+
+# name, preset group, default preset, config class, train function, what it prints, help, description
+TRAINING = (
+    ("train-vae", "vae", "shapes", "jodiffusion.training.vae:VAERunConfig", "jodiffusion.training.vae:train_vae",
+     "annotation VAE written to {}", "train the annotation VAE (masks -> latents -> class logits)",
+     "Train the annotation VAE on a dataset's masks, measure its latent scale factor and export it to "
+     "<output_dir>/annotation_vae."),
+    ("train", "joint", "small", "jodiffusion.training.joint:JointRunConfig", "jodiffusion.training.joint:train_joint",
+     "model exported to {}", "train the joint image-mask diffusion model",
+     "Train the denoiser (U-ViT or conv UNet) of image and mask latents together, conditioned on captions; "
+     "exports <output_dir>/export for `sample` and `generate`."),
+    ("train-seg", "seg", "shapes", "jodiffusion.segmentation.config:SegRunConfig",
+     "jodiffusion.training.segmenter:train_segmenter", "segmenter written to {}",
+     "train a segmenter on real, synthetic or real+synthetic pairs",
+     "Train a segmenter (mix=real, synthetic or real+synthetic), score it on the real dataset's val split and "
+     "export it to <output_dir>/segmenter with eval.json."),
+)
+
+# name, evaluate function, model folder, the score's label, help, description
+SCORING = (
+    ("eval-vae", "jodiffusion.training.vae:evaluate_vae", "an annotation_vae folder", "reconstruction mIoU ({split})",
+     "reconstruction IoU per class and mIoU of a trained annotation VAE",
+     "Encode and decode every mask of a split at full resolution and report the reconstruction IoU per class "
+     "and the mean."),
+    ("eval-seg", "jodiffusion.segmentation.inference:evaluate_segmenter", "a segmenter folder",
+     "mIoU ({dataset} {split})",
+     "IoU per class and mIoU of a trained segmenter on a dataset split",
+     "Segment every image of a split at full resolution and report the IoU per class and the mean."),
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, group, preset, schema, train, done, help_text, description in TRAINING:
+        add_training_command(sub, name, help=help_text, description=description, group=group,
+                             default_preset=preset, schema=schema, train=train, done=done)
+    for name, evaluate, model, score, help_text, description in SCORING:
+        p = sub.add_parser(name, help=help_text, description=description)
+        p.add_argument("model", help=f"{model} (config.json + model.safetensors)")
+        add_eval_dataset_args(p, shapes_size=name == "eval-seg")
+        p.set_defaults(func=_score, evaluate=evaluate, score=score)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from jodiffusion.evaluation.metrics import eval_report
+    from jodiffusion.utils.io import write_json_atomic
+
+    cm, names = _resolve(args.evaluate)(args.model, eval_data_config(args), args.split, batch_size=args.batch_size)
+    print(cm.table(names))
+    print(f"{args.score.format(dataset=args.dataset, split=args.split)}: {cm.miou():.2f}")
+    if args.json:
+        write_json_atomic(args.json, eval_report(cm, names, args.split))
+    return 0
