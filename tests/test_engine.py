@@ -59,29 +59,47 @@ def _assert_same(a, b):
 STAGES = ["train-vae", "train", "train-seg"]
 
 
+# Run in a child process whose optimizer step 5 (after the checkpoint at step 4) SIGKILLs the process:
+# no handler, no finally block, no flush runs, as with `kill -9` or the out-of-memory killer.
+_KILLED_CHILD = """
+import os, signal, sys
+from jodiffusion.engine import loop
+real, calls = loop.optimizer_step, [0]
+def step(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+loop.optimizer_step = step
+from jodiffusion.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli_args(name, tmp_path, tiny_vae, run):
+    common = [f"output_dir={tmp_path / run}", "train.steps=6", "train.save_every=2"]
+    if name == "train-vae":
+        return ["train-vae", "--preset", "tiny", "latent_noise=0.1", "hflip=true", *common]
+    if name == "train":
+        return ["train", "--preset", "tiny", f"vae={tiny_vae}", f"cache_dir={tmp_path / 'cache'}", *common]
+    return ["train-seg", "--preset", "tiny", *common]
+
+
 @pytest.mark.parametrize("name", STAGES)
-def test_killed_then_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, tiny_vae, monkeypatch, name):
+def test_killed_then_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, tiny_vae, name):
+    import subprocess
+    import sys
+
     cfg, train = _stage(name, tmp_path, tiny_vae, run="straight")
     train(cfg, progress=False)
     straight = _weights(tmp_path / "straight")
 
-    calls = {"n": 0}
-    real_step = loop.optimizer_step
-
-    def dies_in_step_five(*args, **kwargs):  # the process dies mid-run, after the checkpoint at step 4
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise SystemExit("killed")
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "optimizer_step", dies_in_step_five)
-    cfg, train = _stage(name, tmp_path, tiny_vae, run="killed")
-    with pytest.raises(SystemExit):
-        train(cfg, progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the same float sums as this process
+    args = _cli_args(name, tmp_path, tiny_vae, "killed")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_CHILD, *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [s for s, _ in CheckpointManager(tmp_path / "killed").list()] == [2, 4]
-    monkeypatch.setattr(loop, "optimizer_step", real_step)
-    cfg, train = _stage(name, tmp_path, tiny_vae, run="killed")
-    train(cfg, resume="latest", progress=False)
+    assert main([*args, "--resume", "latest"]) == 0  # the command a user types next
     _assert_same(straight, _weights(tmp_path / "killed"))
 
 
