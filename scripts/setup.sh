@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install jodiffusion with its test tools. Safe to run repeatedly.
+# Create .venv (if needed) and install jodiffusion with its test tools (JODIFFUSION_SETUP=run: without
+# them). Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,6 +10,12 @@ fi
 # torch/torchvision first: on the project's machines these exact releases install from a local copy.
 if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
+fi
+# JODIFFUSION_SETUP=run (scripts/demo.sh): the package alone, without the test tools.
+if [ "${JODIFFUSION_SETUP:-dev}" = "run" ]; then
+  .venv/bin/pip install -q -e . 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c "import jodiffusion, torch; print('jodiffusion', jodiffusion.__version__, '| torch', torch.__version__)"
+  exit 0
 fi
 .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
 # mmengine (whose Config reads the export-mmseg config in the tests) without its declared opencv-python, a
