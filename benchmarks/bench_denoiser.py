@@ -143,6 +143,15 @@ def measure_peak(device: torch.device, size: int, iters: int, rounds: int = 3) -
     return {"dtype": str(dtype).removeprefix("torch."), "size": size, "iters": iters, "tflops": best / 1e12}
 
 
+def flops_and_peak(model, args, device, gpu: bool, result: dict) -> tuple[float, float]:
+    """Count the model's forward FLOPs and measure the device's matmul peak into ``result``; returns
+    (forward FLOPs per sample, peak TFLOP/s)."""
+    result["flops"] = flops_report(model)
+    result["peak"] = measure_peak(device, args.peak_size or (8192 if gpu else 1024),
+                                  args.peak_iters or (100 if gpu else 8))
+    return result["flops"]["forward_per_sample"], result["peak"]["tflops"]
+
+
 def add_run_args(ap: argparse.ArgumentParser) -> None:
     """The options every model benchmark shares: the peak measurement, threads, seed and outputs."""
     ap.add_argument("--peak-size", type=int, default=0,
@@ -332,11 +341,7 @@ def run(args, result: dict) -> dict:
     result.update({"config": asdict(cfg), "parameters": model.num_parameters(), "tokens": cfg.layout.length})
     print(f"{args.preset}: {model.num_parameters() / 1e6:.1f}M parameters, {cfg.layout.length} tokens, "
           f"{result['device_name']}", flush=True)
-    result["flops"] = flops_report(model)
-    flops = result["flops"]["forward_per_sample"]
-    result["peak"] = measure_peak(device, args.peak_size or (8192 if gpu else 1024),
-                                  args.peak_iters or (100 if gpu else 8))
-    peak = result["peak"]["tflops"]
+    flops, peak = flops_and_peak(model, args, device, gpu, result)
     print(f"forward: {fmt_flops(flops)} per sample (FlopCounterMode: "
           f"{fmt_flops(result['flops']['forward_per_sample_counted'])}); measured {result['peak']['dtype']} "
           f"matmul peak {peak:.4g} TFLOP/s", flush=True)
@@ -416,6 +421,13 @@ def save_json(result: dict, path: str | None) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def save_markdown(render, result: dict, path: str | None) -> None:
+    """Write ``render(result)`` to ``path`` (rendered only when there is a path)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(render(result))
 
 
 def fmt_flops(flops: float) -> str:
@@ -503,9 +515,7 @@ def main(argv=None) -> dict:
         print(table(result))
         print("speed-ups over the authors' pattern: "
               + ", ".join(f"{k} {v:.2f}x" for k, v in result["speedups"].items()))
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown(result))
+    save_markdown(markdown, result, args.markdown)
     return result
 
 

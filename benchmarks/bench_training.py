@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import sys
@@ -38,11 +37,12 @@ from bench_denoiser import (  # noqa: E402  (a sibling script, not a package)
     command_line,
     compile_blocks,
     device_info,
-    flops_report,
+    flops_and_peak,
     fmt_flops,
     max_memory_gib,
-    measure_peak,
     reset_memory,
+    save_json,
+    save_markdown,
     synchronize,
 )
 
@@ -70,11 +70,7 @@ def run(args) -> dict:
                    "gradient_checkpointing": cfg.gradient_checkpointing, "compile": args.compile})
     print(f"{args.preset}: {model.num_parameters() / 1e6:.1f}M parameters, {cfg.layout.length} tokens, batch "
           f"{args.batch}, {result['device_name']}", flush=True)
-    result["flops"] = flops_report(model)
-    flops = result["flops"]["forward_per_sample"]
-    result["peak"] = measure_peak(device, args.peak_size or (8192 if gpu else 1024),
-                                  args.peak_iters or (100 if gpu else 8))
-    peak = result["peak"]["tflops"]
+    flops, peak = flops_and_peak(model, args, device, gpu, result)
     print(f"forward: {fmt_flops(flops)} per sample; measured {result['peak']['dtype']} matmul peak "
           f"{peak:.4g} TFLOP/s", flush=True)
 
@@ -202,12 +198,8 @@ def main(argv=None) -> dict:
         print(table(result))
         if not math.isfinite(result["samples_per_s"]) or not result["loss_finite"]:
             print("warning: non-finite loss", file=sys.stderr)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown(result))
+    save_json(result, args.out)
+    save_markdown(markdown, result, args.markdown)
     return result
 
 
