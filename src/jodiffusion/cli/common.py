@@ -24,7 +24,7 @@ def config_from_args(args: argparse.Namespace, schema: type[T], group: str) -> T
     return load_config(schema, group=group, preset=args.preset, files=args.config, overrides=args.overrides)
 
 
-def _resolve(path: str):
+def resolve_object(path: str):
     """``"package.module:name"`` -> the object (imported when the command runs, not when the CLI starts)."""
     import importlib
 
@@ -43,8 +43,8 @@ def add_training_command(sub: argparse._SubParsersAction, name: str, *, help: st
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
 
     def run(args: argparse.Namespace) -> int:
-        cfg = config_from_args(args, _resolve(schema), group)
-        result = _resolve(train)(cfg, resume=args.resume, overwrite=args.overwrite)
+        cfg = config_from_args(args, resolve_object(schema), group)
+        result = resolve_object(train)(cfg, resume=args.resume, overwrite=args.overwrite)
         print(done.format(result))
         return 0
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-GROUPS = {"vae": "jodiffusion.training.vae:VAERunConfig", "joint": "jodiffusion.training.joint:JointRunConfig",
-          "seg": "jodiffusion.segmentation.config:SegRunConfig",
-          "pipeline": "jodiffusion.experiments.config:PipelineConfig"}
+from jodiffusion.cli.train_commands import TRAINING
+
+# preset group -> its command's config class: the training commands' table, and the pipeline's
+GROUPS = {group: schema for _, group, _, schema, *_ in TRAINING}
+GROUPS["pipeline"] = "jodiffusion.experiments.config:PipelineConfig"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,9 +30,8 @@ def preset_changes(group: str, name: str) -> tuple[str, dict]:
     resolved value differs from the defaults of its stage's config."""
     from importlib import resources
 
-    from jodiffusion.cli.common import _resolve
-    from jodiffusion.config.loader import PRESET_PACKAGE, config_to_dict, load_config
-    from jodiffusion.engine.run import config_changes
+    from jodiffusion.cli.common import resolve_object
+    from jodiffusion.config.loader import PRESET_PACKAGE, config_changes, config_to_dict, load_config
 
     text = (resources.files(PRESET_PACKAGE) / group / f"{name}.yaml").read_text(encoding="utf-8")
     comment = []
@@ -38,17 +39,10 @@ def preset_changes(group: str, name: str) -> tuple[str, dict]:
         if not line.startswith("#"):
             break
         comment.append(line.lstrip("# ").rstrip())
-    schema = _resolve(GROUPS[group])
+    schema = resolve_object(GROUPS[group])
     values = {"data": {"root": "<data.root>"}}  # presets of datasets need a root (given on the command line)
-    try:
-        preset = config_to_dict(load_config(schema, group=group, preset=name, values=values))
-        default = config_to_dict(load_config(schema, values=values))
-    except Exception:  # noqa: BLE001 - a preset that needs more than a root is shown as written
-        import yaml
-
-        from jodiffusion.engine.run import _flatten
-
-        return " ".join(comment), _flatten(yaml.safe_load(text) or {})
+    preset = config_to_dict(load_config(schema, group=group, preset=name, values=values))
+    default = config_to_dict(load_config(schema, values=values))
     changes = {k: new for k, (_, new) in config_changes(default, preset).items() if k != "data.root"}
     return " ".join(comment), changes
 

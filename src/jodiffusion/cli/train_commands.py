@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from jodiffusion.cli.common import _resolve, add_eval_dataset_args, add_training_command, eval_data_config
+from jodiffusion.cli.common import add_eval_dataset_args, add_training_command, eval_data_config, resolve_object
 
 # name, preset group, default preset, config class, train function, what it prints, help, description
 TRAINING = (
@@ -52,7 +52,8 @@ def _score(args: argparse.Namespace) -> int:
     from jodiffusion.evaluation.metrics import eval_report
     from jodiffusion.utils.io import write_json_atomic
 
-    cm, names = _resolve(args.evaluate)(args.model, eval_data_config(args), args.split, batch_size=args.batch_size)
+    evaluate = resolve_object(args.evaluate)
+    cm, names = evaluate(args.model, eval_data_config(args), args.split, batch_size=args.batch_size)
     print(cm.table(names))
     print(f"{args.score.format(dataset=args.dataset, split=args.split)}: {cm.miou():.2f}")
     if args.json:

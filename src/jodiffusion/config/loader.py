@@ -179,3 +179,23 @@ def save_run_config(cfg: Any, run_dir: str | Path, name: str = "config.yaml") ->
     path = Path(run_dir) / name
     write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def flatten_config(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as ``{dotted key: value}`` (lists and other leaves kept whole)."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten_config(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def config_changes(previous: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two resolved configs: ``{key: (old, new)}`` (the package
+    version a saved config carries is not a setting). Used to refuse a resume with changed settings and
+    to name why a generation folder belongs to another run."""
+    old, new = flatten_config(previous), flatten_config(current)
+    old.pop("jodiffusion_version", None)
+    new.pop("jodiffusion_version", None)
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from jodiffusion.config.loader import config_changes  # noqa: F401 - also imported from here
 from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.runtime import MetricLogger, make_accelerator
@@ -113,29 +114,12 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
     return run_dir
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
-        return out
-    return {prefix.rstrip("."): data}
-
-
-def config_changes(previous: dict, current: dict) -> dict[str, tuple[Any, Any]]:
-    """Dotted keys whose values differ between two resolved configs: ``{key: (old, new)}``."""
-    old, new = _flatten(previous), _flatten(current)
-    old.pop("jodiffusion_version", None)
-    new.pop("jodiffusion_version", None)
-    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
-
-
 class TrainingRun:
     """One run of a training command in ``cfg.output_dir``: accelerate, the folder, resume, config, log."""
 
     def __init__(self, cfg: Any, command: str, resume: str | None = None, overwrite: bool = False,
                  progress: bool = True):
-        self.cfg, self.command = cfg, command
+        self.cfg = cfg
         self.train: TrainConfig = cfg.train
         self.run_dir = Path(cfg.output_dir)
         self.accelerator = make_accelerator(cfg.train)
@@ -150,10 +134,6 @@ class TrainingRun:
         self.resumed_changes: dict[str, tuple[Any, Any]] = {}
         self.logger: MetricLogger | None = None
 
-    @property
-    def device(self) -> torch.device:
-        return self.accelerator.device
-
     def seed_init(self) -> None:
         """Identical initial weights on every process (call right before building the model)."""
         torch.manual_seed(self.train.seed)
@@ -161,8 +141,8 @@ class TrainingRun:
     def check_config(self) -> None:
         """On resume, compare the config with the one the run wrote: a changed setting that alters what is
         computed is refused, naming it; the run-length and reporting settings in ``RESUMABLE_CHANGES`` are
-        applied (and recorded in metrics.jsonl by ``fit``). Writes nothing; a stage whose set-up writes
-        (a cache) calls it first, ``save_config`` calls it anyway."""
+        applied (and recorded in metrics.jsonl by ``fit``). Writes nothing: a stage whose set-up writes
+        (a cache) calls it before that set-up and ``write_config`` after it."""
         import yaml
 
         from jodiffusion.config.loader import config_to_dict
@@ -184,12 +164,15 @@ class TrainingRun:
             self.resumed_changes = changes
 
     def save_config(self, classes=None) -> None:
-        """Check the config (``check_config``), then write it (and the classes) into the run folder and
-        open the metric log."""
+        """``check_config``, then ``write_config``."""
+        self.check_config()
+        self.write_config(classes)
+
+    def write_config(self, classes=None) -> None:
+        """Write the resolved config (and the classes) into the run folder and open the metric log."""
         from jodiffusion.config.loader import save_run_config
         from jodiffusion.utils.io import write_json_atomic
 
-        self.check_config()
         if self.main:
             save_run_config(self.cfg, self.run_dir)
             if classes is not None:

@@ -222,8 +222,8 @@ def _evaluate_joint(cfg: PipelineConfig, data: DataConfig, joint: dict, seg_real
     from jodiffusion.evaluation.joint_quality import evaluate_model
     from jodiffusion.utils.io import write_json_atomic
 
-    captions = captions_path(data.captions, data.root) or Path(joint["export"])  # the export carries them
-    prompts = list(read_captions(captions_path(captions), split=data.train_split).values())
+    source = captions_path(data.captions, data.root) or captions_path(joint["export"])  # the export carries them
+    prompts = list(read_captions(source, split=data.train_split).values())
     prompts = [prompts[i % len(prompts)] for i in range(cfg.eval_pairs)]
     g = cfg.generate
     result = evaluate_model(joint["export"], prompts, segmenter_dir=seg_real["export"], steps=g.steps,

@@ -8,6 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from jodiffusion.config.loader import config_changes
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE, CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, write_classes
 from jodiffusion.errors import JoDiffusionError
@@ -23,17 +24,6 @@ from jodiffusion.utils.ownership import (
 )
 
 log = logging.getLogger("jodiffusion")
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
-
 
 COMMAND = "generate"  # the owner marker's name for folders this command writes
 # everything ``generate`` writes at the top of its output folder: all that ``--overwrite`` may delete
@@ -82,7 +72,8 @@ def _check_output(out: Path, identity: dict, num: int) -> dict | None:
             f"{out} holds samples of another model (fingerprint {meta.get('model_fingerprint')}, this model "
             f"{identity['model_fingerprint']}); nothing was changed. Pass --overwrite to replace them or choose "
             "another --out")
-    diffs = _differences(meta.get("config", {}), identity["config"])
+    diffs = [f"{key}: {old!r} -> {new!r}" for key, (old, new) in
+             config_changes(meta.get("config", {}), identity["config"]).items()]
     if diffs:
         raise JoDiffusionError(f"{out} holds samples of another generation config ({'; '.join(diffs)}); nothing "
                                "was changed. Rerun with the same settings to continue, --overwrite to replace, "

@@ -82,6 +82,8 @@ class JoDiffusionPipeline:
         if isinstance(self.text_encoder, CaptionTextEncoder):
             self.text_encoder.save_pretrained(folder / "text_encoder")
             text_spec = {"kind": CaptionTextEncoder.kind, "path": "text_encoder"}
+        if captions:  # before the manifest, which is written last and names them
+            write_captions(folder / CAPTIONS_FILE, captions)
         write_json_atomic(folder / MANIFEST, {
             "format": FORMAT_VERSION, "jodiffusion_version": __version__,
             "classes": self.classes.to_dict(), "resolution": list(self.resolution),
@@ -89,8 +91,6 @@ class JoDiffusionPipeline:
             "codec": self.codec.to_dict(), "text_encoder": text_spec,
             "prompts": {"captions": CAPTIONS_FILE if captions else None}, "dataset": dataset,
         })
-        if captions:
-            write_captions(folder / CAPTIONS_FILE, captions)
         return folder
 
     @classmethod

@@ -265,8 +265,9 @@ def training_captions(cfg: PromptConfig, model_dir: str | Path | None) -> tuple[
         if not path.is_file():
             raise DatasetError(f"no captions file at {path}: give a {CAPTIONS_FILE} or a dataset folder that has one")
         return _read_captions(path, cfg.split)
-    if model_dir is not None and (Path(model_dir) / CAPTIONS_FILE).is_file():
-        return _read_captions(Path(model_dir) / CAPTIONS_FILE, cfg.split)
+    carried = captions_path(None, model_dir) if model_dir is not None else None
+    if carried is not None:
+        return _read_captions(carried, cfg.split)
     raise DatasetError(f"the model folder {model_dir} carries no training captions ({CAPTIONS_FILE}; folders "
                        f"exported by earlier versions do not): pass --captions PATH (a {CAPTIONS_FILE} or the dataset "
                        "folder), or use --prompts templates or --prompts FILE")

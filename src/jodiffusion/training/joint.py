@@ -234,7 +234,7 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
         text_encoder.to(device).eval().requires_grad_(False)
     model = DenoiserWithText(denoiser, trainable_text)
     ema = EMA(model, cfg.ema_decay)
-    run.save_config()
+    run.write_config()  # checked above
     if main:
         log.info("joint %s: %.2fM parameters (%s), %d training pairs, latents %s + %s", cfg.model.backbone,
                  denoiser.num_parameters() / 1e6, cfg.model.preset, len(cache), tuple(cache.latent_shape),
