@@ -82,3 +82,13 @@ def test_unidiffuser_forward_flops_match_the_authors_measurement():
     # reference-official.md: 4.9 TFLOP per forward at batch 1 (they have one token fewer: no t_mask)
     bench = load("bench_denoiser")
     assert bench.forward_flops(uvit_config("unidiffuser-v1")) / 1e12 == pytest.approx(4.9, rel=0.01)
+
+
+def test_bench_cpu_precision_smoke(tmp_path, one_thread):
+    bench = load("bench_cpu_precision")
+    out = tmp_path / "precision.json"
+    result = bench.main(["--batch", "2", "--steps", "1", "--threads", str(one_thread), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert set(result["train_samples_per_s"]) == {"fp32", "bf16", "fp32_channels_last"}
+    assert positive(*result["train_samples_per_s"].values(), *result["sampling_pair_steps_per_s"].values())
+    assert result["auto_picks_bf16"] is False  # conftest sets JODIFFUSION_CPU_BF16=0: the same on every machine

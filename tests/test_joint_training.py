@@ -216,3 +216,30 @@ def test_arch_overrides_reach_the_network_and_shapes_come_from_the_data(tmp_path
     assert (net.config.depth, net.config.width, net.config.num_heads) == (5, 48, 2)  # num_heads: the preset's
     assert (net.config.latent_height, net.config.latent_width) == (64 // codec.downsample,) * 2
     assert net.config.img_channels == codec.latent_channels and net.config.text_dim == text.dim
+
+
+def test_learning_curves_are_logged_and_drawn(tmp_path, tiny_vae):
+    """probe_every logs the probe's figures with the samples seen; report/curves.py draws them."""
+    from jodiffusion.report.curves import learning_curves_figure, read_curves
+
+    train_joint(_cfg(tmp_path, tiny_vae, "train.steps=4", "train.batch_size=4", "sample_count=0", "probe_every=2",
+                     "probe_pairs=3", "probe_steps=2"), progress=False)
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    probed = [r for r in rows if "probe/prompt_recall" in r]
+    assert [r["step"] for r in probed] == [2, 4]
+    assert [r["samples_seen"] for r in probed] == [8, 16]
+    assert all("probe/background_accuracy" in r and "probe/count_accuracy" in r for r in probed)
+    curves = read_curves(tmp_path / "run" / "metrics.jsonl")
+    assert curves["prompt_recall"][0] == [8.0, 16.0]
+    path = learning_curves_figure(curves, tmp_path / "curves.png", reference={"background_dark": 80.0})
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.size[0] > 400 and im.size[1] > 200
+    with pytest.raises(ValueError, match="probe_every"):
+        learning_curves_figure({}, tmp_path / "none.png")
+
+
+def test_probe_settings_are_checked(tmp_path, tiny_vae):
+    with pytest.raises(ValueError, match="probe_every"):
+        _cfg(tmp_path, tiny_vae, "probe_every=-1")

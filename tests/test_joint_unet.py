@@ -54,3 +54,32 @@ def test_config_errors_name_the_field():
     net = tiny()
     with pytest.raises(ValueError, match="expects"):
         net(torch.zeros(1, 5, 8, 8), torch.zeros(1, 2, 8, 8), torch.zeros(1), torch.zeros(1), torch.zeros(1, 8, 32))
+
+
+def test_the_pooled_caption_reaches_the_finest_level_directly():
+    """With pooled_text the caption modulates every ResNet block through the time embedding; without it the
+    top level sees the caption only through the coarse cross-attention levels."""
+    with_path, without = tiny(), tiny(pooled_text=False)
+    assert with_path.config.pooled_text and with_path.unet.add_embedding is not None
+    assert getattr(without.unet, "add_embedding", None) is None
+    img, mask, t, text = inputs(2)
+    with_path.train()
+    out_img, out_mask = with_path(img, mask, t, t, text)
+    (out_img.square().mean() + out_mask.square().mean()).backward()
+    grads = [p.grad for p in with_path.unet.add_embedding.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_a_folder_written_before_the_pooled_caption_loads_without_it(tmp_path):
+    import json
+
+    old = tiny(pooled_text=False)
+    old.save_pretrained(tmp_path / "denoiser")
+    config = json.loads((tmp_path / "denoiser" / "config.json").read_text())
+    config.pop("pooled_text", None) if "pooled_text" in config else config.get("config", {}).pop("pooled_text", None)
+    (tmp_path / "denoiser" / "config.json").write_text(json.dumps(config))
+    loaded = load_denoiser(tmp_path / "denoiser").eval()
+    assert not loaded.config.pooled_text
+    img, mask, t, text = inputs(2)
+    with torch.no_grad():
+        assert torch.equal(old(img, mask, t, t, text)[0], loaded(img, mask, t, t, text)[0])

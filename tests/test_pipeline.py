@@ -16,7 +16,8 @@ from jodiffusion.experiments.demo import run_demo
 from jodiffusion.experiments.stages import MARKER, StageRunner
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-REPORT_FIGURES = ("real_vs_generated.png", "pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png")
+REPORT_FIGURES = ("real_vs_generated.png", "pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png",
+                  "learning_curves.png")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
@@ -31,7 +32,8 @@ def demo(tmp_path_factory):
 
 def test_demo_runs_every_stage_and_reports_every_metric(demo):
     out, metrics = demo
-    stages = ["data", "vae", "joint", "generate", "seg-real", "eval-joint", "seg-synthetic", "seg-real+synthetic"]
+    # the real-only segmenter comes before the joint model: its learning curves score agreement with it
+    stages = ["data", "vae", "seg-real", "joint", "generate", "eval-joint", "seg-synthetic", "seg-real+synthetic"]
     for stage in stages:
         assert (out / stage / MARKER).is_file(), stage
     assert list(metrics["stage_seconds"]) == [*stages, "report"]
@@ -39,6 +41,11 @@ def test_demo_runs_every_stage_and_reports_every_metric(demo):
                 "seg_miou_synthetic", "seg_miou_real_synthetic"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 100.0, key
     assert metrics["pairs"] == 8
+    # the conditioning probe on generated pairs and its reference on real ones; the learning curves
+    assert {"background_dark", "background_light", "colour_accuracy", "count_accuracy"} <= set(metrics["probe_real"])
+    assert metrics["probe_real"]["background_accuracy"] == 100.0 and "not_applicable" in metrics["probe"]
+    joint_log = [json.loads(r) for r in (out / "joint" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in joint_log if "probe/agreement_miou" in r] == [2, 4]
     saved = json.loads((out / "report" / "metrics.json").read_text())
     assert saved["seg_miou_real"] == metrics["seg_miou_real"]
     # the three segmenters were really trained on different data

@@ -266,3 +266,18 @@ def test_sincos_init_gives_image_and_mask_patches_the_same_grid_positions():
     assert not torch.equal(rand.pos_embed[0, lay.img], rand.pos_embed[0, lay.mask])
     with pytest.raises(ValueError, match="pos_embed_init"):
         uvit_config("tiny", pos_embed_init="learned")
+
+
+def test_the_pooled_caption_starts_as_no_change_and_then_learns():
+    """pooled_text adds a zero-initialised projection of the mean caption token to the timestep, image and
+    mask tokens: at initialisation the network is the same as without it (pretrained weights stay intact)."""
+    with_path = tiny(pooled_text=True)
+    without = tiny(pooled_text=False)
+    state = {k: v for k, v in with_path.state_dict().items() if not k.startswith("pooled_text_in")}
+    without.load_state_dict(state)
+    args = inputs(with_path.config)
+    with torch.no_grad():
+        assert torch.equal(with_path(*args)[0], without(*args)[0])
+    eps_img, eps_mask = with_path(*args)
+    (eps_img.square().mean() + eps_mask.square().mean()).backward()
+    assert with_path.pooled_text_in.weight.grad.abs().sum() > 0

@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="delete the output folder first and start again")
     p.add_argument("--quick", action="store_true", help="toy sizes: a smoke run in about a minute")
+    p.add_argument("--preset", default=None,
+                   help="a pipeline preset on the embedded dataset: demo (default), shapes-cpu (the longer proof, "
+                        "under an hour on 2 cores) or demo-quick (same as --quick)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides of the pipeline/demo preset, e.g. generate.num=256")
     p.set_defaults(func=_demo)
@@ -31,7 +34,7 @@ def register(sub) -> None:
 def _demo(args) -> int:
     from jodiffusion.experiments.demo import run_demo
 
-    run_demo(args.out, overwrite=args.overwrite, quick=args.quick, overrides=tuple(args.overrides))
+    run_demo(args.out, overwrite=args.overwrite, quick=args.quick, overrides=tuple(args.overrides), preset=args.preset)
     return 0
 
 

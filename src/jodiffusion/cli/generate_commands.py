@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
                    help="mask pixels whose class probability is below P become ignore (255) (default: 0)")
     s.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 autocast on a GPU, fp32 on a CPU (default: auto)")
+                   help="auto: bf16 autocast where the hardware runs it natively (a GPU, or a CPU with "
+                        "AVX512-BF16 or AMX), else fp32 (default: auto)")
     s.add_argument("--device", help="cuda, cuda:1, cpu (default: the process's GPU when there is one)")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=("folder", "webdataset"), default="folder",

@@ -23,9 +23,14 @@ class NoiseScheduleConfig:
     prediction_type: str = "epsilon"
     # Rescale the betas to zero terminal SNR (Lin et al., 2024): the last training timestep is pure noise,
     # as sampling assumes. Needs prediction_type v_prediction or sample (epsilon is undefined there).
-    rescale_betas_zero_snr: bool = False
+    # None (the default): on wherever it is defined. Without it the last timestep still carries the
+    # data's global brightness, the network learns to read it from the noise instead of the caption, and
+    # every sample starts from the data's mean brightness (issue 17, docs/results.md).
+    rescale_betas_zero_snr: bool | None = None
 
     def __post_init__(self):
+        if self.rescale_betas_zero_snr is None:
+            self.rescale_betas_zero_snr = self.prediction_type != "epsilon"
         if self.num_train_timesteps < 2:
             raise ValueError("schedule.num_train_timesteps must be >= 2")
         if not 0 < self.beta_start < self.beta_end < 1:

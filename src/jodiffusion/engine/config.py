@@ -19,7 +19,8 @@ class TrainConfig:
     warmup_steps: int = 0
     lr_schedule: str = "constant"  # "constant" or "cosine" (to 0 at `steps`), both after warmup
     grad_clip: float = 1.0        # 0 disables clipping
-    # "auto": bf16 on GPU, full precision on CPU.
+    # "auto": bf16 autocast where the hardware runs it natively (a GPU, or a CPU with AVX512-BF16 / AMX),
+    # else full precision; "no" turns it off (utils/precision.py).
     mixed_precision: str = "auto"
     num_workers: int = 2
     seed: int = 0

@@ -13,29 +13,25 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.errors import JoDiffusionError
+from jodiffusion.utils.precision import resolve_mixed_precision
 
 log = logging.getLogger("jodiffusion")
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    """``auto`` means bf16 where a GPU supports it and full precision on CPU (CPU bf16 is slow)."""
-    if setting != "auto":
-        if setting != "no" and not torch.cuda.is_available():
-            log.warning("mixed_precision=%s requested without a GPU; training in full precision", setting)
-            return "no"
-        return setting
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
-
-
 def make_accelerator(train: TrainConfig, run_dir: Path | None = None) -> Accelerator:
+    mixed_precision = resolve_mixed_precision(train.mixed_precision)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        # accelerate keeps one precision per process; stages of one pipeline may differ (one stage with
+        # mixed_precision=no, another on auto = bf16): forget the precision, keep the process group
+        AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(train.mixed_precision),
+        mixed_precision=mixed_precision,
         gradient_accumulation_steps=train.grad_accum,
         project_dir=str(run_dir) if run_dir else None,
     )

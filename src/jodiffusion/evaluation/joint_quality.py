@@ -17,8 +17,10 @@ import numpy as np
 
 from jodiffusion.data.classes import ClassInfo, classes_named, classes_present
 from jodiffusion.evaluation.metrics import ConfusionMatrix
+from jodiffusion.evaluation.probe import probe_pairs
+from jodiffusion.utils.precision import autocast_dtype
 
-__all__ = ["PromptAdherence", "classes_named", "classes_present", "evaluate_model", "evaluate_pairs"]
+__all__ = ["PromptAdherence", "classes_named", "classes_present", "evaluate_model", "evaluate_pairs", "probe_model"]
 
 
 @dataclass
@@ -60,6 +62,31 @@ def evaluate_pairs(prompts: Sequence[str], images: Sequence[np.ndarray], masks: 
     return result
 
 
+def probe_model(pipe, prompts: Sequence[str], predict: Callable[[np.ndarray], np.ndarray] | None = None,
+                sampler=None, seed: int = 0, batch_size: int = 32, tau: int = 0) -> dict:
+    """The cheap quality figures of a model in training (its learning curves): one pair per prompt, then
+    prompt adherence, the conditioning probe and, with ``predict`` (a real-data segmenter), image-mask
+    agreement with its per-class IoU (shape fidelity). A flat dict of numbers (None: not applicable)."""
+    import torch
+
+    images, masks = [], []
+    amp = autocast_dtype("auto", pipe.device)
+    for first in range(0, len(prompts), batch_size):
+        batch = list(prompts[first: first + batch_size])
+        for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau,
+                                            autocast_dtype=amp):
+            images.append(image)
+            masks.append(mask)
+    with torch.no_grad():
+        result = evaluate_pairs(prompts, images, masks, pipe.classes, predict)
+    figures = {k: result[k] for k in ("prompt_precision", "prompt_recall", "agreement_miou") if k in result}
+    for name, value in result.get("agreement_iou", {}).items():
+        figures[f"iou_{name}"] = value
+    probe = probe_pairs(prompts, images, masks, pipe.classes)
+    figures.update({k: v for k, v in probe.items() if k != "not_applicable"})
+    return {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)) for k, v in figures.items()}
+
+
 def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps: int | None = None,
                    guidance: float | None = None, batch_size: int = 16, seed: int = 0, tau: int = 20,
                    device: str | None = None, grid_path=None, progress: bool = True) -> dict:
@@ -78,7 +105,8 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
     start = time.perf_counter()
     for first in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
         batch = list(prompts[first: first + batch_size])
-        for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau):
+        for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau,
+                                            autocast_dtype=autocast_dtype("auto", device)):
             images.append(image)
             masks.append(mask)
     seconds = time.perf_counter() - start
@@ -94,6 +122,7 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
             return segment(net, batch_images, input_size=seg_cfg.input_size)
 
     result = evaluate_pairs(prompts, images, masks, pipe.classes, predict)
+    result["probe"] = probe_pairs(prompts, images, masks, pipe.classes)
     result.update(steps=sampler.steps, guidance_scale=sampler.guidance_scale, tau=tau, seed=seed,
                   seconds=round(seconds, 2), pairs_per_second=len(prompts) / max(seconds, 1e-9))
     if grid_path is not None:

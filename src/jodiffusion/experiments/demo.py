@@ -26,18 +26,20 @@ DEMO_ENTRIES = (DATA_DIR, "captions", "vae", "joint", "generate", "generate_x4",
 
 
 def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, progress: bool = True,
-             overrides: tuple[str, ...] = ()) -> dict:
-    """Run (or finish) the demo in ``out``; returns its metrics (``<out>/report/metrics.json``)."""
+             overrides: tuple[str, ...] = (), preset: str | None = None) -> dict:
+    """Run (or finish) the demo in ``out``; returns its metrics (``<out>/report/metrics.json``).
+    ``preset``: another pipeline preset on the embedded dataset (``shapes-cpu``: the longer proof)."""
     from jodiffusion.data.shapes import write_shapes_dataset
     from jodiffusion.experiments.experiment import run_pipeline
     from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
 
     out = Path(out)
-    preset = "demo-quick" if quick else "demo"
+    preset = preset or ("demo-quick" if quick else "demo")
     cfg = load_config(PipelineConfig, group="pipeline", preset=preset,
                       overrides=[f"data.root={out / DATA_DIR}", f"output_dir={out}", *overrides])
     if cfg.data.name != "folder":
-        raise JoDiffusionError("the demo writes the shapes dataset as a folder: keep data.name=folder")
+        raise JoDiffusionError(f"the demo writes the shapes dataset as a folder: keep data.name=folder (preset "
+                               f"{preset!r} says {cfg.data.name!r})")
     if overwrite and out.exists():  # only a folder an earlier demo wrote, holding nothing else
         check_replaceable(out, "demo", DEMO_ENTRIES, owned=read_owner(out) == "demo")
         shutil.rmtree(out)
@@ -62,6 +64,26 @@ def _fmt(value, digits: int = 1) -> str:
     return "  n/a" if value is None else f"{value:5.{digits}f}"
 
 
+def _probe_lines(probe: dict | None, real: dict | None) -> list[str]:
+    """The conditioning probe beside the real data's values; figures that do not apply say why."""
+    if not probe:
+        return []
+    real = real or {}
+    missing = probe.get("not_applicable", {})
+    lines = []
+    if probe.get("background_gap") is not None:
+        lines.append(f"  generated pairs: background dark / light   {probe['background_dark']:5.0f} / "
+                     f"{probe['background_light']:.0f}  (real {_fmt(real.get('background_dark'), 0).strip()} / "
+                     f"{_fmt(real.get('background_light'), 0).strip()})")
+    elif "background_gap" in missing:
+        lines.append(f"  generated pairs: background tone           n/a ({missing['background_gap']})")
+    parts = [f"{label} {_fmt(probe.get(key), 0).strip()}%" for key, label in
+             (("colour_accuracy", "colour"), ("count_accuracy", "object count")) if probe.get(key) is not None]
+    if parts:
+        lines.append("  generated pairs: attributes as prompted    " + ", ".join(parts))
+    return lines
+
+
 def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> None:
     """One screen: the numbers that matter, the time of each stage, and where the report is."""
     seconds = metrics.get("stage_seconds", {})
@@ -72,6 +94,7 @@ def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> 
         f"  generated pairs: prompted-class precision {_fmt(metrics.get('prompt_precision'))}"
         f"   recall {_fmt(metrics.get('prompt_recall'))}",
         f"  generated pairs: image-mask agreement mIoU{_fmt(metrics.get('agreement_miou'))}",
+        *_probe_lines(metrics.get("probe"), metrics.get("probe_real")),
         f"  segmenter mIoU, real only                 {_fmt(metrics.get('seg_miou_real'))}",
         f"  segmenter mIoU, synthetic only            {_fmt(metrics.get('seg_miou_synthetic'))}",
         *([f"  segmenter mIoU, synthetic only (4x)       {_fmt(metrics['seg_miou_synthetic_x4'])}"]

@@ -1,7 +1,8 @@
 """`jodiffusion pipeline`: every stage of the paper on one dataset, resumable stage by stage.
 
-    captions -> train-vae -> train (joint) -> generate (x1, and x4 when asked) -> train-seg on real
-    -> eval-joint (prompt adherence, image-mask agreement with the real-data segmenter)
+    captions -> train-vae -> train-seg on real -> train (joint; its learning curves score image-mask
+    agreement with the real-data segmenter) -> generate (x1, and x4 when asked)
+    -> eval-joint (prompt adherence, the conditioning probe, image-mask agreement)
     -> train-seg on synthetic / synthetic x4 / real+synthetic -> report
 
 Each stage is the library call behind its own command, configured by that command's preset and
@@ -64,15 +65,21 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
 
     vae = runner.run("vae", {"data": config_to_dict(data), "spec": dataclasses.asdict(cfg.vae)}, vae_stage)
 
+    # -- the real-data segmenter: the baseline, and the judge of the joint model's learning curves ----------
+    seg = {"real": runner.run("seg-real", _seg_settings(cfg, data, "real", None),
+                              lambda f, r: _segment(cfg, data, "real", None, f, r, progress))}
+
     # -- joint diffusion model ------------------------------------------------------------------------
     from jodiffusion.training.joint import JointRunConfig, train_joint
 
     def joint_stage(folder: Path, resume: bool) -> dict:
         jcfg = _stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
-                             output_dir=str(folder))
-        return {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume)))}
+                             probe_segmenter=seg["real"]["export"], output_dir=str(folder))
+        return {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume))),
+                "metrics": str(folder / "metrics.jsonl")}
 
-    joint = runner.run("joint", {"vae": vae, "spec": dataclasses.asdict(cfg.joint)}, joint_stage)
+    joint = runner.run("joint", {"vae": vae, "spec": dataclasses.asdict(cfg.joint),
+                                 "probe_segmenter": seg["real"]["export"]}, joint_stage)
 
     # -- synthetic datasets -----------------------------------------------------------------------------
     num = cfg.generate.num or len(real_train)
@@ -82,9 +89,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         synthetic["synthetic_x4"] = runner.run("generate_x4", _gen_settings(cfg, joint, 4 * num, data),
                                                lambda f, r: _generate(cfg, joint, data, f, 4 * num, progress))
 
-    # -- segmenters and scores ----------------------------------------------------------------------
-    seg = {"real": runner.run("seg-real", _seg_settings(cfg, data, "real", None),
-                              lambda f, r: _segment(cfg, data, "real", None, f, r, progress))}
+    # -- scores and the segmenters of the generated data --------------------------------------------------
     quality = runner.run("eval-joint", {"joint": joint, "segmenter": seg["real"]["export"],
                                         "pairs": cfg.eval_pairs, "generate": dataclasses.asdict(cfg.generate)},
                          lambda f, r: _evaluate_joint(cfg, data, joint, seg["real"], f, progress))
@@ -104,7 +109,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     metrics = {
         "vae_reconstruction_miou": vae["miou"], "vae_parameters": vae.get("parameters"),
         "prompt_precision": quality["prompt_precision"], "prompt_recall": quality["prompt_recall"],
-        "agreement_miou": quality.get("agreement_miou"),
+        "agreement_miou": quality.get("agreement_miou"), "probe": quality.get("probe"),
         "pairs": synthetic["synthetic"]["pairs"], "pairs_per_second": synthetic["synthetic"]["pairs_per_second"],
         **{SEG_METRIC_KEYS[e]: seg[e]["miou"] for e in seg},
         "seg_per_class": {e: seg[e]["per_class"] for e in seg},

@@ -6,6 +6,7 @@ Always rebuilt (it takes seconds), so it reflects every stage, skipped or freshl
   trajectory.png   the denoising trajectory of a few pairs (the paper's Fig. 4)
   class_histogram.png  real vs synthetic class pixel frequencies
   mask_refinement.png  generated masks before and after mask optimisation
+  learning_curves.png  the joint model's quality against training samples (when it logged its probe)
   metrics.json, index.html
 """
 
@@ -44,14 +45,25 @@ def _first_pairs(folder: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarra
     return images, masks, prompts
 
 
+def _captions_of(data: DataConfig, dataset, picks) -> list[str]:
+    """The captions of some training pairs ("" where a pair has none): the probe reads their words."""
+    from jodiffusion.data.captions import captions_path, read_captions
+
+    source = captions_path(data.captions, data.root)
+    captions = read_captions(source, split=data.train_split) if source is not None and source.is_file() else {}
+    return [captions.get(dataset.stem(i), "") for i in picks]
+
+
 def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, synthetic: dict, metrics: dict,
                           runner, progress: bool, title: str = "JoDiffusion pipeline report") -> dict:
     import torch
 
     from jodiffusion.data.registry import build_dataset
     from jodiffusion.evaluation.dataset_stats import compute_stats
+    from jodiffusion.evaluation.probe import probe_pairs
     from jodiffusion.generation.pipeline import JoDiffusionPipeline
     from jodiffusion.masks.refine import refine_mask
+    from jodiffusion.report.curves import learning_curves_figure, read_curves
     from jodiffusion.report.figures import (
         class_histogram,
         pairs_grid,
@@ -105,6 +117,20 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     refinement_figure([im for im, _, _ in raw], before, after, pipe.classes, out / "mask_refinement.png")
     figures.append(("mask_refinement.png", f"Mask optimisation (tau = {cfg.generate.tau} pixels): generated masks "
                                            "before and after small regions take their boundary's majority label."))
+
+    # The conditioning probe on real pairs: the reference every generated figure is read against.
+    picks = range(0, len(real_train), max(1, len(real_train) // 256))
+    real_probe = probe_pairs([real_train.caption(i) for i in picks] if callable(getattr(real_train, "caption", None))
+                             else _captions_of(data, real_train, picks),
+                             [real_train.load_image(i) for i in picks], [real_train.load_mask(i) for i in picks],
+                             pipe.classes)
+    metrics = {**metrics, "probe_real": real_probe}
+    curves = read_curves(Path(joint["export"]).parent / "metrics.jsonl")
+    if any(k != "loss" for k in curves):
+        learning_curves_figure(curves, out / "learning_curves.png", reference=real_probe,
+                               title="joint model: quality against training samples")
+        figures.append(("learning_curves.png", "Learning curves of the joint model: the probe's figures on pairs "
+                                               "drawn every few training steps; dashed lines: the real data."))
 
     runner.seconds["report"] = round(time.time() - start, 2)
     metrics = {**metrics, "class_pixel_frequency": {

@@ -38,7 +38,7 @@ class GenerateConfig:
     shard_size: int = 1000       # webdataset: indices per shard (fewer samples when the filter drops some)
     split: str = "train"
     workers: int = 4             # post-processing threads; 0 = in the sampling thread (no overlap)
-    precision: str = "auto"      # auto: bf16 autocast on a GPU, fp32 on a CPU
+    precision: str = "auto"      # auto: bf16 autocast where native (GPU, CPU with bf16 instructions)
     filters: FilterConfig = field(default_factory=lambda: FilterConfig(enabled=False))
     # give up when this many indices per wanted pair were generated and still too few were kept
     max_tries_per_pair: float = 20.0

@@ -44,6 +44,7 @@ from jodiffusion.generation.output_folder import prepare_output
 from jodiffusion.generation.postprocess import Batch, PostProcessor
 from jodiffusion.generation.process_group import ProcessGroup
 from jodiffusion.generation.prompts import PromptSource, build_prompt_source
+from jodiffusion.utils.precision import autocast_dtype
 
 log = logging.getLogger("jodiffusion")
 
@@ -151,7 +152,7 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
     classes = read_model_classes(model_dir)
     source = build_prompt_source(cfg.prompts, classes, cfg.seed, model_dir)  # validates before the model loads
     dev = torch.device(device) if device else group.device()
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if dev.type == "cuda" else "fp32")
+    precision = "bf16" if autocast_dtype(cfg.precision, dev) is not None else "fp32"
     filters_id = asdict(cfg.filters) if cfg.filters.enabled else None
     if pair_filter is not None:
         filters_id = {"custom": type(pair_filter).__name__, **getattr(pair_filter, "identity", {})}
@@ -175,7 +176,7 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
         log.info("%s already holds the %d pairs of this generation", out, cfg.num)
         return json.loads((out / store.SUMMARY_FILE).read_text())
 
-    autocast = torch.bfloat16 if precision == "bf16" else None
+    autocast = autocast_dtype(precision, dev)
     runner = _Runner(pipe, cfg, source, out, group, PostProcessor(cfg, classes, out, identity, pair_filter),
                      sampler, autocast)
     align = cfg.shard_size if cfg.format == "webdataset" else 1  # a shard never straddles two rounds

@@ -14,6 +14,7 @@ from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.io import write_text_atomic
 from jodiffusion.utils.ownership import check_replaceable, write_owner
+from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.safe_load import check_seed
 
 COMMAND = "sample"
@@ -52,7 +53,7 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_owner(out, COMMAND)
-    autocast = torch.bfloat16 if device.startswith("cuda") else None
+    autocast = autocast_dtype("auto", device)
     jobs = [p for p in prompts for _ in range(num_per_prompt)]
     records, rows = [], []
     start = time.perf_counter()

@@ -8,7 +8,11 @@ Both latents share the grid, so they are concatenated along the channels and spl
 output. The network is diffusers' ``UNet2DConditionModel``: the image timestep is its timestep, the
 mask timestep enters through its ``class_embed_type="timestep"`` embedding (added to the time
 embedding), so the joint, mask-from-image and image-from-mask modes are one call as with the U-ViT;
-the caption tokens condition it by cross-attention at the coarse levels (``attention_levels``).
+the caption tokens condition it by cross-attention at the coarse levels (``attention_levels``) and,
+with ``pooled_text``, through a global path: diffusers' ``addition_embed_type="text"`` pools the caption
+tokens by attention and adds the result to the time embedding, which scales and shifts every ResNet
+block at every level. Without it a caption reaches the fine levels only through the coarse ones, and a
+global attribute (the background's brightness) was ignored entirely (issue 17, docs/results.md).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class JointUNetConfig:
     norm_num_groups: int = 16
     text_dim: int = 128
     num_text_tokens: int = 16
+    # The caption's global path (see the module docstring). False in folders written before it existed.
+    pooled_text: bool = False
 
     def __post_init__(self):
         self.block_channels = [int(c) for c in self.block_channels]
@@ -67,11 +73,12 @@ class JointUNetConfig:
 # channels and grid, text width and length) from the data (training/joint.py).
 UNET_PRESETS = {
     # seconds on CPU, for tests
-    "tiny": dict(block_channels=[16, 32], attention_levels=[False, True], attention_head_dim=8, norm_num_groups=8),
+    "tiny": dict(block_channels=[16, 32], attention_levels=[False, True], attention_head_dim=8, norm_num_groups=8,
+                 pooled_text=True),
     # the CPU demo: 16 x 16 latent grid, about 4M parameters
-    "small": dict(block_channels=[32, 64, 128], attention_levels=[False, False, True]),
+    "small": dict(block_channels=[32, 64, 128], attention_levels=[False, False, True], pooled_text=True),
     "base": dict(block_channels=[128, 256, 512], attention_levels=[False, True, True], layers_per_block=2,
-                 attention_head_dim=64, norm_num_groups=32),
+                 attention_head_dim=64, norm_num_groups=32, pooled_text=True),
 }
 # The shapes each preset was designed at, used when a preset is built without data (tests, benchmarks).
 REFERENCE_SHAPES = {"tiny": dict(text_dim=32, num_text_tokens=8), "small": {},
@@ -102,7 +109,7 @@ class JointUNet(PretrainedMixin, nn.Module):
             block_out_channels=tuple(config.block_channels), layers_per_block=config.layers_per_block,
             down_block_types=down, up_block_types=up, cross_attention_dim=config.text_dim,
             attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_num_groups,
-            class_embed_type="timestep")
+            class_embed_type="timestep", **_pooled_text_kwargs(config))
 
     def forward(self, img: torch.Tensor, mask: torch.Tensor, t_img: torch.Tensor, t_mask: torch.Tensor,
                 text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +127,15 @@ class JointUNet(PretrainedMixin, nn.Module):
         x = torch.cat([img, mask.to(img.dtype)], dim=1)
         out = self.unet(x, t_img, encoder_hidden_states=text.to(img.dtype), class_labels=t_mask).sample
         return out[:, : c.img_channels], out[:, c.img_channels:]
+
+
+def _pooled_text_kwargs(config: JointUNetConfig) -> dict:
+    """diffusers' text-to-time-embedding path: attention pooling with heads of 32 channels (its default of
+    64 heads would split a 128-wide caption into heads of 2)."""
+    if not config.pooled_text:
+        return {}
+    heads = max(1, config.text_dim // 32) if config.text_dim % 32 == 0 else 1
+    return {"addition_embed_type": "text", "addition_embed_type_num_heads": heads}
 
 
 __all__ = ["ARCH_FIELDS", "UNET_PRESETS", "JointUNet", "JointUNetConfig", "unet_config"]

@@ -52,6 +52,10 @@ class UViTConfig:
     # (the network then knows from step 0 which mask patch lies under which image patch; learning that
     # from random positions cost most of a short CPU run); "random": truncated normal, as U-ViT.
     pos_embed_init: str = "sincos"
+    # A global path for the caption: the mean of its tokens, projected (zero-initialised, so pretrained
+    # weights start unchanged), is added to every timestep, image and mask token. Attention alone let a
+    # short run ignore a global attribute such as the background's brightness (issue 17).
+    pooled_text: bool = False
 
     def __post_init__(self):
         for name in ("img_channels", "mask_channels", "latent_height", "latent_width", "patch_size", "width",
@@ -96,9 +100,9 @@ SHAPE_FIELDS = ("img_channels", "mask_channels", "latent_height", "latent_width"
 
 # A preset is an architecture only; training fills in SHAPE_FIELDS from the data (training/joint.py).
 UVIT_PRESETS = {
-    "tiny": dict(width=32, depth=3, num_heads=2, final_conv=True),  # seconds on CPU, for tests
-    "small": dict(width=256, depth=7, num_heads=4, final_conv=True),  # a CPU
-    "base": dict(width=1024, depth=13, num_heads=16, final_conv=True),  # one GPU
+    "tiny": dict(width=32, depth=3, num_heads=2, final_conv=True, pooled_text=True),  # seconds on CPU, for tests
+    "small": dict(width=256, depth=7, num_heads=4, final_conv=True, pooled_text=True),  # a CPU
+    "base": dict(width=1024, depth=13, num_heads=16, final_conv=True, pooled_text=True),  # one GPU
     # UniDiffuser-v1's U-ViT (depth 30 = 15 + 1 + 15 blocks) plus the mask tokens
     "unidiffuser-v1": dict(width=1536, depth=31, num_heads=24, text_bottleneck=64, post_norm=True,
                            unidiffuser_tokens=True),
@@ -247,6 +251,7 @@ class JointUViT(PretrainedMixin, nn.Module):
         self.mask_in = PatchEmbed(c.mask_channels, d, c.patch_size)
         self.text_proj = nn.Linear(c.text_dim, c.text_bottleneck) if c.text_bottleneck else None
         self.text_in = nn.Linear(c.text_bottleneck or c.text_dim, d)
+        self.pooled_text_in = nn.Linear(c.text_dim, d) if c.pooled_text else None
         if c.unidiffuser_tokens:
             self.clip_img_in = nn.Linear(c.clip_img_dim, d)
             self.data_type_embed = nn.Embedding(2, d)
@@ -281,6 +286,9 @@ class JointUViT(PretrainedMixin, nn.Module):
                 grid = sincos_2d(self.config.grid, self.config.width)
                 self.pos_embed[0, self.layout.img] = grid
                 self.pos_embed[0, self.layout.mask] = grid
+        if self.pooled_text_in is not None:  # starts as no change: a loaded pretrained network is intact
+            nn.init.zeros_(self.pooled_text_in.weight)
+            nn.init.zeros_(self.pooled_text_in.bias)
 
     # -- forward --------------------------------------------------------------------------------
     def forward(self, img: torch.Tensor, mask: torch.Tensor, t_img: torch.Tensor, t_mask: torch.Tensor,
@@ -298,6 +306,7 @@ class JointUViT(PretrainedMixin, nn.Module):
         b = img.shape[0]
         x_img, x_mask = self.img_in(img), self.mask_in(mask)  # (B, N, D) each
         dtype = x_img.dtype
+        pooled = self.pooled_text_in(text.mean(1)).unsqueeze(1) if self.pooled_text_in is not None else None
         if self.text_proj is not None:
             text = self.text_proj(text)
         parts = {
@@ -313,6 +322,9 @@ class JointUViT(PretrainedMixin, nn.Module):
             if clip_img is None:
                 clip_img = x_img.new_zeros(b, self.config.clip_img_dim)
             parts["clip_img"] = self.clip_img_in(clip_img.reshape(b, 1, -1))
+        if pooled is not None:
+            for name in ("t_img", "t_mask", "img", "mask"):
+                parts[name] = parts[name] + pooled
         x = torch.cat([parts[name] for name in self.layout.names], dim=1) + self.pos_embed  # (B, L, D)
 
         skips = []

@@ -21,10 +21,11 @@ from jodiffusion.errors import ConfigError
 from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report  # noqa: F401 - eval_report re-exported
 from jodiffusion.segmentation.data import build_split
 from jodiffusion.segmentation.models import load_segmenter
+from jodiffusion.utils.precision import autocast_dtype
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype | None:
-    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return autocast_dtype("auto", device)
 
 
 def segment_logits(model: torch.nn.Module, images: torch.Tensor, input_size: tuple[int, int] | None = None,

@@ -9,7 +9,7 @@ latents are encoded on the fly by the annotation VAE, which is cheap and follows
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,14 @@ class JointRunConfig:
     random_flip: bool = True
     sample_every: int = 0        # sample grids every N steps (0: only at the end)
     sample_count: int = 4
+    # Learning curves: every N steps (0: never) the EMA model draws one pair for each of ``probe_pairs``
+    # training captions (``probe_steps`` solver steps) and logs prompt adherence, the conditioning probe
+    # (evaluation/probe.py) and, with ``probe_segmenter`` (a real-data segmenter folder), image-mask
+    # agreement and its per-class IoU to metrics.jsonl and TensorBoard as ``probe/<figure>``.
+    probe_every: int = 0
+    probe_pairs: int = 32
+    probe_steps: int = 10
+    probe_segmenter: str | None = None
     cache_dir: str | None = None   # default: <output_dir>/cache
     output_dir: str = "runs/joint"
 
@@ -132,6 +140,9 @@ class JointRunConfig:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
         if self.sample_every < 0 or self.sample_count < 0:
             raise ValueError("sample_every and sample_count must be >= 0")
+        if self.probe_every < 0 or self.probe_pairs < 1 or self.probe_steps < 1:
+            raise ValueError(f"probe_every={self.probe_every} must be >= 0 (0: off), probe_pairs={self.probe_pairs} "
+                             f"and probe_steps={self.probe_steps} >= 1")
 
 
 class DenoiserWithText(nn.Module):
@@ -272,11 +283,17 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
         loss, parts = joint_loss(model, noise_scheduler, img, mask, text, null, cfg.objective, gen)
         return loss, {"loss_img": parts["loss_img"], "loss_mask": parts["loss_mask"]}
 
+    probe = _Probe(cfg, captions, device) if main and cfg.probe_every else None
+
     def after_step(at: int) -> None:
         ema.update(raw)
         if main and cfg.sample_every and at % cfg.sample_every == 0 and at < cfg.train.steps and cfg.sample_count:
             _sample_grid(_pipeline(ema.module, vae, codec, text_encoder, dataset, cfg), captions, cfg, run_dir,
                          at, run.logger)
+        if probe is not None and (at % cfg.probe_every == 0 or at == cfg.train.steps):
+            pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg)
+            samples = at * cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
+            run.log(at, samples_seen=samples, **{f"probe/{k}": v for k, v in probe(pipe).items() if v is not None})
 
     def on_resume(extra: dict) -> None:
         ema.updates = int(extra.get("ema_updates", 0))
@@ -294,6 +311,41 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     return fit(run, model=model, optimizer=optimizer, scheduler=lr_scheduler, loader=loader, step=step,
                modules={"model": raw, "ema": ema.module}, desc="train", after_step=after_step,
                extra_state=lambda: {"ema_updates": ema.updates}, on_resume=on_resume, export=export)
+
+
+class _Probe:
+    """The learning-curve figures of the EMA model (``JointRunConfig.probe_*``), on a fixed set of captions
+    spread evenly over the training captions, with the same seeds every time."""
+
+    def __init__(self, cfg: JointRunConfig, captions: dict[str, str], device):
+        import numpy as np
+
+        from jodiffusion.diffusion.sampling import SamplerConfig
+        from jodiffusion.evaluation.joint_quality import probe_model
+
+        texts = list(captions.values())
+        picks = np.linspace(0, len(texts) - 1, min(cfg.probe_pairs, len(texts))).round().astype(int)
+        self.prompts = [texts[i] for i in picks]
+        self.sampler = SamplerConfig(**{**asdict(cfg.sampler), "steps": cfg.probe_steps})
+        self.seed, self.run = cfg.train.seed, probe_model
+        self.predict = None
+        if cfg.probe_segmenter:
+            from jodiffusion.segmentation.inference import predict
+            from jodiffusion.segmentation.models import load_segmenter
+
+            net, seg_cfg = load_segmenter(cfg.probe_segmenter)
+            net = net.to(device).eval()
+            self.predict = lambda images: predict(net, images, input_size=seg_cfg.input_size)
+
+    def __call__(self, pipe) -> dict:
+        was_training = [m.training for m in (pipe.denoiser, pipe.text_encoder)]
+        pipe.denoiser.eval()
+        pipe.text_encoder.eval()
+        try:
+            return self.run(pipe, self.prompts, self.predict, sampler=self.sampler, seed=self.seed)
+        finally:
+            pipe.denoiser.train(was_training[0])
+            pipe.text_encoder.train(was_training[1])
 
 
 def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
