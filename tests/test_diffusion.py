@@ -182,3 +182,20 @@ def test_prediction_type_is_validated_and_reaches_the_schedulers():
         NoiseScheduleConfig(prediction_type="x0")
     assert training_scheduler(NoiseScheduleConfig(prediction_type="v_prediction")).config.prediction_type == \
         "v_prediction"
+
+
+def test_zero_terminal_snr_is_the_default_wherever_it_is_defined():
+    """None means "on for v_prediction and sample": it must survive the preset merge (a resolved default
+    once made every preset that switches to `sample` keep the noise leak) and be recorded when exported."""
+    from jodiffusion.config.loader import load_config
+    from jodiffusion.training.joint import JointRunConfig
+
+    assert not NoiseScheduleConfig().zero_snr  # epsilon: undefined at SNR 0
+    assert NoiseScheduleConfig(prediction_type="sample").zero_snr
+    assert not NoiseScheduleConfig(prediction_type="sample", rescale_betas_zero_snr=False).zero_snr
+    demo = load_config(JointRunConfig, group="joint", preset="demo")
+    assert demo.schedule.prediction_type == "sample" and demo.schedule.rescale_betas_zero_snr is None
+    assert demo.schedule.zero_snr and float(training_scheduler(demo.schedule).alphas_cumprod[-1]) < 1e-6
+    off = load_config(JointRunConfig, group="joint", preset="demo", overrides=["schedule.rescale_betas_zero_snr=false"])
+    assert not off.schedule.zero_snr
+    assert demo.schedule.resolved().rescale_betas_zero_snr is True

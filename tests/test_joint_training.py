@@ -58,6 +58,7 @@ def test_export_round_trip_gives_identical_samples(tmp_path, tiny_vae):
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     meta = json.loads((export / "jodiffusion.json").read_text())
     assert meta["codec"]["kind"] == "pixel-unshuffle" and meta["codec"]["scaling_factor"] != 1.0  # measured
+    assert meta["schedule"]["rescale_betas_zero_snr"] is False  # "auto" recorded as what it meant (epsilon: off)
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_vae):

@@ -3,7 +3,7 @@ DPM-Solver++. The defaults are UniDiffuser's (scaled-linear betas 0.00085 -> 0.0
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -23,14 +23,14 @@ class NoiseScheduleConfig:
     prediction_type: str = "epsilon"
     # Rescale the betas to zero terminal SNR (Lin et al., 2024): the last training timestep is pure noise,
     # as sampling assumes. Needs prediction_type v_prediction or sample (epsilon is undefined there).
-    # None (the default): on wherever it is defined. Without it the last timestep still carries the
-    # data's global brightness, the network learns to read it from the noise instead of the caption, and
-    # every sample starts from the data's mean brightness (issue 17, docs/results.md).
+    # None (the default): on wherever it is defined (``zero_snr``). It stays None in configs, so that a
+    # preset or override of prediction_type decides it; an exported model records the resolved value.
+    # Without it the last timestep still carries the data's global brightness, the network learns to
+    # read it from the noise instead of the caption, and sampling starts every image from the data's
+    # mean brightness (issue 17, docs/results.md).
     rescale_betas_zero_snr: bool | None = None
 
     def __post_init__(self):
-        if self.rescale_betas_zero_snr is None:
-            self.rescale_betas_zero_snr = self.prediction_type != "epsilon"
         if self.num_train_timesteps < 2:
             raise ValueError("schedule.num_train_timesteps must be >= 2")
         if not 0 < self.beta_start < self.beta_end < 1:
@@ -45,10 +45,21 @@ class NoiseScheduleConfig:
         if self.beta_schedule not in SCHEDULES:
             raise ValueError(f"schedule.beta_schedule='{self.beta_schedule}'; choose one of {', '.join(SCHEDULES)}")
 
+    @property
+    def zero_snr(self) -> bool:
+        """Whether the betas are rescaled to zero terminal SNR (None: wherever the prediction allows it)."""
+        if self.rescale_betas_zero_snr is None:
+            return self.prediction_type != "epsilon"
+        return bool(self.rescale_betas_zero_snr)
+
+    def resolved(self) -> NoiseScheduleConfig:
+        """A copy with every automatic setting made explicit (what an exported model records)."""
+        return replace(self, rescale_betas_zero_snr=self.zero_snr)
+
     def kwargs(self) -> dict:
         return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
                 "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "prediction_type": self.prediction_type,
-                "rescale_betas_zero_snr": self.rescale_betas_zero_snr}
+                "rescale_betas_zero_snr": self.zero_snr}
 
 
 def training_scheduler(cfg: NoiseScheduleConfig):
@@ -61,6 +72,6 @@ def sampling_scheduler(cfg: NoiseScheduleConfig, solver_order: int = 2):
     from diffusers import DPMSolverMultistepScheduler
 
     # Zero terminal SNR: start sampling at the last training timestep ("trailing"), which is pure noise.
-    extra = {"timestep_spacing": "trailing", "final_sigmas_type": "zero"} if cfg.rescale_betas_zero_snr else {}
+    extra = {"timestep_spacing": "trailing", "final_sigmas_type": "zero"} if cfg.zero_snr else {}
     return DPMSolverMultistepScheduler(**cfg.kwargs(), algorithm_type="dpmsolver++", solver_order=solver_order,
                                        lower_order_final=True, **extra)

@@ -41,7 +41,7 @@ class JoDiffusionPipeline:
         self.denoiser, self.vae, self.codec, self.text_encoder = denoiser, vae, codec, text_encoder
         self.classes = classes
         self.resolution = (int(resolution[0]), int(resolution[1]))
-        self.schedule = schedule
+        self.schedule = schedule.resolved()  # the model folder records what "auto" meant when it was trained
         self.sampler = sampler or SamplerConfig()
         h, w = self.resolution
         self.img_shape = codec.latent_shape(h, w)
