@@ -80,6 +80,8 @@ def forward_flops(cfg: UViTConfig) -> int:
         embed += 2 * cfg.num_text_tokens * cfg.text_dim * d
     if cfg.unidiffuser_tokens:
         embed += 2 * cfg.clip_img_dim * d
+    if cfg.pooled_text:
+        embed += 2 * cfg.text_dim * d                  # the pooled caption's projection
     heads = 2 * n * d * p * p * channels
     if cfg.final_conv:
         heads += 2 * cfg.latent_height * cfg.latent_width * 9 * (cfg.img_channels ** 2 + cfg.mask_channels ** 2)

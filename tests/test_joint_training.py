@@ -242,5 +242,23 @@ def test_learning_curves_are_logged_and_drawn(tmp_path, tiny_vae):
 
 
 def test_probe_settings_are_checked(tmp_path, tiny_vae):
-    with pytest.raises(ValueError, match="probe_every"):
+    from jodiffusion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="probe_every"):
         _cfg(tmp_path, tiny_vae, "probe_every=-1")
+
+
+def test_channels_last_trains_the_conv_unet_to_the_same_weights(tmp_path, tiny_vae):
+    """channels_last changes the memory layout, not the maths: two steps give the same weights either way
+    (up to AdamW's step size, lr 1e-3: Adam normalises each update, so a rounding difference in a tiny
+    gradient can move a weight by up to one step; a different model would differ by about 0.1), and the
+    export loads and samples."""
+    common = ("model.backbone=unet", "train.steps=2", "sample_count=0")
+    fast = train_joint(_cfg(tmp_path / "cl", tiny_vae, *common), progress=False)
+    plain = train_joint(_cfg(tmp_path / "plain", tiny_vae, *common, "channels_last=false"), progress=False)
+    a = JoDiffusionPipeline.from_pretrained(fast)
+    b = JoDiffusionPipeline.from_pretrained(plain).denoiser.state_dict()
+    for key, value in a.denoiser.state_dict().items():
+        assert torch.allclose(value, b[key], atol=2.5e-3), key
+    image, mask, _ = a.generate(["a red circle"], seed=0)[0]
+    assert image.shape == (32, 32, 3) and mask.shape == (32, 32)
