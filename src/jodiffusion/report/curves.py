@@ -53,6 +53,7 @@ def learning_curves_figure(curves: Mapping[str, tuple[list[float], list[float]]]
                            reference: Mapping[str, float] | None = None, title: str = "learning curves") -> Path:
     """Panels of quality against training samples; ``reference``: the real data's probe figures (dashed)."""
     from matplotlib.figure import Figure  # the Agg canvas: no pyplot, no display
+    from matplotlib.ticker import FuncFormatter
 
     iou = sorted(k for k in curves if k.startswith("iou_") and k != "iou_background")
     panels = [p for p in PANELS if any(f in curves for f in p[1])]
@@ -77,6 +78,7 @@ def learning_curves_figure(curves: Mapping[str, tuple[list[float], list[float]]]
                     ax.axhline(reference[key], color=line.get_color(), linestyle="--", linewidth=1)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("training samples")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x >= 1000 else f"{x:g}"))
         ax.set_ylabel(ylabel)
         if name == "training loss":
             ax.set_yscale("log")
