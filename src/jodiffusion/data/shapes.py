@@ -71,7 +71,7 @@ BACKGROUND_KINDS = ("plain", "gradient", "noisy", "striped")
 MAX_OBJECTS = 4
 MIN_VISIBLE_FRACTION = 0.35
 
-_TONE_LEVELS = {"dark": (62, 105), "light": (140, 190)}  # grey level range of each background tone
+TONE_LEVELS = {"dark": (62, 105), "light": (140, 190)}  # grey level range of each background tone
 @dataclass(frozen=True)
 class ShapesStyle:
     """What a scene may contain. ``full`` is every texture and background kind with the small sizes;
@@ -226,7 +226,7 @@ def texture_mask(texture: str, u: np.ndarray, v: np.ndarray, width: float) -> np
 # --- rendering --------------------------------------------------------------------------------
 
 def _muted_colour(rng: np.random.Generator, tone: str) -> np.ndarray:
-    lo, hi = _TONE_LEVELS[tone]
+    lo, hi = TONE_LEVELS[tone]
     grey = rng.uniform(lo, hi)
     tint = rng.uniform(-14, 14, size=3)
     return np.clip(grey + tint, *BACKGROUND_RANGE)

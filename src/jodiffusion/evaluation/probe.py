@@ -28,23 +28,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.shapes import BACKGROUND_TONES, COLOURS, SIZES, TEXTURES, TONE_LEVELS
 
-# The words of the shapes captions (data/shapes.py); kept here as plain data so that the probe reads any
-# caption written in that vocabulary, whatever dataset object produced it.
-TONE_WORDS = ("dark", "light")
-SIZE_WORDS = ("small", "large")
-# name -> main colour: the colour each object is filled with (data/shapes.py COLOURS, first entries)
-COLOUR_WORDS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 70, 225), "yellow": (245, 215, 35),
-    "purple": (150, 40, 200), "orange": (250, 135, 20), "white": (245, 245, 245), "black": (15, 15, 15),
-}
-# Grey level between the two tones' ranges (dark 62-105, light 140-190 in data/shapes.py)
-TONE_THRESHOLD = 122.5
+# The caption vocabulary is the shapes dataset's own (data/shapes.py): the probe reads any caption
+# written in it, whatever dataset object produced the pairs.
+TONE_WORDS = BACKGROUND_TONES
+SIZE_WORDS = SIZES
+COLOUR_WORDS: dict[str, tuple[int, int, int]] = {name: main for name, (main, _shade) in COLOURS.items()}
+# The grey level between the two tones' ranges
+TONE_THRESHOLD = (TONE_LEVELS["dark"][1] + TONE_LEVELS["light"][0]) / 2
 NOT_APPLICABLE = "not applicable"
 
-_OBJECT_RE = re.compile(r"\b(small|large) (red|green|blue|yellow|purple|orange|white|black)"
-                        r"(?: (?:solid|striped|dotted|checkered))? ([a-z]+)")
-_TONE_RE = re.compile(r"\bon an? (dark|light)\b")
+_OBJECT_RE = re.compile(rf"\b({'|'.join(SIZES)}) ({'|'.join(COLOURS)})(?: (?:{'|'.join(TEXTURES)}))? ([a-z]+)")
+_TONE_RE = re.compile(rf"\bon an? ({'|'.join(BACKGROUND_TONES)})\b")
 
 
 @dataclass(frozen=True)
@@ -140,35 +136,27 @@ def probe_pairs(prompts: Sequence[str], images: Sequence[np.ndarray], masks: Seq
 def _figures(t: _Tally) -> dict:
     out: dict = {}
     missing: dict[str, str] = {}
-    toned = sum(len(v) for v in t.tone_grey.values())
+
+    def put(name: str, value: float | None, reason: str) -> None:
+        out[name] = None if value is None else float(value)
+        if value is None:
+            missing[name] = reason
+
     for tone in TONE_WORDS:
-        values = t.tone_grey[tone]
-        out[f"background_{tone}"] = float(np.mean(values)) if values else None
-    if all(t.tone_grey[tone] for tone in TONE_WORDS):
-        out["background_gap"] = out["background_light"] - out["background_dark"]
-    else:
-        out["background_gap"] = None
-        missing["background_gap"] = "the prompts do not name both a dark and a light background"
-    if toned:
-        out["background_accuracy"] = 100.0 * t.tone_right / toned
-    else:
-        out["background_accuracy"] = None
-        missing["background_accuracy"] = "no prompt names a background tone (or no pair has background pixels)"
-    if t.colour_seen:
-        out["colour_accuracy"] = 100.0 * t.colour_right / t.colour_seen
-    else:
-        out["colour_accuracy"] = None
-        missing["colour_accuracy"] = "no prompt names an object colour whose class region was generated"
-    if all(t.size_area[s] for s in SIZE_WORDS):
-        out["size_ratio"] = float(np.mean(t.size_area["large"]) / max(np.mean(t.size_area["small"]), 1e-9))
-    else:
-        out["size_ratio"] = None
-        missing["size_ratio"] = "the prompts do not name both small and large objects that were generated"
-    if t.count_seen:
-        out["count_accuracy"] = 100.0 * t.count_right / t.count_seen
-    else:
-        out["count_accuracy"] = None
-        missing["count_accuracy"] = "no prompt names its objects by class"
+        out[f"background_{tone}"] = float(np.mean(t.tone_grey[tone])) if t.tone_grey[tone] else None
+    both_tones = all(t.tone_grey[tone] for tone in TONE_WORDS)
+    put("background_gap", out["background_light"] - out["background_dark"] if both_tones else None,
+        "the prompts do not name both a dark and a light background")
+    toned = sum(len(v) for v in t.tone_grey.values())
+    put("background_accuracy", 100.0 * t.tone_right / toned if toned else None,
+        "no prompt names a background tone (or no pair has background pixels)")
+    put("colour_accuracy", 100.0 * t.colour_right / t.colour_seen if t.colour_seen else None,
+        "no prompt names an object colour whose class region was generated")
+    both_sizes = all(t.size_area[s] for s in SIZE_WORDS)
+    put("size_ratio", np.mean(t.size_area["large"]) / max(np.mean(t.size_area["small"]), 1e-9) if both_sizes else None,
+        "the prompts do not name both small and large objects that were generated")
+    put("count_accuracy", 100.0 * t.count_right / t.count_seen if t.count_seen else None,
+        "no prompt names its objects by class")
     out["not_applicable"] = missing
     return out
 
