@@ -20,7 +20,8 @@ from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.evaluation.probe import probe_pairs
 from jodiffusion.utils.precision import autocast_dtype
 
-__all__ = ["PromptAdherence", "classes_named", "classes_present", "evaluate_model", "evaluate_pairs", "probe_model"]
+__all__ = ["PromptAdherence", "classes_named", "classes_present", "evaluate_model", "evaluate_pairs", "generate_pairs",
+           "probe_model", "segmenter_predictor"]
 
 
 @dataclass
@@ -62,6 +63,32 @@ def evaluate_pairs(prompts: Sequence[str], images: Sequence[np.ndarray], masks: 
     return result
 
 
+def generate_pairs(pipe, prompts: Sequence[str], sampler=None, seed: int = 0, batch_size: int = 16, tau: int = 0,
+                   progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One (image, mask) per prompt, in batches; pair i uses sample_seed(seed, i), whatever the batch size."""
+    from tqdm.auto import tqdm
+
+    images, masks = [], []
+    amp = autocast_dtype("auto", pipe.device)
+    for first in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+        batch = list(prompts[first: first + batch_size])
+        for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau,
+                                            autocast_dtype=amp):
+            images.append(image)
+            masks.append(mask)
+    return images, masks
+
+
+def segmenter_predictor(segmenter_dir, device) -> Callable[[np.ndarray], np.ndarray]:
+    """A saved segmenter as ``(B, H, W, 3) uint8 -> (B, H, W) class ids``, loaded once onto ``device``."""
+    from jodiffusion.segmentation.inference import predict
+    from jodiffusion.segmentation.models import load_segmenter
+
+    net, seg_cfg = load_segmenter(segmenter_dir)
+    net = net.to(device).eval()
+    return lambda images: predict(net, images, input_size=seg_cfg.input_size)
+
+
 def probe_model(pipe, prompts: Sequence[str], predict: Callable[[np.ndarray], np.ndarray] | None = None,
                 sampler=None, seed: int = 0, batch_size: int = 32, tau: int = 0) -> dict:
     """The cheap quality figures of a model in training (its learning curves): one pair per prompt, then
@@ -69,14 +96,7 @@ def probe_model(pipe, prompts: Sequence[str], predict: Callable[[np.ndarray], np
     agreement with its per-class IoU (shape fidelity). A flat dict of numbers (None: not applicable)."""
     import torch
 
-    images, masks = [], []
-    amp = autocast_dtype("auto", pipe.device)
-    for first in range(0, len(prompts), batch_size):
-        batch = list(prompts[first: first + batch_size])
-        for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau,
-                                            autocast_dtype=amp):
-            images.append(image)
-            masks.append(mask)
+    images, masks = generate_pairs(pipe, prompts, sampler, seed, batch_size, tau)
     with torch.no_grad():
         result = evaluate_pairs(prompts, images, masks, pipe.classes, predict)
     figures = {k: result[k] for k in ("prompt_precision", "prompt_recall", "agreement_miou") if k in result}
@@ -94,33 +114,16 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
     import time
 
     import torch
-    from tqdm.auto import tqdm
 
     from jodiffusion.generation.pipeline import JoDiffusionPipeline
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)
     sampler = pipe.sampler.override(steps, guidance)
-    images, masks = [], []
     start = time.perf_counter()
-    for first in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
-        batch = list(prompts[first: first + batch_size])
-        for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau,
-                                            autocast_dtype=autocast_dtype("auto", device)):
-            images.append(image)
-            masks.append(mask)
+    images, masks = generate_pairs(pipe, prompts, sampler, seed, batch_size, tau, progress)
     seconds = time.perf_counter() - start
-    predict = None
-    if segmenter_dir is not None:
-        from jodiffusion.segmentation.inference import predict as segment
-        from jodiffusion.segmentation.models import load_segmenter
-
-        net, seg_cfg = load_segmenter(segmenter_dir)
-        net = net.to(device)
-
-        def predict(batch_images):
-            return segment(net, batch_images, input_size=seg_cfg.input_size)
-
+    predict = segmenter_predictor(segmenter_dir, device) if segmenter_dir is not None else None
     result = evaluate_pairs(prompts, images, masks, pipe.classes, predict)
     result["probe"] = probe_pairs(prompts, images, masks, pipe.classes)
     result.update(steps=sampler.steps, guidance_scale=sampler.guidance_scale, tau=tau, seed=seed,

@@ -37,7 +37,6 @@ SIZE_WORDS = SIZES
 COLOUR_WORDS: dict[str, tuple[int, int, int]] = {name: main for name, (main, _shade) in COLOURS.items()}
 # The grey level between the two tones' ranges
 TONE_THRESHOLD = (TONE_LEVELS["dark"][1] + TONE_LEVELS["light"][0]) / 2
-NOT_APPLICABLE = "not applicable"
 
 _OBJECT_RE = re.compile(rf"\b({'|'.join(SIZES)}) ({'|'.join(COLOURS)})(?: (?:{'|'.join(TEXTURES)}))? ([a-z]+)")
 _TONE_RE = re.compile(rf"\bon an? ({'|'.join(BACKGROUND_TONES)})\b")
@@ -161,8 +160,5 @@ def _figures(t: _Tally) -> dict:
     return out
 
 
-PROBE_FIGURES = ("background_dark", "background_light", "background_gap", "background_accuracy",
-                 "colour_accuracy", "size_ratio", "count_accuracy")
-
-__all__ = ["NOT_APPLICABLE", "PROBE_FIGURES", "CaptionAttributes", "NamedObject", "count_objects", "nearest_colour",
+__all__ = ["CaptionAttributes", "NamedObject", "count_objects", "nearest_colour",
            "parse_caption", "probe_pairs"]

@@ -75,8 +75,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     def joint_stage(folder: Path, resume: bool) -> dict:
         jcfg = _stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
                              probe_segmenter=seg["real"]["export"], output_dir=str(folder))
-        return {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume))),
-                "metrics": str(folder / "metrics.jsonl")}
+        return {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume)))}
 
     joint = runner.run("joint", {"vae": vae, "spec": dataclasses.asdict(cfg.joint),
                                  "probe_segmenter": seg["real"]["export"]}, joint_stage)

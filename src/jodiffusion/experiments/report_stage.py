@@ -45,19 +45,11 @@ def _first_pairs(folder: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarra
     return images, masks, prompts
 
 
-def _captions_of(data: DataConfig, dataset, picks) -> list[str]:
-    """The captions of some training pairs ("" where a pair has none): the probe reads their words."""
-    from jodiffusion.data.captions import captions_path, read_captions
-
-    source = captions_path(data.captions, data.root)
-    captions = read_captions(source, split=data.train_split) if source is not None and source.is_file() else {}
-    return [captions.get(dataset.stem(i), "") for i in picks]
-
-
 def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, synthetic: dict, metrics: dict,
                           runner, progress: bool, title: str = "JoDiffusion pipeline report") -> dict:
     import torch
 
+    from jodiffusion.data.captions import dataset_captions
     from jodiffusion.data.registry import build_dataset
     from jodiffusion.evaluation.dataset_stats import compute_stats
     from jodiffusion.evaluation.probe import probe_pairs
@@ -120,8 +112,8 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
 
     # The conditioning probe on real pairs: the reference every generated figure is read against.
     picks = range(0, len(real_train), max(1, len(real_train) // 256))
-    real_probe = probe_pairs([real_train.caption(i) for i in picks] if callable(getattr(real_train, "caption", None))
-                             else _captions_of(data, real_train, picks),
+    captions = dataset_captions(real_train, data.captions, data.root, split=data.train_split) or {}
+    real_probe = probe_pairs([captions.get(real_train.stem(i), "") for i in picks],
                              [real_train.load_image(i) for i in picks], [real_train.load_mask(i) for i in picks],
                              pipe.classes)
     metrics = {**metrics, "probe_real": real_probe}

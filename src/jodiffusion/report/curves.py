@@ -30,12 +30,10 @@ def read_curves(metrics_path: str | Path) -> dict[str, tuple[list[float], list[f
     path = Path(metrics_path)
     if not path.is_file():
         return curves
-    batch_of_step: dict[int, float] = {}
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for row in rows:
-        if "samples_seen" in row and row.get("step"):
-            batch_of_step[int(row["step"])] = float(row["samples_seen"]) / int(row["step"])
-    per_step = next(iter(batch_of_step.values()), None)
+    # samples per step, from the first row that records both: the loss rows carry only their step
+    per_step = next((float(r["samples_seen"]) / int(r["step"]) for r in rows if "samples_seen" in r and r.get("step")),
+                    None)
     for row in rows:
         step = row.get("step")
         if step is None:

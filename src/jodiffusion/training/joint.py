@@ -8,6 +8,7 @@ latents are encoded on the fly by the annotation VAE, which is cheap and follows
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -329,31 +330,32 @@ class _Probe:
         import numpy as np
 
         from jodiffusion.diffusion.sampling import SamplerConfig
-        from jodiffusion.evaluation.joint_quality import probe_model
+        from jodiffusion.evaluation.joint_quality import probe_model, segmenter_predictor
 
         texts = list(captions.values())
         picks = np.linspace(0, len(texts) - 1, min(cfg.probe_pairs, len(texts))).round().astype(int)
         self.prompts = [texts[i] for i in picks]
         self.sampler = SamplerConfig(**{**asdict(cfg.sampler), "steps": cfg.probe_steps})
         self.seed, self.run = cfg.train.seed, probe_model
-        self.predict = None
-        if cfg.probe_segmenter:
-            from jodiffusion.segmentation.inference import predict
-            from jodiffusion.segmentation.models import load_segmenter
-
-            net, seg_cfg = load_segmenter(cfg.probe_segmenter)
-            net = net.to(device).eval()
-            self.predict = lambda images: predict(net, images, input_size=seg_cfg.input_size)
+        self.predict = segmenter_predictor(cfg.probe_segmenter, device) if cfg.probe_segmenter else None
 
     def __call__(self, pipe) -> dict:
-        was_training = [m.training for m in (pipe.denoiser, pipe.text_encoder)]
-        pipe.denoiser.eval()
-        pipe.text_encoder.eval()
-        try:
+        with _eval_mode(pipe):
             return self.run(pipe, self.prompts, self.predict, sampler=self.sampler, seed=self.seed)
-        finally:
-            pipe.denoiser.train(was_training[0])
-            pipe.text_encoder.train(was_training[1])
+
+
+@contextlib.contextmanager
+def _eval_mode(pipe):
+    """The pipeline's trained modules in eval mode for a sample, then back in the mode they were in."""
+    modules = (pipe.denoiser, pipe.text_encoder)
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, was_training, strict=True):
+            m.train(mode)
 
 
 def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
@@ -385,12 +387,8 @@ def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: P
     from jodiffusion.report.viz import colorize, grid, overlay, save_png
 
     prompts = list(captions.values())[: cfg.sample_count]
-    was_training = [m.training for m in (pipe.denoiser, pipe.text_encoder)]
-    pipe.denoiser.eval()
-    pipe.text_encoder.eval()
-    pairs = pipe.generate(prompts, seed=cfg.train.seed)
-    pipe.denoiser.train(was_training[0])
-    pipe.text_encoder.train(was_training[1])
+    with _eval_mode(pipe):
+        pairs = pipe.generate(prompts, seed=cfg.train.seed)
     rows = [[img, colorize(mask, pipe.classes), overlay(img, mask, pipe.classes)] for img, mask, _ in pairs]
     path = save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:40] for p in prompts]),
                     run_dir / "samples" / f"step_{step:08d}.png")
