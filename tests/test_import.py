@@ -48,6 +48,15 @@ def save(arr: np.ndarray, path: Path, **kw) -> Path:
     return path
 
 
+def save_palette(ids: np.ndarray, path: Path) -> Path:
+    """A palette PNG of class ids (VOC's format)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(ids, mode="P")
+    im.putpalette([v for c in range(256) for v in ((c * 67) % 256, (c * 131) % 256, (c * 29) % 256)])
+    im.save(path)
+    return path
+
+
 def run(src, out, **kw):
     overwrite = kw.pop("overwrite", False)
     return import_folder(src, out, ImportOptions(**kw), overwrite=overwrite, progress=False)
@@ -117,7 +126,7 @@ def test_cli_prints_the_summary_and_validate_accepts_the_result(figure_ground, t
     out = tmp_path / "out"
     assert main(["import", str(src), "--out", str(out), "--names", "background,pet", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "imported 10 pairs" in text and "read as binary" in text and "resized: 10 images" in text
+    assert "imported 10 pairs" in text and "read as binary" in text and "resized: 10 of 10 images" in text
     assert "snapped:" in text and str(out / IMPORT_FILE) in text
     assert json.loads((out / "classes.json").read_text())["names"] == ["background", "pet"]
     assert main(["validate", "--dataset", "folder", "--root", str(out)]) == 0
@@ -417,8 +426,9 @@ def test_globs_pick_the_files(tmp_path):
     assert len(copied) == 4 and all(p.read_bytes() == (src / "data" / p.name).read_bytes() for p in copied)
     with pytest.raises(DatasetError, match="both name data/0.png"):
         run(src, tmp_path / "out2", images="data", masks="data/*.png")
-    with pytest.raises(DatasetError, match="no folder of images found .*--images"):
-        run(tmp_path / "src" / "data", tmp_path / "out3")
+    # without flags: found by content (same stems, JPEG pictures and PNG class ids in one folder)
+    summary = run(tmp_path / "src" / "data", tmp_path / "out3")
+    assert summary.pairs == 4 and summary.found_by == "content"
 
 
 def test_classes_from_names_or_a_file(tmp_path):
@@ -474,3 +484,153 @@ def test_output_folder_rules(tmp_path):
         run(src, bad, names=["only"])
     assert not bad.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert tree_hash(src) == before
+
+
+# --- import without flags: image and mask folders found by content -------------------------------------
+
+def grey_jpeg_mask(seed: int) -> np.ndarray:
+    return (blob(seed) * 255).astype(np.uint8)
+
+
+def check_pairs(out: Path, truth: dict[str, np.ndarray], lossy: bool = False) -> None:
+    masks = all_masks(out)
+    assert set(masks) == set(truth)
+    for stem, ids in truth.items():
+        agree = (masks[stem] == ids).mean()
+        assert agree > (0.97 if lossy else 0.999), stem
+
+
+def test_content_finds_rgb_and_figure_ground_and_names_the_grey_folder(tmp_path):
+    """The issue's download: photos in rgb/, lossy JPEG 0/255 masks in figure_ground/, grey copies of the
+    photos in gray/; no flag names anything."""
+    src = tmp_path / "horses"
+    truth = {}
+    for i in range(6):
+        truth[f"horse{i:03d}"] = blob(i)
+        save(picture(i), src / "rgb" / f"horse{i:03d}.jpg", quality=90)
+        save(np.asarray(Image.fromarray(picture(i)).convert("L")), src / "gray" / f"horse{i:03d}.jpg")
+        save(grey_jpeg_mask(i), src / "figure_ground" / f"horse{i:03d}.jpg", quality=90)
+    summary = run(src, tmp_path / "out", names=["background", "horse"])
+    assert summary.found_by == "content" and summary.pairs == 6
+    assert "rgb" in summary.images_from and "figure_ground" in summary.masks_from
+    assert summary.mask_type == "binary"
+    check_pairs(tmp_path / "out", truth, lossy=True)
+    gray = [u for u in summary.unused if u["where"].startswith("gray/")]
+    assert len(gray) == 1 and gray[0]["files"] == 6 and "grey copies" in gray[0]["reason"]
+    assert "not used: gray/*.jpg (6 files): grey copies" in summary.format()
+
+
+def test_content_finds_masks_beside_their_images_by_a_name_suffix(tmp_path):
+    src = tmp_path / "flat"
+    truth = {}
+    for i in range(5):
+        truth[f"img_{i:04d}"] = blob(i, k=3)
+        save(picture(i), src / f"img_{i:04d}.png")
+        save(blob(i, k=3), src / f"img_{i:04d}_mask.png")
+    summary = run(src, tmp_path / "out", names=["a", "b", "c"])
+    assert summary.found_by == "content" and summary.pairs == 5
+    assert "_mask.png" in summary.masks_from
+    check_pairs(tmp_path / "out", truth)
+    assert sorted(p.stem for p in (tmp_path / "out" / "images").rglob("*.png")) == sorted(truth)
+
+
+def test_content_finds_a_voc_layout_one_level_down(tmp_path):
+    """VOCdevkit/VOC2012: JPEGImages (more images than masks), SegmentationClass and SegmentationObject
+    (both palette PNGs of the same stems: the class masks are the ones named so)."""
+    src = tmp_path / "VOCdevkit"
+    root = src / "VOC2012"
+    truth = {}
+    for i in range(6):
+        stem = f"2007_{i:06d}"
+        save(picture(i), root / "JPEGImages" / f"{stem}.jpg")
+        if i < 4:
+            ids = blob(i, k=3)
+            truth[stem] = ids
+            save_palette(ids, root / "SegmentationClass" / f"{stem}.png")
+            save_palette((ids > 0).astype(np.uint8) * 2, root / "SegmentationObject" / f"{stem}.png")
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000000\n")
+    summary = run(src, tmp_path / "out", names=["background", "a", "b"])
+    assert summary.found_by == "content" and summary.pairs == 4
+    assert "SegmentationClass" in summary.masks_from and "JPEGImages" in summary.images_from
+    check_pairs(tmp_path / "out", truth)
+    assert summary.left_out_by_kind() == {"no-mask": 2}
+    obj = [u for u in summary.unused if "SegmentationObject" in u["where"]]
+    assert obj and "also masks of the same images" in obj[0]["reason"]
+
+
+def test_content_finds_an_ade20k_layout(tmp_path):
+    src = tmp_path / "ADEChallengeData2016"
+    truth = {}
+    for split, folder in (("train", "training"), ("val", "validation")):
+        for i in range(3):
+            stem = f"ADE_{split}_{i:08d}"
+            ids = blob(i, k=3)
+            truth[stem] = ids
+            save(picture(i), src / "images" / folder / f"{stem}.jpg")
+            save(ids, src / "annotations" / folder / f"{stem}.png")
+    summary = run(src, tmp_path / "out", names=["other", "a", "b"])
+    assert summary.splits == {"train": 3, "val": 3} and summary.found_by == "folder names"
+    check_pairs(tmp_path / "out", truth)
+
+
+def test_content_finds_a_cityscapes_layout(tmp_path):
+    """leftImg8bit/<split>/<city>/<x>_leftImg8bit.png with gtFine/<split>/<city>/<x>_gtFine_{labelIds,color,
+    instanceIds}.png: the single-channel label ids are the masks; colour and instance ids are named."""
+    src = tmp_path / "cityscapes"
+    truth = {}
+    for split, city in (("train", "aachen"), ("train", "bremen"), ("val", "lindau")):
+        for i in range(3):
+            key = f"{city}_{i:06d}_000019"
+            ids = blob(i + len(truth), k=4)
+            truth[key] = ids
+            save(picture(len(truth)), src / "leftImg8bit" / split / city / f"{key}_leftImg8bit.png")
+            gt = src / "gtFine" / split / city
+            save(ids, gt / f"{key}_gtFine_labelIds.png")
+            palette = np.array([[128, 64, 128], [70, 70, 70], [107, 142, 35], [0, 0, 142]], np.uint8)
+            save(palette[ids], gt / f"{key}_gtFine_color.png")
+            save((ids.astype(np.int32) * 1000 + 7), gt / f"{key}_gtFine_instanceIds.png")
+            (gt / f"{key}_gtFine_polygons.json").write_text("{}")
+    summary = run(src, tmp_path / "out", names=["road", "building", "vegetation", "car"])
+    assert summary.found_by == "content" and summary.splits == {"train": 6, "val": 3}
+    assert "_gtFine_labelIds.png" in summary.masks_from and "_leftImg8bit.png" in summary.images_from
+    check_pairs(tmp_path / "out", truth)
+    reasons = {u["where"]: u["reason"] for u in summary.unused}
+    colour = next(r for w, r in reasons.items() if w.endswith("_gtFine_color.png"))
+    instance = next(r for w, r in reasons.items() if w.endswith("_gtFine_instanceIds.png"))
+    assert "also masks of the same images" in colour and "instance ids" in instance
+
+
+def test_content_that_pairs_nothing_names_what_it_found(tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        save(picture(i), src / "photos_a" / f"a{i}.jpg")
+        save(picture(i + 9), src / "photos_b" / f"b{i}.jpg")
+    with pytest.raises(DatasetError, match=r"could not tell the images from the masks(.|\n)*photos_a/\*\.jpg: 3 "
+                                           r"files(.|\n)*--images FOLDER_OR_GLOB --masks"):
+        run(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_flag_and_the_other_side_found_by_content(tmp_path):
+    src = tmp_path / "src"
+    truth = {}
+    for i in range(4):
+        truth[f"p{i}"] = blob(i)
+        save(picture(i), src / "rgb" / f"p{i}.jpg")
+        save(blob(i), src / "fg" / f"p{i}.png")
+    summary = run(src, tmp_path / "out", images="rgb", names=["background", "thing"])
+    assert summary.pairs == 4 and "fg" in summary.masks_from and summary.found_by == "content"
+    check_pairs(tmp_path / "out", truth)
+
+
+def test_summary_gives_shares(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        save(picture(i), src / "images" / f"{i}.png")
+        m = grey_jpeg_mask(i)
+        m[0, :4] = 100  # snapped by the threshold: 4 of W * H pixels in each mask
+        save(m, src / "masks" / f"{i}.png")
+    summary = run(src, tmp_path / "out", names=["background", "thing"], mask_type="binary")
+    assert summary.snapped_pixels == 16 and summary.mask_pixels == 4 * W * H
+    assert f"snapped: 16 pixels ({100 * 16 / (4 * W * H):.1f}% of mask pixels) in 4 of 4 masks" in summary.format()

@@ -97,6 +97,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def load_mask(self, index: int) -> np.ndarray:
         raise NotImplementedError
 
+    def pair_size(self, index: int) -> tuple[int, int]:
+        """(height, width) of a sample; file datasets read it from the mask's header alone."""
+        return tuple(self.load_mask(index).shape[:2])
+
     def __getitem__(self, index: int) -> dict:
         image, mask = self.load_image(index), self.load_mask(index)
         if self.transform is not None:
@@ -137,6 +141,14 @@ class FileSegmentationDataset(SegmentationDataset):
             raise DatasetError(f"{self.name}: sample '{self.stem(index)}' has no mask")
         mask = read_mask(path)
         return self.label_lut[mask] if self.label_lut is not None else mask
+
+    def pair_size(self, index: int) -> tuple[int, int]:
+        path = self.samples[index].mask_path
+        try:
+            with Image.open(path) as im:
+                return im.size[1], im.size[0]
+        except (OSError, ValueError, TypeError):
+            return super().pair_size(index)  # the mask reader gives the error that names the file
 
 
 def identity_lut() -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import CheckpointError, DatasetError
 from jodiffusion.utils.io import write_text_atomic
+from jodiffusion.utils.progress import progress_bar
 
 CAPTION_METHODS = ("template", "blip2", "dataset")
 DEFAULT_BLIP2_MODEL = "Salesforce/blip2-opt-2.7b"
@@ -354,7 +355,6 @@ def caption_dataset(dataset: Any, out_path: str | os.PathLike, method: str = "te
     gets ``"split": split`` when ``split`` is given. An existing ``out_path`` is refused unless
     ``overwrite``. Images and masks are read untransformed.
     """
-    from tqdm.auto import tqdm
 
     if method not in CAPTION_METHODS:
         raise ValueError(f"unknown caption method '{method}'; choose one of {', '.join(CAPTION_METHODS)}")
@@ -369,13 +369,13 @@ def caption_dataset(dataset: Any, out_path: str | os.PathLike, method: str = "te
         raise DatasetError("the dataset is empty; nothing to caption")
     captions: list[str] = []
     if method == "template":
-        for i in tqdm(range(n), desc="captioning (template)", unit="img", disable=not progress):
+        for i in progress_bar(range(n), desc="captioning (template)", unit="img", disable=not progress):
             captions.append(template_caption(dataset.load_mask(i), dataset.classes, min_fraction=min_fraction))
     elif method == "dataset":
         if not callable(getattr(dataset, "caption", None)):
             raise DatasetError(f"{type(dataset).__name__} has no captions of its own; use method "
                                "'template' or 'blip2'")
-        captions = [dataset.caption(i) for i in tqdm(range(n), desc="captioning (dataset)", unit="img",
+        captions = [dataset.caption(i) for i in progress_bar(range(n), desc="captioning (dataset)", unit="img",
                                                      disable=not progress)]
     else:
         if isinstance(model, Blip2Captioner):
@@ -384,7 +384,7 @@ def caption_dataset(dataset: Any, out_path: str | os.PathLike, method: str = "te
             captioner = Blip2Captioner.from_pretrained(model or DEFAULT_BLIP2_MODEL, device=device,
                                                        dtype=dtype, prompt=prompt,
                                                        max_new_tokens=max_new_tokens)
-        with tqdm(total=n, desc="captioning (blip2)", unit="img", disable=not progress) as bar:
+        with progress_bar(total=n, desc="captioning (blip2)", unit="img", disable=not progress) as bar:
             for start in range(0, n, batch_size):
                 idx = range(start, min(n, start + batch_size))
                 images = [dataset.load_image(i) for i in idx]

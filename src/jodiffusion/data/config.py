@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+from jodiffusion.data.transforms import RESIZE_MODES
+
+SHAPES_ONLY = ("num_train", "num_val", "seed", "difficulty")  # settings of the embedded "shapes" generator
 
 
 @dataclass
@@ -19,9 +23,9 @@ class DataConfig:
     captions: str | None = None
     # VOC only: use SBD's "trainaug" list when it is present.
     voc_trainaug: bool = True
-    # The training size of the generative stages, for every dataset: pairs are resized to cover it and
-    # centre-cropped (height = resolution, width = ``width`` or resolution). It is also the image size of
-    # the embedded "shapes" dataset.
+    # The training size of the generative stages, for every dataset (height = resolution, width = ``width``
+    # or resolution); pairs are fitted to it as ``resize`` says. It is also the image size of the embedded
+    # "shapes" dataset.
     resolution: int = 64
     # Embedded "shapes" dataset: number of images per split, and its seed.
     num_train: int = 512
@@ -33,6 +37,10 @@ class DataConfig:
     # Width of the training size when it is not square: keep a dataset's aspect ratio (CamVid 360x480 ->
     # resolution=96 width=128).
     width: int | None = None
+    # How a pair whose aspect ratio differs from the training size is fitted to it: "letterbox" (scaled to
+    # fit inside; the image padded with black, the mask with ignore, so no pixel is lost and padding is
+    # never scored) or "crop" (scaled to cover, the centre cut out: what is cut is lost).
+    resize: str = "letterbox"
 
     def __post_init__(self):
         from jodiffusion.data.registry import dataset_names, needs_root
@@ -47,6 +55,8 @@ class DataConfig:
             raise ValueError(f"data.resolution={self.resolution} must be a multiple of 8 and at least 16")
         if self.width is not None and (self.width < 16 or self.width % 8):
             raise ValueError(f"data.width={self.width} must be a multiple of 8 and at least 16 (or null: square)")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"data.resize='{self.resize}'; choose one of {', '.join(RESIZE_MODES)}")
         from jodiffusion.data.shapes import DIFFICULTIES
 
         if self.difficulty not in DIFFICULTIES:
@@ -55,6 +65,19 @@ class DataConfig:
             raise ValueError(f"data.seed={self.seed}: a seed must be an integer >= 0; give e.g. data.seed=0")
         if self.num_train < 1 or self.num_val < 1:
             raise ValueError("data.num_train and data.num_val must be positive")
+
+    def record(self) -> dict:
+        """The settings that apply to this dataset, for stage records: the embedded generator's
+        (``num_train``, ``difficulty``, ...) only for "shapes", ``voc_trainaug`` only for VOC, ``root``
+        only for datasets read from disk."""
+        skip = set()
+        if self.name != "shapes":
+            skip |= set(SHAPES_ONLY)
+        else:
+            skip.add("root")
+        if self.name != "voc":
+            skip.add("voc_trainaug")
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
     @property
     def size(self) -> tuple[int, int]:

@@ -59,24 +59,20 @@ from PIL import Image
 from jodiffusion.data import layout
 from jodiffusion.data.base import image_to_rgb
 from jodiffusion.data.classes import IGNORE_INDEX, ClassInfo
+from jodiffusion.data.import_discovery import SourceFile, find_sides
 from jodiffusion.errors import ConfigError, DatasetError
 from jodiffusion.utils.io import write_json_atomic, write_text_atomic
+from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 IMPORT_COMMAND = "import"
 IMPORT_FILE = "import.json"
 IMPORT_ENTRIES = (layout.CLASSES_FILE, layout.IMAGES_DIR, layout.MASKS_DIR, layout.SPLITS_DIR, IMPORT_FILE)
-SOURCE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 COPY_SUFFIXES = (".png", ".jpg", ".jpeg")  # what the folder reader reads as it is
 MASK_TYPES = ("auto", "ids", "binary", "colour")
 RESIZE_MODES = ("image", "mask", "none")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test", "testing": "test"}
-IMAGE_FOLDERS = ("images", "image", "imgs", "img", "JPEGImages", "photos", "Images")
-MASK_FOLDERS = ("masks", "mask", "labels", "label", "annotations", "SegmentationClass", "gt", "ground_truth",
-                "groundtruth", "Masks", "Labels")
 BINARY_NAMES = ("background", "foreground")
 # An RGB(A) mask is colour-coded when a pixel's channels differ by more than this (lossy JPEG noise of a
 # grey mask stays far below), or by anything at all in a lossless file.
@@ -137,6 +133,8 @@ class ImportSummary:
     out: str
     images_from: str
     masks_from: str
+    found_by: str                     # how the two were found: --images/--masks, folder names, or content
+    unused: list[dict]                # image files found but not used: {"where", "files", "reason"}
     mask_type: str
     mask_type_reason: str
     classes: dict
@@ -146,6 +144,7 @@ class ImportSummary:
     resized_images: int = 0
     resized_masks: int = 0
     copied_images: int = 0
+    mask_pixels: int = 0
     snapped_pixels: int = 0
     snapped_masks: int = 0
     snapped_note: str = ""
@@ -167,7 +166,7 @@ class ImportSummary:
     def format(self) -> str:
         split_text = ", ".join(f"{s} {n}" for s, n in self.splits.items())
         lines = [f"imported {self.pairs} pairs from {self.src} into {self.out} ({split_text}; {self.splits_from})",
-                 f"  images: {self.images_from}",
+                 f"  images: {self.images_from}  [found by {self.found_by}]",
                  f"  masks: {self.masks_from}, read as {self.mask_type} ({self.mask_type_reason})",
                  f"  classes: {', '.join(self.classes['names'])} (ignore {self.classes['ignore_index']}, "
                  f"background {self.classes['background']})"]
@@ -175,17 +174,24 @@ class ImportSummary:
             lines.append("  palette: " + ", ".join(f"{p['colour']}={p['class']} ({p['pixels']} px)"
                                                    for p in self.palette))
         if self.value_mapped_pixels:
-            lines.append(f"  value map: {self.value_mapped_pixels} pixels rewritten ({self.options.get('value_map')})")
-        lines.append(f"  resized: {self.resized_images} images to their mask's size, "
-                     f"{self.resized_masks} masks to their image's size (nearest)")
-        lines.append(f"  snapped: {self.snapped_pixels} pixels in {self.snapped_masks} masks"
+            lines.append(f"  value map: {self.value_mapped_pixels} pixels rewritten "
+                         f"({_share(self.value_mapped_pixels, self.mask_pixels)} of mask pixels; "
+                         f"{self.options.get('value_map')})")
+        lines.append(f"  resized: {self.resized_images} of {self.pairs} images to their mask's size, "
+                     f"{self.resized_masks} of {self.pairs} masks to their image's size (nearest)")
+        lines.append(f"  snapped: {self.snapped_pixels} pixels ({_share(self.snapped_pixels, self.mask_pixels)} of "
+                     f"mask pixels) in {self.snapped_masks} of {self.pairs} masks"
                      + (f" ({self.snapped_note})" if self.snapped_note else ""))
         if self.left_out:
             kinds = ", ".join(f"{k} {n}" for k, n in self.left_out_by_kind().items())
-            lines.append(f"  left out: {len(self.left_out)} ({kinds})")
+            total = self.pairs + len(self.left_out)
+            lines.append(f"  left out: {len(self.left_out)} files ({_share(len(self.left_out), total)} of "
+                         f"{total}; {kinds})")
             lines.extend(f"    {x.path}: {x.reason}" for x in sorted(self.left_out, key=lambda x: x.path))
         else:
             lines.append("  left out: none")
+        for u in self.unused:
+            lines.append(f"  not used: {u['where']} ({u['files']} files): {u['reason']}")
         if self.ignored_files:
             shown = ", ".join(self.ignored_files[:5]) + (" ..." if len(self.ignored_files) > 5 else "")
             lines.append(f"  ignored: {len(self.ignored_files)} files that are not PNG/JPEG/BMP/TIFF ({shown})")
@@ -198,76 +204,17 @@ class ImportSummary:
         return "\n".join(lines)
 
 
-# --- finding and pairing the files ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _File:
-    path: Path
-    rel: str           # relative to SRC, for messages
-    stem: str
-    split: str | None  # from a split-named first sub-folder
+def _share(part: int, whole: int) -> str:
+    """``part`` as a percentage of ``whole``, with enough digits that a few pixels do not read 0.0%."""
+    if not whole:
+        return "n/a"
+    value = 100 * part / whole
+    return f"{value:.1f}%" if value >= 0.1 or part == 0 else f"{value:.2g}%"
 
 
-def _has_magic(text: str) -> bool:
-    return any(c in text for c in "*?[")
+# --- pairing the files -----------------------------------------------------------------------------
 
-
-def _find_files(src: Path, spec: str | None, candidates: Sequence[str], what: str,
-                flag: str) -> tuple[str, str, list[_File], list[str]]:
-    """(where, where with the counts per format, the image-suffixed files, the other files) of a folder or
-    glob under SRC."""
-    if spec is None:
-        found = [name for name in candidates if (src / name).is_dir()]
-        if not found:
-            subdirs = sorted(p.name + "/" for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
-            raise DatasetError(
-                f"{src}: no folder of {what} found (looked for {', '.join(candidates[:6])}, ...); name it with "
-                f"{flag} FOLDER_OR_GLOB (relative to {src}). Sub-folders there: {', '.join(subdirs) or 'none'}")
-        spec = found[0]
-    if _has_magic(spec):
-        parts = Path(spec).parts
-        fixed = []
-        for part in parts:
-            if _has_magic(part):
-                break
-            fixed.append(part)
-        base = src.joinpath(*fixed) if fixed else src
-        pattern = str(Path(*parts[len(fixed):]))
-        paths = sorted(p for p in base.glob(pattern) if p.is_file()) if base.is_dir() else []
-        desc = f"{src / spec} (glob)"
-    else:
-        base = (src / spec)
-        if not base.is_dir():
-            state = "is not a folder" if base.exists() else "does not exist"
-            raise DatasetError(f"{base} {state}: {flag} names the folder (or a glob such as '*.jpg') of the {what}, "
-                               f"relative to {src}")
-        paths = sorted(p for p in base.rglob("*") if p.is_file())
-        desc = str(base)
-    files, others = [], []
-    for path in paths:
-        rel_base = path.relative_to(base)
-        if any(part.startswith(".") for part in rel_base.parts):
-            continue
-        rel = _rel(path, src)
-        if path.suffix.lower() not in SOURCE_SUFFIXES:
-            others.append(rel)
-            continue
-        first = rel_base.parts[0].lower() if len(rel_base.parts) > 1 else None
-        files.append(_File(path, rel, path.stem, SPLIT_ALIASES.get(first) if first else None))
-    if not files:
-        raise DatasetError(f"{desc}: no {what} found ({', '.join(SOURCE_SUFFIXES)}); name them with {flag}")
-    counts = Counter(f.path.suffix.lower().lstrip(".").replace("jpeg", "jpg").upper() for f in files)
-    return desc, f"{desc} ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})", files, others
-
-
-def _rel(path: Path, src: Path) -> str:
-    try:
-        return path.relative_to(src).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _index(files: list[_File], by_split: bool, what: str) -> dict:
+def _index(files: list[SourceFile], by_split: bool, what: str) -> dict:
     out: dict = {}
     duplicates = []
     for f in files:
@@ -784,7 +731,6 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
                   overwrite: bool = False, progress: bool = True) -> ImportSummary:
     """Read the segmentation folder ``src`` as it is and write it to ``out`` in the project's layout
     (see the module doc); returns the summary, which is also ``out/import.json``."""
-    from tqdm.auto import tqdm
 
     options = options or ImportOptions()
     src_path = Path(src).expanduser()
@@ -797,10 +743,9 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
     _check_out(src_path, out_path, overwrite)
     value_map_raw = parse_value_map(options.value_map)
 
-    images_at, images_desc, image_files, image_others = _find_files(src_path, options.images, IMAGE_FOLDERS,
-                                                                    "images", "--images")
-    masks_at, masks_desc, mask_files, mask_others = _find_files(src_path, options.masks, MASK_FOLDERS, "masks",
-                                                                "--masks")
+    found = find_sides(src_path, options.images, options.masks)
+    images_at, image_files, image_others = found.images.where, found.images.files, found.images.others
+    masks_at, mask_files, mask_others = found.masks.where, found.masks.files, found.masks.others
     image_set = {f.path for f in image_files}
     overlap = [f.rel for f in mask_files if f.path in image_set]
     if overlap:
@@ -820,7 +765,7 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
 
     colour_forced = options.mask_type == "colour"
     scans: dict = {}
-    for key in tqdm(keys, desc="import: scan masks", unit="mask", disable=not progress, leave=False):
+    for key in progress_bar(keys, desc="import: scan masks", unit="mask", disable=not progress, leave=False):
         try:
             scans[key] = _scan_mask(masks[key].path, colour_forced)
         except Exception as exc:
@@ -848,7 +793,8 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
     copy_images = _can_copy(pair_keys, images, scans, options)
     tmp = out_path.parent / f".{out_path.name}.import-{uuid.uuid4().hex[:8]}.tmp"
     summary = ImportSummary(
-        src=str(src_path), out=str(out_path), images_from=images_desc, masks_from=masks_desc,
+        src=str(src_path), out=str(out_path), images_from=found.images.described, masks_from=found.masks.described,
+        found_by=found.how, unused=[u.to_dict() for u in found.unused],
         mask_type=plan.mask_type, mask_type_reason=plan.reason, classes=plan.classes.to_dict(), splits={},
         splits_from=splits_from, palette=plan.palette_rows, ignored_files=sorted(image_others + mask_others),
         options={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()})
@@ -862,7 +808,7 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
         tmp.mkdir(parents=True)
         write_owner(tmp, IMPORT_COMMAND)
         written: dict[str, list[str]] = {}
-        for key in tqdm(pair_keys, desc="import: write pairs", unit="pair", disable=not progress, leave=False):
+        for key in progress_bar(pair_keys, desc="import: write pairs", unit="pair", disable=not progress, leave=False):
             split = assignment[(split_of_pair[key], images[key].stem)]
             if _write_pair(tmp, split, images[key], masks[key], plan, options, summary, left_out, copy_images):
                 written.setdefault(split, []).append(images[key].stem)
@@ -922,7 +868,7 @@ def _can_copy(keys: list, images: dict, scans: dict, options: ImportOptions) -> 
     return True
 
 
-def _write_pair(tmp: Path, split: str, image: _File, mask: _File, plan: _Plan, options: ImportOptions,
+def _write_pair(tmp: Path, split: str, image: SourceFile, mask: SourceFile, plan: _Plan, options: ImportOptions,
                 summary: ImportSummary, left_out: list[LeftOut], copy_images: bool) -> bool:
     rgb, kind, reason = _read_image(image.path)
     if rgb is None:
@@ -965,6 +911,7 @@ def _write_pair(tmp: Path, split: str, image: _File, mask: _File, plan: _Plan, o
     else:
         layout.save_image_png(np.ascontiguousarray(rgb), tmp / layout.IMAGES_DIR / split / f"{image.stem}.png")
     layout.save_mask_png(ids, tmp / layout.MASKS_DIR / split / f"{image.stem}.png", plan.classes)
+    summary.mask_pixels += int(ids.size)
     summary.snapped_pixels += converted.snapped
     summary.snapped_masks += int(converted.snapped > 0)
     summary.value_mapped_pixels += converted.mapped

@@ -43,12 +43,14 @@ from jodiffusion.errors import DatasetError
 from jodiffusion.models.image_codec import ImageCodec
 from jodiffusion.models.text_encoder import TextEncoder
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
+from jodiffusion.utils.progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
 META_NAME = "meta.json"
 SAMPLES_NAME = "samples.json"
 BUILDING_MARKER = "BUILDING"
-RESIZE_METHOD = "short-side resize (bicubic image, nearest mask) + center crop"
+RESIZE_METHODS = {"crop": "short-side resize (bicubic image, nearest mask) + center crop",
+                  "letterbox": "long-side resize (bicubic image, nearest mask) + padding (black, ignore)"}
 STALE_BUILD_SECONDS = 24 * 3600  # a temporary build folder untouched this long belongs to a dead build
 PRELOAD_MAX_BYTES = 1 << 30  # smaller caches are read into memory; larger ones are memory-mapped
 
@@ -220,12 +222,14 @@ class LatentCache(torch.utils.data.Dataset):
                       resolution: int | tuple[int, int] | None = None, batch_size: int = 16,
                       device: str | torch.device | None = None, progress: bool = True, *,
                       captions_file: str | os.PathLike | None = None, storage_dtype: torch.dtype = torch.float16,
-                      shard_size: int = 1024, random_flip: bool = True, preload: bool | None = None) -> LatentCache:
+                      shard_size: int = 1024, random_flip: bool = True, preload: bool | None = None,
+                      resize: str = "letterbox") -> LatentCache:
         """The cache of ``dataset`` under ``cache_dir``: loaded when a valid one with the same
         fingerprint exists, otherwise built (images encoded by ``codec``, moved to ``device`` when
         given, as is a frozen ``text_encoder``). ``captions``: ``{stem: caption}`` or a captions file;
         ``captions_file`` names the file in error messages when a mapping is given. ``resolution``
-        defaults to ``dataset.resolution``. ``dataset.transform`` is not applied: the cache resizes
+        defaults to ``dataset.resolution``; pairs of another aspect ratio are fitted to it as ``resize``
+        says (``data.transforms.resize_pair``). ``dataset.transform`` is not applied: the cache resizes
         and flips by itself, and random transforms cannot be cached."""
         if isinstance(captions, (str, os.PathLike)):
             from jodiffusion.data.captions import read_captions
@@ -242,7 +246,7 @@ class LatentCache(torch.utils.data.Dataset):
         fingerprint = {
             "format_version": CACHE_FORMAT_VERSION, "dataset": identity, "captions": _sha(json.dumps(texts)),
             "codec": codec_identity(codec), "text_encoder": text_encoder_identity(text_encoder),
-            "resolution": list(size), "resize": RESIZE_METHOD, "storage_dtype": str(storage_dtype),
+            "resolution": list(size), "resize": RESIZE_METHODS[resize], "storage_dtype": str(storage_dtype),
         }
         digest = fingerprint_digest(fingerprint)
         cache_dir = Path(cache_dir).expanduser().absolute()
@@ -256,7 +260,7 @@ class LatentCache(torch.utils.data.Dataset):
         try:
             (tmp / BUILDING_MARKER).touch()
             meta = _encode_all(dataset, texts, codec, text_encoder, tmp, size, batch_size, device, progress,
-                               storage_dtype, shard_size, desc=f"caching latents ({final.name})")
+                               storage_dtype, shard_size, desc=f"caching latents ({final.name})", resize=resize)
             write_json_atomic(tmp / SAMPLES_NAME, {"stems": stems, "captions": texts})
             from jodiffusion import __version__
 
@@ -361,21 +365,20 @@ def _move_into_place(tmp: Path, final: Path, digest: str) -> None:
             raise
 
 
-def _load_batch(dataset: SegmentationDataset, indices: range, size: tuple[int, int]) -> list[tuple]:
+def _load_batch(dataset: SegmentationDataset, indices: range, size: tuple[int, int], resize: str) -> list[tuple]:
     out = []
     for i in indices:
         image, mask = dataset.load_image(i), dataset.load_mask(i)
         if image.shape[:2] != mask.shape[:2]:
             raise DatasetError(f"sample '{dataset.stem(i)}': image {image.shape[1]}x{image.shape[0]} and mask "
                                f"{mask.shape[1]}x{mask.shape[0]} differ in size")
-        out.append(resize_pair(image, mask, size))
+        out.append(resize_pair(image, mask, size, resize, dataset.classes.ignore_index))
     return out
 
 
 def _encode_all(dataset, texts, codec, text_encoder, folder: Path, size, batch_size, device, progress,
-                storage_dtype, shard_size, desc) -> dict[str, Any]:
+                storage_dtype, shard_size, desc, resize: str = "letterbox") -> dict[str, Any]:
     """Encode every sample into shards under ``folder``; returns the shape part of the metadata."""
-    from tqdm.auto import tqdm
 
     if device is not None:
         codec.to(device)
@@ -403,14 +406,15 @@ def _encode_all(dataset, texts, codec, text_encoder, folder: Path, size, batch_s
                 buffers.update({k: [v[count:]] for k, v in joined.items()})
 
     text_shape = None
-    with ThreadPoolExecutor(max_workers=1) as loader, tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
+    with (ThreadPoolExecutor(max_workers=1) as loader,
+          progress_bar(total=n, desc=desc, unit="img", disable=not progress) as bar):
         # one loader thread reads the next batch while this one encodes (datasets need not be thread-safe)
-        pending = loader.submit(_load_batch, dataset, range(0, min(n, batch_size)), size)
+        pending = loader.submit(_load_batch, dataset, range(0, min(n, batch_size)), size, resize)
         for start in range(0, n, batch_size):
             pairs = pending.result()
             nxt = start + batch_size
             if nxt < n:
-                pending = loader.submit(_load_batch, dataset, range(nxt, min(n, nxt + batch_size)), size)
+                pending = loader.submit(_load_batch, dataset, range(nxt, min(n, nxt + batch_size)), size, resize)
             images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
             images = images.float().div(127.5).sub(1)
             b = len(pairs)

@@ -37,6 +37,7 @@ import numpy as np
 from jodiffusion.data.base import SegmentationDataset, Transform
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE, SPLITS_DIR
+from jodiffusion.utils.progress import progress_bar
 
 # --- vocabulary -------------------------------------------------------------------------------
 
@@ -415,7 +416,6 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
     ``overwrite``, and even then unless it is a dataset this function wrote holding nothing else
     (``jodiffusion.data.make_data_guard``): nothing the caller had is ever deleted.
     """
-    from tqdm.auto import tqdm
 
     from jodiffusion.data.captions import write_captions
     from jodiffusion.data.layout import write_classes, write_pair
@@ -433,7 +433,7 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
     try:
         write_classes(tmp, SHAPES_CLASSES)
         records = []
-        with tqdm(total=sum(len(d) for d in splits.values()), desc="rendering shapes", unit="img",
+        with progress_bar(total=sum(len(d) for d in splits.values()), desc="rendering shapes", unit="img",
                   disable=not progress) as bar:
             for split, ds in splits.items():
                 stems = []

@@ -1,5 +1,6 @@
-"""Data transforms: fitting an (image, mask) pair to a training frame (``resize_pair``, used by the
-latent cache, the segmenter's data and the pipeline's resize stage), and the mask-only pipeline of the
+"""Data transforms: fitting an (image, mask) pair to a training frame with its aspect ratio kept
+(``resize_pair``: letterbox or centre crop, used by the latent cache, the segmenter's data and the
+pipeline's resize stage; ``FitCounter`` counts what that changed), and the mask-only pipeline of the
 annotation VAE: cached masks, random crop with ignore padding, horizontal flip, and a collate that pads a
 batch to a common, latent-grid-aligned size."""
 
@@ -13,24 +14,121 @@ from PIL import Image
 
 from jodiffusion.data.base import SegmentationDataset
 
+RESIZE_MODES = ("letterbox", "crop")
+IMAGE_FILL = 0  # letterbox bars of the image: black, the convention; the mask under them is ignore
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize so the image covers ``size`` (H, W) (bicubic for the image, nearest for the mask), then
-    crop the centre. A pair already at ``size`` is returned unchanged."""
-    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int | tuple[int, int], mode: str = "letterbox",
+                ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a pair to ``size`` (H, W), aspect ratio kept (bicubic image, nearest mask).
+
+    ``letterbox`` (default): scale so the whole pair fits inside ``size`` and pad the rest, the image
+    with black and the mask with ``ignore_index``, so no pixel is lost and no padding is scored or
+    learnt as a class. ``crop``: scale so the pair covers ``size`` and cut the centre out (what is cut
+    is lost). A pair already at ``size`` is returned unchanged; :func:`fit_change` says what either
+    mode changes, from the sizes alone."""
+    th, tw = _target(size)
     h, w = mask.shape[:2]
     if image.shape[:2] != (h, w):
         raise ValueError(f"image {image.shape[1]}x{image.shape[0]} and mask {w}x{h} differ in size")
     if (h, w) == (th, tw):
         return image, mask
-    scale = max(th / h, tw / w)
-    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode {mode!r}: choose one of {', '.join(RESIZE_MODES)}")
+    nh, nw = _scaled(h, w, th, tw, mode)
     if (nh, nw) != (h, w):
         image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BICUBIC))
         mask = np.asarray(Image.fromarray(mask).resize((nw, nh), Image.Resampling.NEAREST))
-    top, left = (nh - th) // 2, (nw - tw) // 2
-    return (np.ascontiguousarray(image[top:top + th, left:left + tw]),
-            np.ascontiguousarray(mask[top:top + th, left:left + tw]))
+    if mode == "crop":
+        top, left = (nh - th) // 2, (nw - tw) // 2
+        return (np.ascontiguousarray(image[top:top + th, left:left + tw]),
+                np.ascontiguousarray(mask[top:top + th, left:left + tw]))
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    out_image = np.full((th, tw) + image.shape[2:], IMAGE_FILL, image.dtype)
+    out_mask = np.full((th, tw), ignore_index, mask.dtype)
+    out_image[top:top + nh, left:left + nw] = image
+    out_mask[top:top + nh, left:left + nw] = mask
+    return out_image, out_mask
+
+
+def fit_change(height: int, width: int, size: int | tuple[int, int], mode: str = "letterbox") -> dict:
+    """What :func:`resize_pair` does to a ``height`` x ``width`` pair, from the sizes alone:
+    ``padded``, the share of the output frame that is padding (letterbox), and ``lost``, the share of
+    the (scaled) pair cut away (crop)."""
+    th, tw = _target(size)
+    nh, nw = _scaled(height, width, th, tw, mode)
+    if mode == "crop":
+        return {"padded": 0.0, "lost": 1.0 - (th * tw) / (nh * nw)}
+    return {"padded": 1.0 - (nh * nw) / (th * tw), "lost": 0.0}
+
+
+def _target(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _scaled(h: int, w: int, th: int, tw: int, mode: str) -> tuple[int, int]:
+    """The pair's size after scaling: covering (th, tw) for a crop, inside it for a letterbox."""
+    if (h, w) == (th, tw):
+        return h, w
+    if mode == "crop":
+        scale = max(th / h, tw / w)
+        return max(th, round(h * scale)), max(tw, round(w * scale))
+    scale = min(th / h, tw / w)
+    return min(th, max(1, round(h * scale))), min(tw, max(1, round(w * scale)))
+
+
+class FitCounter:
+    """What fitting a split to the training size changed: pairs affected, the share of pixels padded
+    or lost, and the worst pair; ``to_dict`` goes into stage records, ``metrics.json`` and the report."""
+
+    def __init__(self, size: tuple[int, int], mode: str):
+        self.size, self.mode = (int(size[0]), int(size[1])), mode
+        self.pairs = self.changed = 0
+        self.padded = self.lost = 0.0
+        self.worst: tuple[float, str, tuple[int, int]] | None = None
+
+    def add(self, stem: str, height: int, width: int) -> None:
+        change = fit_change(height, width, self.size, self.mode)
+        self.pairs += 1
+        self.padded += change["padded"]
+        self.lost += change["lost"]
+        amount = change["padded"] + change["lost"]
+        if amount > 1e-9:
+            self.changed += 1
+            if self.worst is None or amount > self.worst[0]:
+                self.worst = (amount, stem, (height, width))
+
+    def to_dict(self) -> dict:
+        worst = None if self.worst is None else {
+            "stem": self.worst[1], "size": list(self.worst[2]),
+            ("padded" if self.mode == "letterbox" else "lost"): round(self.worst[0], 4)}
+        return {"mode": self.mode, "size": list(self.size), "pairs": self.pairs, "changed": self.changed,
+                "padded_share": round(self.padded / max(self.pairs, 1), 4),
+                "lost_share": round(self.lost / max(self.pairs, 1), 4), "worst": worst}
+
+
+def fit_counts(dataset: SegmentationDataset, size: tuple[int, int], mode: str) -> dict:
+    """``FitCounter`` over a whole split, from the samples' sizes (mask headers for file datasets)."""
+    counter = FitCounter(size, mode)
+    for i in range(len(dataset)):
+        counter.add(dataset.stem(i), *dataset.pair_size(i))
+    return counter.to_dict()
+
+
+def describe_fit(fit: dict) -> str:
+    """One line for a summary: ``train: 227 of 328 pairs letterboxed to 96x128, 12.3% of pixels padding
+    (worst horse_017, 48.0%); nothing cropped``."""
+    size = f"{fit['size'][0]}x{fit['size'][1]}"
+    if not fit["changed"]:
+        return f"{fit['pairs']} pairs already at {size} (aspect ratio as the data's): nothing padded or cropped"
+    worst = fit["worst"] or {}
+    if fit["mode"] == "crop":
+        return (f"{fit['changed']} of {fit['pairs']} pairs centre-cropped to {size}: "
+                f"{100 * fit['lost_share']:.1f}% of pixels lost (worst {worst.get('stem')}, "
+                f"{100 * worst.get('lost', 0):.1f}%); data.resize=letterbox keeps every pixel")
+    return (f"{fit['changed']} of {fit['pairs']} pairs letterboxed to {size}: "
+            f"{100 * fit['padded_share']:.1f}% of pixels are padding, marked ignore (worst "
+            f"{worst.get('stem')}, {100 * worst.get('padded', 0):.1f}%); nothing cropped")
 
 
 class MaskDataset(torch.utils.data.Dataset):

@@ -44,6 +44,7 @@ from jodiffusion.data.base import SIXTEEN_BIT_MODES, FileSegmentationDataset, Se
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.partners import PartnerFinder
 from jodiffusion.errors import DatasetError
+from jodiffusion.utils.progress import progress_bar
 
 MASK_MODES = ("L", "P", "I", "I;16")  # the single-channel modes base.read_mask accepts
 
@@ -293,7 +294,6 @@ def default_workers() -> int:
 def validate_dataset(dataset: SegmentationDataset, progress: bool = True,
                      workers: int | None = None) -> ValidationReport:
     """Scan every sample of ``dataset`` and return a report listing every problem found."""
-    from tqdm.auto import tqdm
 
     classes: ClassInfo = dataset.classes
     name = getattr(dataset, "name", None) or type(dataset).__name__
@@ -324,7 +324,7 @@ def validate_dataset(dataset: SegmentationDataset, progress: bool = True,
     total_hist = np.zeros(256, dtype=np.int64)
     bad_pixels: Counter[int] = Counter()
     bad_files: Counter[int] = Counter()
-    bar = tqdm(total=n, desc=f"validate {name}", unit="sample", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc=f"validate {name}", unit="sample", disable=not progress, leave=False)
     try:
         if workers > 1:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="validate") as pool:

@@ -29,6 +29,20 @@ class TrainConfig:
     save_every: int = 500         # 0: only at the end
     keep_checkpoints: int = 3
 
+    def warmup(self) -> tuple[int, str | None]:
+        """(warm-up steps this run uses, a one-line notice when that differs from ``warmup_steps``).
+
+        A preset's warm-up is sized for the preset's run length; one that is not shorter than the run
+        (``train.steps=30`` with a preset's 100) would leave the run at a fraction of its learning rate,
+        so it becomes a tenth of the run. Resolved where the scheduler is made, not here: presets and
+        overrides are merged after construction."""
+        if self.warmup_steps < self.steps:
+            return self.warmup_steps, None
+        scaled = self.steps // 10
+        return scaled, (f"train.warmup_steps={self.warmup_steps} is not shorter than train.steps={self.steps}: "
+                        f"warming up over {scaled} steps (a tenth of the run) instead; set train.warmup_steps "
+                        f"below {self.steps} to choose")
+
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import (
@@ -25,6 +24,7 @@ from jodiffusion.engine.runtime import (
     log_running_means,
     optimizer_step,
 )
+from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
 
@@ -76,7 +76,7 @@ def fit(run: TrainingRun, *, model, optimizer, scheduler, loader, step: StepFn, 
 
     current = start
     batches = infinite_batches(loader, accelerator, current, max(1, len(loader)))
-    bar = tqdm(total=train.steps, initial=current, desc=desc, disable=not run.progress)
+    bar = progress_bar(total=train.steps, initial=current, desc=desc, disable=not run.progress)
     running: dict[str, list] = {}
     postfix: dict[str, str] = {}
     model.train()

@@ -54,7 +54,10 @@ def make_lr_scheduler(optimizer, train: TrainConfig):
     from diffusers.optimization import get_scheduler
 
     name = {"constant": "constant_with_warmup", "cosine": "cosine"}[train.lr_schedule]
-    return get_scheduler(name, optimizer, num_warmup_steps=train.warmup_steps, num_training_steps=train.steps)
+    warmup, notice = train.warmup()
+    if notice:
+        logging.getLogger("jodiffusion").warning(notice)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=train.steps)
 
 
 class MetricLogger:

@@ -29,6 +29,7 @@ from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import DatasetError
 from jodiffusion.utils.io import atomic_path, write_json_atomic
+from jodiffusion.utils.progress import progress_bar
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 STATS_FILE = "stats.json"
@@ -121,11 +122,10 @@ def _size_summary(sizes: Sequence[float]) -> dict:
 def compute_stats(dataset: SegmentationDataset, name: str = "dataset", max_images: int | None = None,
                   progress: bool = True, source: str = "") -> DatasetStats:
     """Statistics of the masks of ``dataset`` (the first ``max_images`` when given)."""
-    from tqdm.auto import tqdm
 
     stats = DatasetStats(dataset.classes, name=name, source=source)
     n = len(dataset) if max_images is None else min(len(dataset), int(max_images))
-    for i in tqdm(range(n), desc=f"stats {name}", disable=not progress, unit="img"):
+    for i in progress_bar(range(n), desc=f"stats {name}", disable=not progress, unit="img"):
         stats.update(dataset.load_mask(i))
     return stats
 

@@ -19,9 +19,10 @@ from jodiffusion.data.classes import ClassInfo, classes_named, classes_present
 from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.evaluation.probe import probe_pairs
 from jodiffusion.utils.precision import autocast_dtype
+from jodiffusion.utils.progress import progress_bar
 
 __all__ = ["PromptAdherence", "classes_named", "classes_present", "evaluate_model", "evaluate_pairs", "generate_pairs",
-           "probe_model", "segmenter_predictor"]
+           "not_applicable", "probe_model", "segmenter_predictor"]
 
 
 @dataclass
@@ -47,10 +48,16 @@ class PromptAdherence:
 def evaluate_pairs(prompts: Sequence[str], images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                    classes: ClassInfo, predict: Callable[[np.ndarray], np.ndarray] | None = None,
                    min_fraction: float = 0.005) -> dict:
-    """Prompt adherence and (with ``predict``: (B, H, W, 3) uint8 -> (B, H, W) ids) image-mask agreement."""
+    """Prompt adherence and (with ``predict``: (B, H, W, 3) uint8 -> (B, H, W) ids) image-mask agreement.
+
+    A figure that cannot discriminate is None, with the reason under ``not_applicable`` (never a score
+    of 100 that means nothing): see :func:`not_applicable`."""
     adherence = PromptAdherence()
+    named_sets = set()
     for prompt, mask in zip(prompts, masks, strict=True):
-        adherence.update(classes_named(prompt, classes), classes_present(mask, classes, min_fraction))
+        named = classes_named(prompt, classes)
+        named_sets.add(frozenset(named))
+        adherence.update(named, classes_present(mask, classes, min_fraction))
     result = {"pairs": len(prompts), "prompt_precision": adherence.precision, "prompt_recall": adherence.recall}
     if predict is not None:
         cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
@@ -60,17 +67,51 @@ def evaluate_pairs(prompts: Sequence[str], images: Sequence[np.ndarray], masks: 
         result["agreement_miou"] = cm.miou()
         result["agreement_iou"] = {n: (None if np.isnan(v) else float(v))
                                    for n, v in zip(classes.names, cm.iou(), strict=True)}
+    missing = not_applicable(classes, named_sets, adherence)
+    for key in missing.keys() & result.keys():
+        result[key] = None
+    if missing:
+        result["not_applicable"] = missing
     return result
+
+
+def not_applicable(classes: ClassInfo, named_sets: set[frozenset], adherence: PromptAdherence) -> dict[str, str]:
+    """{figure: why it cannot discriminate} for the figures of :func:`evaluate_pairs`.
+
+    Prompted-class precision and recall compare what each prompt names with what its mask holds; when
+    every prompt names the same classes (one caption for every image, or a dataset of one class besides
+    its background) a model that ignores its prompt scores 100, so they say nothing. Agreement needs two
+    classes to be more than a count of labelled pixels."""
+    out = {}
+    countable = [n for i, n in enumerate(classes.names) if i != classes.background]
+    if len(countable) <= 1:
+        reason = (f"one class ({', '.join(countable) or 'none'}) besides the background: every prompt names it, "
+                  "so the figure cannot tell a prompt followed from one ignored")
+    elif len(named_sets) <= 1:
+        only = sorted(next(iter(named_sets), frozenset()))
+        names = ", ".join(classes.names[i] for i in only) or "no class"
+        reason = (f"every prompt names the same classes ({names}), so the figure cannot tell a prompt followed "
+                  "from one ignored")
+    elif not adherence.present:
+        reason = "no class present in any generated mask"
+    else:
+        reason = None
+    if reason is not None:
+        out["prompt_precision"] = out["prompt_recall"] = reason
+    elif not adherence.named:
+        out["prompt_recall"] = "the prompts name no class of the dataset"
+    if classes.num_classes < 2:
+        out["agreement_miou"] = "the dataset has one class: every labelled pixel agrees"
+    return out
 
 
 def generate_pairs(pipe, prompts: Sequence[str], sampler=None, seed: int = 0, batch_size: int = 16, tau: int = 0,
                    progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One (image, mask) per prompt, in batches; pair i uses sample_seed(seed, i), whatever the batch size."""
-    from tqdm.auto import tqdm
 
     images, masks = [], []
     amp = autocast_dtype("auto", pipe.device)
-    for first in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+    for first in progress_bar(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
         batch = list(prompts[first: first + batch_size])
         for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau,
                                             autocast_dtype=amp):

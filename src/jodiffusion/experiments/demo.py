@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from jodiffusion.config.loader import load_config
+from jodiffusion.data.transforms import describe_fit
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.experiments.config import PipelineConfig
 from jodiffusion.experiments.stages import StageRunner
@@ -84,16 +85,35 @@ def _probe_lines(probe: dict | None, real: dict | None) -> list[str]:
     return lines
 
 
+def _adherence_lines(metrics: dict) -> list[str]:
+    """Prompt adherence and agreement; a figure that cannot discriminate says why instead of a number."""
+    reasons = metrics.get("not_applicable") or {}
+    if metrics.get("prompt_precision") is None and reasons.get("prompt_precision"):
+        lines = [f"  generated pairs: prompted-class precision / recall   n/a ({reasons['prompt_precision']})"]
+    else:
+        lines = [f"  generated pairs: prompted-class precision {_fmt(metrics.get('prompt_precision'))}"
+                 f"   recall {_fmt(metrics.get('prompt_recall'))}"]
+    if metrics.get("agreement_miou") is None and reasons.get("agreement_miou"):
+        lines.append(f"  generated pairs: image-mask agreement mIoU  n/a ({reasons['agreement_miou']})")
+    else:
+        lines.append(f"  generated pairs: image-mask agreement mIoU{_fmt(metrics.get('agreement_miou'))}")
+    return lines
+
+
+def _fit_lines(fit: dict | None) -> list[str]:
+    """What fitting the real pairs to the working size changed, per split (nothing silently cropped)."""
+    return [f"  data {split}: {describe_fit(counts)}" for split, counts in (fit or {}).items()]
+
+
 def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> None:
     """One screen: the numbers that matter, the time of each stage, and where the report is."""
     seconds = metrics.get("stage_seconds", {})
     lines = [
         "",
         f"{title}: summary",
+        *_fit_lines(metrics.get("data_fit")),
         f"  annotation VAE reconstruction mIoU        {_fmt(metrics.get('vae_reconstruction_miou'))}",
-        f"  generated pairs: prompted-class precision {_fmt(metrics.get('prompt_precision'))}"
-        f"   recall {_fmt(metrics.get('prompt_recall'))}",
-        f"  generated pairs: image-mask agreement mIoU{_fmt(metrics.get('agreement_miou'))}",
+        *_adherence_lines(metrics),
         *_probe_lines(metrics.get("probe"), metrics.get("probe_real")),
         f"  segmenter mIoU, real only                 {_fmt(metrics.get('seg_miou_real'))}",
         f"  segmenter mIoU, synthetic only            {_fmt(metrics.get('seg_miou_synthetic'))}",

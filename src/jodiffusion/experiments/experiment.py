@@ -20,8 +20,10 @@ from pathlib import Path
 
 from jodiffusion.config.loader import config_to_dict, load_config
 from jodiffusion.data.config import DataConfig
+from jodiffusion.data.transforms import fit_counts
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.experiments.stages import StageRunner, has_checkpoint
+from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
 
@@ -49,8 +51,10 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
 
     root = Path(cfg.output_dir)
     runner = runner or StageRunner(root)
+    fit = None
     if cfg.resize_data:
-        cfg = dataclasses.replace(cfg, data=_resized_data_stage(cfg, runner, progress))
+        resized, fit = _resized_data_stage(cfg, runner, progress)
+        cfg = dataclasses.replace(cfg, data=resized)
     real_train = build_dataset(cfg.data, cfg.data.train_split)
     data = _captions_stage(cfg, runner, real_train, progress)
 
@@ -63,7 +67,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         evaluation = json.loads((folder / "eval.json").read_text())
         return {"export": str(export), "miou": evaluation["miou"], "parameters": evaluation.get("parameters")}
 
-    vae = runner.run("vae", {"data": config_to_dict(data), "spec": dataclasses.asdict(cfg.vae)}, vae_stage)
+    vae = runner.run("vae", {"data": data.record(), "spec": dataclasses.asdict(cfg.vae)}, vae_stage)
 
     # -- the real-data segmenter: the baseline, and the judge of the joint model's learning curves ----------
     seg = {"real": runner.run("seg-real", _seg_settings(cfg, data, "real", None),
@@ -75,10 +79,14 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     def joint_stage(folder: Path, resume: bool) -> dict:
         jcfg = _stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
                              probe_segmenter=seg["real"]["export"], output_dir=str(folder))
-        return {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume)))}
+        result = {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume)))}
+        if fit is None:  # the joint stage fits the pairs to its size itself (latent cache): count that
+            result["fit"] = {data.train_split: fit_counts(real_train, jcfg.data.size, jcfg.data.resize)}
+        return result
 
     joint = runner.run("joint", {"vae": vae, "spec": dataclasses.asdict(cfg.joint),
                                  "probe_segmenter": seg["real"]["export"]}, joint_stage)
+    fit = fit or joint.get("fit")
 
     # -- synthetic datasets -----------------------------------------------------------------------------
     num = cfg.generate.num or len(real_train)
@@ -106,9 +114,11 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
             lambda f, r, m=mix, s=folder, q=ratio: _segment(cfg, data, m, s, f, r, progress, q))
 
     metrics = {
+        "data_fit": fit,
         "vae_reconstruction_miou": vae["miou"], "vae_parameters": vae.get("parameters"),
         "prompt_precision": quality["prompt_precision"], "prompt_recall": quality["prompt_recall"],
-        "agreement_miou": quality.get("agreement_miou"), "probe": quality.get("probe"),
+        "agreement_miou": quality.get("agreement_miou"), "not_applicable": quality.get("not_applicable", {}),
+        "probe": quality.get("probe"),
         "pairs": synthetic["synthetic"]["pairs"], "pairs_per_second": synthetic["synthetic"]["pairs_per_second"],
         **{SEG_METRIC_KEYS[e]: seg[e]["miou"] for e in seg},
         "seg_per_class": {e: seg[e]["per_class"] for e in seg},
@@ -127,32 +137,41 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
 RESIZED_DATA_DIR = "data"
 
 
-def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool) -> DataConfig:
-    """The real train and val splits at ``cfg.data.size``, as a folder dataset (captions kept)."""
-    from tqdm.auto import tqdm
-
+def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool) -> tuple[DataConfig, dict]:
+    """The real train and val splits at ``cfg.data.size``, as a folder dataset (captions kept), with
+    each pair's aspect ratio kept as ``data.resize`` says; returns it and what fitting changed, per split
+    (also in the stage record)."""
     from jodiffusion.data.captions import captions_path, read_caption_records, write_captions
     from jodiffusion.data.layout import CAPTIONS_FILE, write_classes, write_pair
     from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.transforms import resize_pair
+    from jodiffusion.data.transforms import FitCounter, describe_fit, resize_pair
 
-    size = cfg.data.size
+    size, mode = cfg.data.size, cfg.data.resize
 
     def make(folder: Path, resume: bool) -> dict:
         splits = {s: build_dataset(cfg.data, s) for s in (cfg.data.train_split, cfg.data.val_split)}
         write_classes(folder, splits[cfg.data.train_split].classes)
+        fit = {}
         for split, ds in splits.items():
-            for i in tqdm(range(len(ds)), desc=f"resize {split} to {size[0]}x{size[1]}", disable=not progress):
-                image, mask = resize_pair(ds.load_image(i), ds.load_mask(i), size)
+            counter = FitCounter(size, mode)
+            ignore = ds.classes.ignore_index
+            for i in progress_bar(range(len(ds)), desc=f"fit {split} to {size[0]}x{size[1]} ({mode})",
+                                  disable=not progress):
+                image, mask = ds.load_image(i), ds.load_mask(i)
+                counter.add(ds.stem(i), *mask.shape[:2])
+                image, mask = resize_pair(image, mask, size, mode, ignore)
                 write_pair(folder, split, ds.stem(i), image, mask, ds.classes)
+            fit[split] = counter.to_dict()
+            log.info("%s: %s", split, describe_fit(fit[split]))
         source = captions_path(cfg.data.captions, cfg.data.root)
         if source is not None and source.is_file():
             write_captions(folder / CAPTIONS_FILE, read_caption_records(source))
-        return {"root": str(folder)}
+        return {"root": str(folder), "fit": fit}
 
-    done = runner.run(RESIZED_DATA_DIR, {"data": config_to_dict(cfg.data)}, make)
-    return DataConfig(name="folder", root=done["root"], train_split=cfg.data.train_split,
-                      val_split=cfg.data.val_split, resolution=size[0], width=cfg.data.width)
+    done = runner.run(RESIZED_DATA_DIR, {"data": cfg.data.record()}, make)
+    data = DataConfig(name="folder", root=done["root"], train_split=cfg.data.train_split,
+                      val_split=cfg.data.val_split, resolution=size[0], width=cfg.data.width, resize=mode)
+    return data, done.get("fit", {})
 
 
 def _captions_stage(cfg: PipelineConfig, runner: StageRunner, real_train, progress: bool) -> DataConfig:
@@ -173,7 +192,7 @@ def _captions_stage(cfg: PipelineConfig, runner: StageRunner, real_train, progre
                         split=cfg.data.train_split, min_fraction=cfg.caption_min_fraction)
         return {"captions": str(path)}
 
-    done = runner.run("captions", {"data": config_to_dict(cfg.data), "min_fraction": cfg.caption_min_fraction},
+    done = runner.run("captions", {"data": cfg.data.record(), "min_fraction": cfg.caption_min_fraction},
                       make)
     return dataclasses.replace(cfg.data, captions=done["captions"])
 
@@ -200,7 +219,7 @@ def _generate(cfg: PipelineConfig, joint: dict, data: DataConfig, folder: Path, 
 
 def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None,
                   ratio: float | None = None) -> dict:
-    settings = {"data": config_to_dict(data), "mix": mix, "synthetic": synthetic, "spec": dataclasses.asdict(cfg.seg)}
+    settings = {"data": data.record(), "mix": mix, "synthetic": synthetic, "spec": dataclasses.asdict(cfg.seg)}
     return settings if ratio is None else {**settings, "synthetic_ratio": ratio}
 
 

@@ -83,7 +83,7 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     if real[0][0].shape[:2] != gen_size:  # another size than the model's: show them at the model's size
         from jodiffusion.data.transforms import resize_pair
 
-        real = [resize_pair(i, m, gen_size) for i, m in real]
+        real = [resize_pair(i, m, gen_size, data.resize, real_train.classes.ignore_index) for i, m in real]
     real_vs_generated(real, list(zip(images, masks, strict=True)), pipe.classes, out / "real_vs_generated.png",
                       scale=2 if max(gen_size) <= 96 else 1)
     figures.insert(0, ("real_vs_generated.png", "Real training pairs (left) beside generated pairs (right), "

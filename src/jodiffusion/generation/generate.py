@@ -32,7 +32,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from jodiffusion import __version__
 from jodiffusion.errors import JoDiffusionError
@@ -45,6 +44,7 @@ from jodiffusion.generation.postprocess import Batch, PostProcessor
 from jodiffusion.generation.process_group import ProcessGroup
 from jodiffusion.generation.prompts import PromptSource, build_prompt_source
 from jodiffusion.utils.precision import autocast_dtype
+from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
 
@@ -181,7 +181,7 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
                      sampler, autocast)
     align = cfg.shard_size if cfg.format == "webdataset" else 1  # a shard never straddles two rounds
     start, end = 0, math.ceil(cfg.num / align) * align
-    bar = tqdm(total=0, desc=f"generate ({group.world} proc)" if group.world > 1 else "generate", unit="pair",
+    bar = progress_bar(total=0, desc=f"generate ({group.world} proc)" if group.world > 1 else "generate", unit="pair",
                disable=not progress or group.rank != 0, dynamic_ncols=True)
     first_done: set[int] | None = None
     try:

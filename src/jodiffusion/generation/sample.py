@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.io import write_text_atomic
 from jodiffusion.utils.ownership import check_replaceable, write_owner
 from jodiffusion.utils.precision import autocast_dtype
+from jodiffusion.utils.progress import progress_bar
 from jodiffusion.utils.safe_load import check_seed
 
 COMMAND = "sample"
@@ -57,7 +57,7 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     jobs = [p for p in prompts for _ in range(num_per_prompt)]
     records, rows = [], []
     start = time.perf_counter()
-    with tqdm(total=len(jobs), desc="sample", unit="pair", disable=not progress) as bar:
+    with progress_bar(total=len(jobs), desc="sample", unit="pair", disable=not progress) as bar:
         for first in range(0, len(jobs), batch_size):
             batch = jobs[first: first + batch_size]
             pairs = pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, min_confidence=min_confidence,

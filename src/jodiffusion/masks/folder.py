@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from jodiffusion.errors import ConfigError, DatasetError, JoDiffusionError
 from jodiffusion.masks.refine import RefineStats, refine_mask
 from jodiffusion.utils.io import atomic_path, write_json_atomic
 from jodiffusion.utils.ownership import write_owner
+from jodiffusion.utils.progress import progress_bar
 
 SUMMARY_FILE = "refine_summary.json"
 COMMAND = "refine"
@@ -148,7 +148,7 @@ def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: in
     totals = RefineStats()
     failed: list[str] = []
     masks_changed = pixels_total = 0
-    with tqdm(total=len(tasks), desc="refine", unit="mask", disable=not progress) as bar:
+    with progress_bar(total=len(tasks), desc="refine", unit="mask", disable=not progress) as bar:
         for error, stats, n_pixels in _run(tasks, workers):
             if error:
                 failed.append(error)

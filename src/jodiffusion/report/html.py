@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.transforms import describe_fit
 from jodiffusion.utils.io import write_text_atomic
 
 log = logging.getLogger("jodiffusion")
@@ -116,13 +117,20 @@ def format_seconds(seconds) -> str:
 
 
 def _row(label: str, text: str, css: str = "") -> str:
-    na = " na" if text == "n/a" else ""
+    na = " na" if text.startswith("n/a") else ""
     cls = f' class="{css}"' if css else ""
     return f'<tr{cls}><th scope="row">{_esc(label)}</th><td class="value{na}">{_esc(text)}</td></tr>'
 
 
 def _summary_table(metrics: Mapping) -> str:
-    rows = [_row(label, format_value(metrics.get(key), kind)) for key, label, kind in SUMMARY_ROWS]
+    """The headline values; one that does not apply says why (``metrics["not_applicable"]``)."""
+    reasons = metrics.get("not_applicable") or {}
+
+    def text(key: str, kind: str) -> str:
+        value = format_value(metrics.get(key), kind)
+        return f"n/a: {reasons[key]}" if value == "n/a" and reasons.get(key) else value
+
+    rows = [_row(label, text(key, kind)) for key, label, kind in SUMMARY_ROWS]
     rows += [_row(label, format_value(metrics[key], kind)) for key, label, kind in OPTIONAL_ROWS if key in metrics]
     return '<table class="metrics"><caption>Metrics</caption>' + "".join(rows) + "</table>"
 
@@ -165,6 +173,14 @@ def _other_values(metrics: Mapping) -> str:
             text = text if len(text) <= 120 else text[:117] + "..."
         rows.append(_row(name, text))
     return ("<details><summary>All other values</summary><table>" + "".join(rows) + "</table></details>")
+
+
+def _fit_note(fit: Mapping | None) -> str:
+    """How the real pairs were fitted to the working size, per split: what was padded or cropped."""
+    if not fit:
+        return ""
+    items = "".join(f"<li>{_esc(split)}: {_esc(describe_fit(counts))}</li>" for split, counts in fit.items())
+    return f'<h2>Data at the working size</h2><ul class="fit">{items}</ul>'
 
 
 def _legend(classes: ClassInfo) -> str:
@@ -215,6 +231,7 @@ def render_report(folder: str | Path, metrics: Mapping, figures: Sequence[tuple[
         '<body data-images-loaded="pending">',
         f"<h1>{_esc(title)}</h1>",
         f'<div class="summary">{_summary_table(metrics)}{_times_table(stage_times)}</div>',
+        _fit_note(metrics.get("data_fit")),
         _other_values(metrics),
     ]
     if (folder / "metrics.json").is_file():

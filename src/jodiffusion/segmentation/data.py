@@ -82,14 +82,16 @@ class TrainPairs(torch.utils.data.Dataset):
     """The training pairs of one or more sources behind one index space.
 
     Key ``(index, seed)`` -> ``{"image": (3, h, w) uint8, "mask": (h, w) long, "synthetic": bool}``: the
-    pair is fitted to ``frame`` (resize to cover, centre crop), then augmented by a generator seeded
+    pair is fitted to ``frame`` (aspect ratio kept: ``resize`` letterbox or crop, as the data config
+    says), then augmented by a generator seeded
     with ``seed``. ``sources``: ``(dataset, is_synthetic)``; masks are mapped to ``ignore_index``.
     """
 
     def __init__(self, sources: list[tuple[SegmentationDataset, bool]], frame: tuple[int, int],
                  out_size: tuple[int, int], scale_range: tuple[float, float] = (1.0, 1.0), hflip: bool = False,
-                 ignore_index: int = 255, cache: bool = True, threads: int = 4):
+                 ignore_index: int = 255, cache: bool = True, threads: int = 4, resize: str = "letterbox"):
         self.sources = sources
+        self.resize = resize
         self.frame, self.out_size, self.scale_range = frame, out_size, scale_range
         self.hflip, self.ignore_index = hflip, ignore_index
         self.offsets = np.cumsum([0] + [len(ds) for ds, _ in sources])
@@ -109,7 +111,8 @@ class TrainPairs(torch.utils.data.Dataset):
     def _fitted(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         s, i = self.locate(index)
         dataset = self.sources[s][0]
-        image, mask = resize_pair(dataset.load_image(i), dataset.load_mask(i), self.frame)
+        image, mask = resize_pair(dataset.load_image(i), dataset.load_mask(i), self.frame, self.resize,
+                                  dataset.classes.ignore_index)
         own_ignore = dataset.classes.ignore_index
         if own_ignore != self.ignore_index:
             mask = np.where(mask == own_ignore, self.ignore_index, mask).astype(np.uint8)

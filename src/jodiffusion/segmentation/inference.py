@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.config import DataConfig
@@ -22,6 +21,7 @@ from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report  # noqa:
 from jodiffusion.segmentation.data import build_split
 from jodiffusion.segmentation.models import load_segmenter
 from jodiffusion.utils.precision import autocast_dtype
+from jodiffusion.utils.progress import progress_bar
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype | None:
@@ -54,7 +54,7 @@ def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, input_size: t
     was_training = model.training
     model.eval()
     indices = list(range(rank, len(dataset), world))
-    for start in tqdm(range(0, len(indices), batch_size), desc="eval", disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(indices), batch_size), desc="eval", disable=not progress, leave=False):
         chunk = indices[start:start + batch_size]
         images = [dataset.load_image(i) for i in chunk]
         masks = [dataset.load_mask(i) for i in chunk]

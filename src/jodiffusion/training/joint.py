@@ -240,7 +240,8 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
     with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
         cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
                                           resolution=cfg.data.size, device=device,
-                                          progress=run.progress, random_flip=cfg.random_flip)
+                                          progress=run.progress, random_flip=cfg.random_flip,
+                                          resize=cfg.data.resize)
     if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
         mean, std = cache.latent_stats()
         codec.shift_factor, codec.scaling_factor = mean, 1.0 / max(std, 1e-6)
@@ -367,7 +368,8 @@ def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
 
     n = min(len(dataset), cfg.codec.fit_images)
     picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)
-    images = [resize_pair(dataset.load_image(int(i)), dataset.load_mask(int(i)), cfg.data.size)[0] for i in picks]
+    images = [resize_pair(dataset.load_image(int(i)), dataset.load_mask(int(i)), cfg.data.size,
+                          cfg.data.resize)[0] for i in picks]
     x = torch.as_tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     codec.fit(x)
     log.info("PCA image codec: %d components of %dx%d patches keep %.2f%% of the variance (%d images)",

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.transforms import MaskDataset, pad_collate
@@ -21,6 +20,7 @@ from jodiffusion.errors import ConfigError
 from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report
 from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
 from jodiffusion.utils.io import write_json_atomic
+from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
 
@@ -86,7 +86,7 @@ def evaluate(model: AnnotationVAE, masks: MaskDataset, batch_size: int, device, 
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        for batch in progress_bar(loader, desc="eval", disable=not progress, leave=False):
             batch = batch.to(device)
             pred = model.decode_to_mask(model.encode(batch))
             cm.update(pred.cpu(), batch.cpu())

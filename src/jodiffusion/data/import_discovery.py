@@ -1,0 +1,408 @@
+"""Which files of a downloaded folder are the images and which the masks (``jodiffusion import``).
+
+Three ways, tried in this order:
+
+1. ``--images`` / ``--masks``: a folder or glob the user names (both, or one: the other is then found
+   by content below, among the files outside it).
+2. Folder names: the first of ``images/``, ``JPEGImages/``, ... and of ``masks/``, ``labels/``,
+   ``SegmentationClass/``, ... directly in SRC.
+3. Content, when no name matches (``rgb/`` + ``figure_ground/``, Cityscapes' ``leftImg8bit/`` +
+   ``gtFine/``, masks beside their images as ``0001.jpg`` + ``0001_mask.png``). Every image file under
+   SRC belongs to a *family*: its folder (up to a split-named folder such as ``train/``, below which
+   city or scene sub-folders are part of the same family), its extension, and its name *tag*, the
+   trailing words shared by many files there (``_leftImg8bit``, ``_gtFine_labelIds``, ``_mask``;
+   numbers never are). What is left of the name is the pairing key. A few files of each family are
+   opened: the masks are the family whose files are single-channel or palette images with few
+   distinct values (any small set: {0, 255}, {1, 2, 3}, {0..20, 255}; lossy JPEG noise allowed), the
+   images a family of pictures sharing the most keys with it. Colour-coded RGB masks count only when
+   no single-channel family pairs. Ties go to the folder names above (``SegmentationClass`` over
+   ``SegmentationObject``), then to colour pictures over grey ones.
+
+Every family that holds images but was not used is named with the reason (``UnusedFamily``), so a
+folder is never left out without a word.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jodiffusion.errors import DatasetError
+
+SOURCE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+IMAGE_FOLDERS = ("images", "image", "imgs", "img", "JPEGImages", "photos", "Images")
+MASK_FOLDERS = ("masks", "mask", "labels", "label", "annotations", "SegmentationClass", "gt", "ground_truth",
+                "groundtruth", "Masks", "Labels")
+# Words in a folder or tag that hint at masks (lower case, matched inside words: "gtFine_labelIds").
+MASK_HINTS = ("segmentationclass", "label", "mask", "annot", "ground", "gt", "figure_ground", "seg")
+IMAGE_HINTS = ("jpegimages", "image", "img", "photo", "rgb", "leftimg8bit")
+SAMPLED_FILES = 5         # files opened per family to tell masks from pictures
+FEW_VALUES = 32           # a mask's most frequent values (or colours) ...
+FEW_VALUES_COVER = 0.97   # ... cover at least this share of its pixels; a picture's do not
+GREY_SPREAD = 24          # an RGB file whose channels differ less than this (99% of pixels) is grey
+TAG_SHARE = 0.2           # a word is a tag when at least this share of a folder's files end with it
+MAX_TAG_WORDS = 3
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    rel: str           # relative to SRC, for messages
+    stem: str          # the pairing key: the file name without extension (and without its family tag)
+    split: str | None  # from a split-named folder
+
+
+@dataclass
+class Side:
+    """The images or the masks: where they were found, the files, and the other files there."""
+
+    where: str                 # for messages: a folder, a glob, or a family ("gtFine/**/*_gtFine_labelIds.png")
+    files: list[SourceFile]
+    others: list[str]          # files there that are not PNG/JPEG/BMP/TIFF
+
+    @property
+    def described(self) -> str:
+        counts = Counter(f.path.suffix.lower().lstrip(".").replace("jpeg", "jpg").upper() for f in self.files)
+        return f"{self.where} ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})"
+
+
+@dataclass(frozen=True)
+class UnusedFamily:
+    where: str    # e.g. "gray/*.jpg" or "gtFine/**/*_gtFine_color.png"
+    files: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"where": self.where, "files": self.files, "reason": self.reason}
+
+
+@dataclass
+class Found:
+    images: Side
+    masks: Side
+    how: str                          # "--images/--masks", "folder names" or "content"
+    unused: list[UnusedFamily]
+
+
+def find_sides(src: Path, images: str | None, masks: str | None) -> Found:
+    """The image and mask files of ``src`` (see the module doc)."""
+    named_images = images or _named(src, IMAGE_FOLDERS)
+    named_masks = masks or _named(src, MASK_FOLDERS)
+    if named_images and named_masks:
+        image_side = find_files(src, named_images, "images", "--images")
+        mask_side = find_files(src, named_masks, "masks", "--masks")
+        how = "--images/--masks" if images and masks else "folder names" if not (images or masks) else \
+            "--images/--masks and folder names"
+        used = {f.path for f in image_side.files} | {f.path for f in mask_side.files}
+        unused = [UnusedFamily(fam.where, len(fam.files), f"not in the folders used ({how})")
+                  for fam in _families(src, used, tagged=False)]
+        return Found(image_side, mask_side, how, unused)
+    fixed_images = find_files(src, images, "images", "--images") if images else None
+    fixed_masks = find_files(src, masks, "masks", "--masks") if masks else None
+    return _by_content(src, fixed_images, fixed_masks)
+
+
+def _named(src: Path, candidates: Sequence[str]) -> str | None:
+    return next((name for name in candidates if (src / name).is_dir()), None)
+
+
+# --- a folder or glob the user names -----------------------------------------------------------
+
+def _has_magic(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def find_files(src: Path, spec: str, what: str, flag: str) -> Side:
+    """The image-suffixed files of a folder or glob under SRC; the split from a split-named first
+    sub-folder."""
+    if _has_magic(spec):
+        parts = Path(spec).parts
+        fixed = []
+        for part in parts:
+            if _has_magic(part):
+                break
+            fixed.append(part)
+        base = src.joinpath(*fixed) if fixed else src
+        pattern = str(Path(*parts[len(fixed):]))
+        paths = sorted(p for p in base.glob(pattern) if p.is_file()) if base.is_dir() else []
+        where = f"{src / spec} (glob)"
+    else:
+        base = src / spec
+        if not base.is_dir():
+            state = "is not a folder" if base.exists() else "does not exist"
+            raise DatasetError(f"{base} {state}: {flag} names the folder (or a glob such as '*.jpg') of the {what}, "
+                               f"relative to {src}")
+        paths = sorted(p for p in base.rglob("*") if p.is_file())
+        where = str(base)
+    files, others = [], []
+    for path in paths:
+        rel_base = path.relative_to(base)
+        if any(part.startswith(".") for part in rel_base.parts):
+            continue
+        rel = rel_to(path, src)
+        if path.suffix.lower() not in SOURCE_SUFFIXES:
+            others.append(rel)
+            continue
+        first = rel_base.parts[0].lower() if len(rel_base.parts) > 1 else None
+        files.append(SourceFile(path, rel, path.stem, SPLIT_ALIASES.get(first) if first else None))
+    if not files:
+        raise DatasetError(f"{where}: no {what} found ({', '.join(SOURCE_SUFFIXES)}); name them with {flag}")
+    return Side(where, files, others)
+
+
+def rel_to(path: Path, src: Path) -> str:
+    try:
+        return path.relative_to(src).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# --- families ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Family:
+    where: str
+    base: str                  # folder (relative to SRC) above any split folder
+    tag: str
+    files: list[SourceFile]    # stems are the pairing keys
+    kind: str = ""             # ids, colour, photo, grey-photo, wide, unreadable
+    note: str = ""             # what the sampled files look like, for messages
+
+    def keys(self, by_split: bool) -> set:
+        return {(f.split, f.stem) if by_split else f.stem for f in self.files}
+
+    @property
+    def has_splits(self) -> bool:
+        return all(f.split for f in self.files)
+
+    def hint(self, words: Sequence[str]) -> bool:
+        text = (self.base + "/" + self.tag).lower()
+        return any(w in text for w in words)
+
+
+_WORD = re.compile(r"[_\-.]")
+
+
+def _split_words(stem: str) -> list[tuple[int, str]]:
+    """(start, word) of each word of a name (separators: _ - .)."""
+    out, start = [], 0
+    for m in _WORD.finditer(stem):
+        out.append((start, stem[start:m.start()]))
+        start = m.end()
+    out.append((start, stem[start:]))
+    return out
+
+
+def _tags(stems: list[str]) -> set[tuple[int, str]]:
+    """(position from the end, word) pairs shared by at least ``TAG_SHARE`` of ``stems`` (and two of
+    them), numbers excluded: the name tags of a folder."""
+    counts: Counter = Counter()
+    for stem in stems:
+        words = _split_words(stem)
+        for p in range(1, min(MAX_TAG_WORDS, len(words) - 1) + 1):
+            counts[(p, words[-p][1])] += 1
+    need = max(2, TAG_SHARE * len(stems))
+    return {k for k, n in counts.items() if n >= need and not k[1].isdigit() and k[1]}
+
+
+def _key_and_tag(stem: str, tags: set[tuple[int, str]]) -> tuple[str, str]:
+    words = _split_words(stem)
+    cut = len(words)
+    for p in range(1, min(MAX_TAG_WORDS, len(words) - 1) + 1):
+        if (p, words[-p][1]) not in tags:
+            break
+        cut = len(words) - p
+    if cut == len(words):
+        return stem, ""
+    start = words[cut][0]
+    return stem[:start - 1], stem[start - 1:]
+
+
+def _place(rel_parts: tuple[str, ...]) -> tuple[str, str | None]:
+    """(family folder, split) of a file from its folders: up to the first split-named one."""
+    for i, part in enumerate(rel_parts):
+        if part.lower() in SPLIT_ALIASES:
+            return "/".join(rel_parts[:i]), SPLIT_ALIASES[part.lower()]
+    return "/".join(rel_parts), None
+
+
+def _families(src: Path, exclude: set[Path], tagged: bool) -> list[_Family]:
+    """The families of the image files under ``src``; ``tagged``: split off name tags (else a family is a
+    folder and an extension, and the key the whole name)."""
+    by_base: dict[str, list[tuple[Path, str | None, bool]]] = defaultdict(list)
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if any(part.startswith(".") for part in rel.parts) or path in exclude:
+            continue
+        if path.suffix.lower() not in SOURCE_SUFFIXES or not path.is_file():
+            continue
+        base, split = _place(rel.parts[:-1])
+        nested = split is not None and len(rel.parts) - 1 > len(Path(base).parts) + 1
+        by_base[base].append((path, split, nested))
+    families = []
+    for base, entries in by_base.items():
+        tags = _tags([p.stem for p, _, _ in entries]) if tagged else set()
+        groups: dict[tuple[str, str], list[SourceFile]] = defaultdict(list)
+        for path, split, _ in entries:
+            key, tag = _key_and_tag(path.stem, tags)
+            ext = path.suffix.lower().replace(".jpeg", ".jpg")
+            groups[(tag, ext)].append(SourceFile(path, rel_to(path, src), key, split))
+        for (tag, ext), files in sorted(groups.items()):
+            folder = (base + "/") if base else ""
+            deep = "**/" if any(f.split for f in files) else ""
+            families.append(_Family(f"{folder}{deep}*{tag}{ext}", base, tag, files))
+    return families
+
+
+def _family_of(side: Side, tagged: bool) -> _Family:
+    """A side the user named, as one family (with ``tagged``, its names' tags stripped)."""
+    tags = _tags([f.stem for f in side.files]) if tagged else set()
+    files = [SourceFile(f.path, f.rel, _key_and_tag(f.stem, tags)[0], f.split) for f in side.files]
+    return _Family(side.where, side.where, "", files)
+
+
+# --- what a family holds ----------------------------------------------------------------------------
+
+def _coverage(values: np.ndarray) -> float:
+    """Share of the pixels taken by the ``FEW_VALUES`` most frequent values."""
+    _, counts = np.unique(values, return_counts=True)
+    top = np.sort(counts)[::-1][:FEW_VALUES]
+    return float(top.sum()) / max(values.size, 1)
+
+
+def _file_kind(path: Path) -> tuple[str, str]:
+    """(kind, note) of one file: ids, colour, photo, grey-photo, wide or unreadable."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if max(im.size) > 512:  # enough pixels to judge; nearest keeps the values
+                im = im.resize((max(1, im.size[0] // 4), max(1, im.size[1] // 4)), Image.Resampling.NEAREST)
+            mode = im.mode
+            if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                rgb = np.asarray(im.convert("RGB")).astype(np.int16)
+                spread = rgb.max(axis=2) - rgb.min(axis=2)
+                if np.quantile(spread, 0.99) >= GREY_SPREAD:
+                    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+                    cover = _coverage(packed)
+                    return ("colour", f"RGB, {cover:.0%} of pixels in {FEW_VALUES} colours") \
+                        if cover >= FEW_VALUES_COVER else ("photo", "colour pictures")
+                arr, mode_text = rgb[..., 0], "grey RGB"
+            elif mode == "P":
+                arr, mode_text = np.asarray(im), "palette"
+            elif mode == "1":
+                arr, mode_text = np.asarray(im, dtype=np.uint8), "1-bit"
+            elif mode in ("LA", "La"):
+                arr, mode_text = np.asarray(im.getchannel("L")), "single-channel"
+            else:
+                arr, mode_text = np.asarray(im), "single-channel"
+    except Exception as exc:  # any decoder failure: not a usable family
+        return "unreadable", str(exc).strip() or type(exc).__name__
+    if arr.size and arr.max() > 255:
+        return "wide", f"{mode_text} values up to {int(arr.max())} (instance ids?), not class ids"
+    cover = _coverage(arr)
+    if cover >= FEW_VALUES_COVER:
+        values = np.unique(arr)
+        shown = ", ".join(str(int(v)) for v in values[:8]) + (" ..." if len(values) > 8 else "")
+        return "ids", f"{mode_text}, values {shown}"
+    return "grey-photo", f"{mode_text} pictures ({len(np.unique(arr))} grey levels)"
+
+
+def _classify(family: _Family) -> None:
+    files = family.files
+    picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(SAMPLED_FILES, len(files))).round()]
+    kinds = [_file_kind(f.path) for f in picks]
+    family.kind, _ = Counter(k for k, _ in kinds).most_common(1)[0]
+    family.note = next(note for k, note in kinds if k == family.kind)
+
+
+# --- choosing ---------------------------------------------------------------------------------------
+
+def _shared(a: _Family, b: _Family) -> int:
+    by_split = a.has_splits and b.has_splits
+    return len(a.keys(by_split) & b.keys(by_split))
+
+
+def _by_content(src: Path, fixed_images: Side | None, fixed_masks: Side | None) -> Found:
+    """Whole names first (``rgb/0001.jpg`` + ``figure_ground/0001.jpg``); names with their tags split
+    off (``_leftImg8bit`` / ``_gtFine_labelIds``, ``_mask``) only when whole names pair fewer masks."""
+    exclude = {f.path for side in (fixed_images, fixed_masks) if side for f in side.files}
+    tries = []
+    for tagged in (False, True):
+        found = _families(src, exclude, tagged)
+        for family in found:
+            _classify(family)
+        images = [_family_of(fixed_images, tagged)] if fixed_images else \
+            [f for f in found if f.kind in ("photo", "grey-photo")]
+        masks = [_family_of(fixed_masks, tagged)] if fixed_masks else [f for f in found if f.kind in ("ids", "colour")]
+        tries.append((_best_pair(images, masks), found))
+        best = tries[-1][0]
+        if best is not None and best[0][2] >= len(best[2].files) / 2:
+            break
+    chosen = max((t for t in tries if t[0] is not None), key=lambda t: t[0][0], default=None)
+    if chosen is None:
+        raise DatasetError(_nothing_pairs(src, tries[-1][1], fixed_images, fixed_masks))
+    (_, image_family, mask_family), found = chosen
+    image_side = Side(fixed_images.where if fixed_images else image_family.where, image_family.files,
+                      fixed_images.others if fixed_images else [])
+    mask_side = Side(fixed_masks.where if fixed_masks else mask_family.where, mask_family.files,
+                     fixed_masks.others if fixed_masks else [])
+    unused = [UnusedFamily(f.where, len(f.files), _why_unused(f, image_family, mask_family))
+              for f in found if f is not image_family and f is not mask_family]
+    return Found(image_side, mask_side, "content", unused)
+
+
+def _best_pair(images: list[_Family], masks: list[_Family]):
+    """(rank, image family, mask family) of the best pairing, or None: single-channel masks before colour
+    ones, then names hinting at masks, then the most shared names, then colour pictures before grey."""
+    best = None
+    for m in masks:
+        for i in images:
+            shared = _shared(i, m)
+            if i is m or not shared:
+                continue
+            rank = (m.kind != "colour", m.hint(MASK_HINTS), shared, i.kind == "photo", i.hint(IMAGE_HINTS))
+            if best is None or rank > best[0]:
+                best = (rank, i, m)
+    return best
+
+
+def _why_unused(f: _Family, images: _Family, masks: _Family) -> str:
+    if f.kind == "unreadable":
+        return f"does not decode as images ({f.note})"
+    if f.kind == "wide":
+        return f.note
+    shared_images, shared_masks = _shared(f, images), _shared(f, masks)
+    if not (shared_images or shared_masks):
+        return f"{f.note}; no file name shared with the images ({images.where}) or masks ({masks.where})"
+    if f.kind in ("ids", "colour"):
+        chosen = "single-channel" if masks.kind == "ids" and f.kind == "colour" else "named as masks" \
+            if masks.hint(MASK_HINTS) and not f.hint(MASK_HINTS) else "first found"
+        return (f"also masks of the same images ({f.note}); {masks.where} was used ({chosen}); "
+                f"name it with --masks to use it instead")
+    if f.kind == "grey-photo" and images.kind == "photo":
+        return f"grey copies of the pictures in {images.where} ({f.note}); the colour ones were used"
+    return (f"pictures with the same names as {images.where} ({f.note}); name it with --images to use it "
+            "instead")
+
+
+def _nothing_pairs(src: Path, found: list[_Family], fixed_images: Side | None, fixed_masks: Side | None) -> str:
+    listed = "\n".join(f"  {f.where}: {len(f.files)} files, {f.note}" for f in found[:20]) or "  no image files"
+    given = "".join(f"\n  given: {side.where} ({len(side.files)} files)" for side in (fixed_images, fixed_masks)
+                    if side)
+    return (f"{src}: could not tell the images from the masks. No folder is named like images "
+            f"({', '.join(IMAGE_FOLDERS[:4])}, ...) or masks ({', '.join(MASK_FOLDERS[:4])}, ...), and no family "
+            f"of single-channel or palette files with few values shares file names with a family of pictures. "
+            f"Found:\n{listed}{given}\nName them with --images FOLDER_OR_GLOB --masks FOLDER_OR_GLOB "
+            f"(relative to {src}).")
+
+
+__all__ = ["Found", "IMAGE_FOLDERS", "MASK_FOLDERS", "SOURCE_SUFFIXES", "SPLIT_ALIASES", "Side", "SourceFile",
+           "UnusedFamily", "find_files", "find_sides", "rel_to"]
