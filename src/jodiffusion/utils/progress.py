@@ -44,6 +44,7 @@ class LineProgress(_tqdm_std):
     def __init__(self, *args, **kwargs):
         self._interval = line_seconds()
         self._last_line = None
+        self._last_n = None
         self._last_time = float("-inf")
         self._closing = False
         kwargs.setdefault("mininterval", min(self._interval, 1.0))
@@ -59,12 +60,14 @@ class LineProgress(_tqdm_std):
         now = time.monotonic()
         if not self._closing and now - self._last_time < self._interval:
             return False
+        if self._closing and self.n == self._last_n:
+            return False  # the final count is on screen already (only the rate would differ)
         line = (self.__str__() if msg is None else msg).rstrip()
         if line == self._last_line:
             return False
         self.fp.write(line + "\n")
         self.fp.flush()
-        self._last_line, self._last_time = line, now
+        self._last_line, self._last_n, self._last_time = line, self.n, now
         return True
 
     def close(self):
