@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.metadata import CAMVID_CLASSES
@@ -39,15 +40,18 @@ def test_the_background_comes_from_the_class_metadata_at_any_id():
     mask[:5] = 2                        # half clutter (the background)
     mask[5:] = 3                        # half car
     assert classes_present(mask, street) == {3}
-    # asked: sky and car; present: car (clutter never counts on either side)
-    result = evaluate_pairs(["sky and car and clutter"], [np.zeros((10, 10, 3), np.uint8)], [mask], street)
-    assert result["prompt_precision"] == 100.0 and result["prompt_recall"] == 50.0
+    # asked: sky and car, then car alone; present: car (clutter never counts on either side). Two prompts
+    # naming different classes: one prompt alone could not discriminate (not_applicable)
+    black = [np.zeros((10, 10, 3), np.uint8)] * 2
+    result = evaluate_pairs(["sky and car and clutter", "a car"], black, [mask, mask], street)
+    assert result["prompt_precision"] == 100.0 and result["prompt_recall"] == pytest.approx(100 * 2 / 3)
+    assert evaluate_pairs(["sky and car"], black[:1], [mask], street)["prompt_precision"] is None
     # the same names without a background: clutter is asked for and present
     plain = ClassInfo(names=street.names)
     assert classes_named("sky, road, clutter and cars", plain) == {0, 1, 2, 3}
     assert classes_present(mask, plain) == {2, 3}
-    result = evaluate_pairs(["sky and car and clutter"], [np.zeros((10, 10, 3), np.uint8)], [mask], plain)
-    assert result["prompt_precision"] == 100.0 and result["prompt_recall"] == 100.0 * 2 / 3
+    result = evaluate_pairs(["sky and car and clutter", "a car"], black, [mask, mask], plain)
+    assert result["prompt_precision"] == 75.0 and result["prompt_recall"] == 75.0
 
 
 def test_no_background_on_camvid_sky_is_counted():
@@ -55,5 +59,5 @@ def test_no_background_on_camvid_sky_is_counted():
     mask[5:] = 3                         # Road
     assert classes_named("a road under the sky", CAMVID_CLASSES) == {0, 3}
     assert classes_present(mask, CAMVID_CLASSES) == {0, 3}
-    result = evaluate_pairs(["sky"], [np.zeros((10, 10, 3), np.uint8)], [mask], CAMVID_CLASSES)
+    result = evaluate_pairs(["sky", "road"], [np.zeros((10, 10, 3), np.uint8)] * 2, [mask, mask], CAMVID_CLASSES)
     assert result["prompt_precision"] == 50.0 and result["prompt_recall"] == 100.0

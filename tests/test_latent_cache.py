@@ -195,15 +195,15 @@ def test_file_dataset_is_resized_and_rebuilt_when_a_file_changes(tmp_path, capti
     assert codec.calls > 0
 
 
-def test_resize_pair_covers_then_crops_the_centre():
+def test_resize_pair_crop_covers_then_crops_the_centre():
     image = np.arange(40 * 48 * 3, dtype=np.uint32).reshape(40, 48, 3).astype(np.uint8)
     mask = np.zeros((40, 48), np.uint8)
     mask[:, 24:] = 7
-    out_image, out_mask = resize_pair(image, mask, 20)
+    out_image, out_mask = resize_pair(image, mask, 20, "crop")
     assert out_image.shape == (20, 20, 3) and out_mask.shape == (20, 20)
     assert set(np.unique(out_mask)) == {0, 7}  # nearest: no new label values
     assert (out_mask[:, :10] == 0).all() and (out_mask[:, 10:] == 7).all()
-    wide_image, wide_mask = resize_pair(image, mask, (40, 24))  # no resize needed, only a crop
+    wide_image, wide_mask = resize_pair(image, mask, (40, 24), "crop")  # no resize needed, only a crop
     assert np.array_equal(wide_mask, mask[:, 12:36]) and np.array_equal(wide_image, image[:, 12:36])
     same = resize_pair(image, mask, (40, 48))
     assert same[0] is image and same[1] is mask
