@@ -634,3 +634,22 @@ def test_summary_gives_shares(tmp_path):
     summary = run(src, tmp_path / "out", names=["background", "thing"], mask_type="binary")
     assert summary.snapped_pixels == 16 and summary.mask_pixels == 4 * W * H
     assert f"snapped: 16 pixels ({100 * 16 / (4 * W * H):.1f}% of mask pixels) in 4 of 4 masks" in summary.format()
+
+
+def test_content_finds_segnet_camvid_split_named_folders(tmp_path):
+    """SegNet's CamVid: train/ + trainannot/ and val/ + valannot/ (no folder named images or masks):
+    the splits come from the folder names and both splits are imported."""
+    src = tmp_path / "CamVid"
+    truth = {}
+    for split, n in (("train", 4), ("val", 2)):
+        for i in range(n):
+            stem = f"0001TP_{split}{i:03d}"
+            truth[stem] = blob(i, k=3)
+            save(picture(i), src / split / f"{stem}.png")
+            save(blob(i, k=3), src / f"{split}annot" / f"{stem}.png")
+    summary = run(src, tmp_path / "out", names=["sky", "road", "car"])
+    assert summary.found_by == "content" and summary.splits == {"train": 4, "val": 2}
+    assert summary.splits_from == "splits from the source folders"
+    assert "{split}annot/*.png" in summary.masks_from and "{split}/*.png" in summary.images_from
+    check_pairs(tmp_path / "out", truth)
+    assert summary.unused == []

@@ -226,12 +226,32 @@ def _key_and_tag(stem: str, tags: set[tuple[int, str]]) -> tuple[str, str]:
     return stem[:start - 1], stem[start - 1:]
 
 
-def _place(rel_parts: tuple[str, ...]) -> tuple[str, str | None]:
-    """(family folder, split) of a file from its folders: up to the first split-named one."""
-    for i, part in enumerate(rel_parts):
-        if part.lower() in SPLIT_ALIASES:
-            return "/".join(rel_parts[:i]), SPLIT_ALIASES[part.lower()]
-    return "/".join(rel_parts), None
+SIDE_WORDS = ("annot", "annots", "annotations", "labels", "label", "masks", "mask", "gt", "seg", "images", "image",
+              "imgs", "img", "rgb", "photos")
+
+
+def _split_of(part: str) -> tuple[str | None, str]:
+    """(split, the folder name with the split written ``{split}``) of a folder named after a split:
+    ``train``, ``validation``, and also ``trainannot`` / ``val_labels`` / ``images_train`` (SegNet's CamVid)."""
+    lower = part.lower()
+    if lower in SPLIT_ALIASES:
+        return SPLIT_ALIASES[lower], "{split}"
+    for alias in sorted(SPLIT_ALIASES, key=len, reverse=True):
+        if lower.startswith(alias) and lower[len(alias):].strip("_-") in SIDE_WORDS:
+            return SPLIT_ALIASES[alias], "{split}" + part[len(alias):]
+        if lower.endswith(alias) and lower[:-len(alias)].strip("_-") in SIDE_WORDS:
+            return SPLIT_ALIASES[alias], part[:-len(alias)] + "{split}"
+    return None, part
+
+
+def _place(dirs: tuple[str, ...]) -> tuple[str, str | None, bool]:
+    """(family folder, split, whether files sit in sub-folders below it) of a file's folders: up to the
+    first split-named one, written ``{split}``, so every split of one kind of file is one family."""
+    for i, part in enumerate(dirs):
+        split, shown = _split_of(part)
+        if split:
+            return "/".join((*dirs[:i], shown)), split, len(dirs) > i + 1
+    return "/".join(dirs), None, False
 
 
 def _families(src: Path, exclude: set[Path], tagged: bool) -> list[_Family]:
@@ -244,21 +264,20 @@ def _families(src: Path, exclude: set[Path], tagged: bool) -> list[_Family]:
             continue
         if path.suffix.lower() not in SOURCE_SUFFIXES or not path.is_file():
             continue
-        base, split = _place(rel.parts[:-1])
-        nested = split is not None and len(rel.parts) - 1 > len(Path(base).parts) + 1
-        by_base[base].append((path, split, nested))
+        base, split, deep = _place(rel.parts[:-1])
+        by_base[base].append((path, split, deep))
     families = []
     for base, entries in by_base.items():
         tags = _tags([p.stem for p, _, _ in entries]) if tagged else set()
-        groups: dict[tuple[str, str], list[SourceFile]] = defaultdict(list)
-        for path, split, _ in entries:
+        groups: dict[tuple[str, str], list[tuple[SourceFile, bool]]] = defaultdict(list)
+        for path, split, deep in entries:
             key, tag = _key_and_tag(path.stem, tags)
             ext = path.suffix.lower().replace(".jpeg", ".jpg")
-            groups[(tag, ext)].append(SourceFile(path, rel_to(path, src), key, split))
-        for (tag, ext), files in sorted(groups.items()):
+            groups[(tag, ext)].append((SourceFile(path, rel_to(path, src), key, split), deep))
+        for (tag, ext), members in sorted(groups.items()):
             folder = (base + "/") if base else ""
-            deep = "**/" if any(f.split for f in files) else ""
-            families.append(_Family(f"{folder}{deep}*{tag}{ext}", base, tag, files))
+            deep = "**/" if any(d for _, d in members) else ""
+            families.append(_Family(f"{folder}{deep}*{tag}{ext}", base, tag, [f for f, _ in members]))
     return families
 
 
