@@ -14,8 +14,12 @@ import errno
 import hashlib
 import io
 import json
+import os
 import pathlib
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_clip import save_tiny_clip
 
 from jodiffusion.cli.main import main
 
@@ -254,6 +259,47 @@ def _(ws, a):
 def _(ws, a):
     ds = broken_dataset(ws, a, lambda d: (d / "classes.json").write_text('{"names": ["a", "b"], "ignore_index": 1}'))
     return on_dataset(ws, ds), [str(ds / "classes.json"), "ignore_index 1"]
+
+
+@case("dataset: classes.json ignore_index 300 (masks are 8-bit)")
+def _(ws, a):
+    ds = broken_dataset(ws, a, lambda d: (d / "classes.json").write_text('{"names": ["a", "b"], "ignore_index": 300}'))
+    return on_dataset(ws, ds), [str(ds / "classes.json"), "ignore_index 300", "0..255"]
+
+
+@case("dataset: classes.json ignore_index 1.5")
+def _(ws, a):
+    ds = broken_dataset(ws, a, lambda d: (d / "classes.json").write_text('{"names": ["a", "b"], "ignore_index": 1.5}'))
+    return on_dataset(ws, ds), [str(ds / "classes.json"), "ignore_index"]
+
+
+@case("dataset: classes.json palette colour out of range")
+def _(ws, a):
+    ds = broken_dataset(ws, a, lambda d: (d / "classes.json").write_text('{"names": ["a", "b"], '
+                                                                         '"palette": [[0, 0, 0], [300, 0, 0]]}'))
+    return on_dataset(ws, ds), [str(ds / "classes.json"), "palette colour 1", "0..255"]
+
+
+@case("dataset: an image that is a symlink to a text file", report=True)
+def _(ws, a):
+    (ws / "notes.txt").write_text("not an image")
+
+    def edit(d):
+        image = first(d / "images" / "train")
+        image.unlink()
+        image.symlink_to(ws / "notes.txt")
+    ds = broken_dataset(ws, a, edit)
+    return on_dataset(ws, ds), [str(first(ds / "images" / "train")), "a symlink to", str(ws / "notes.txt")]
+
+
+@case("dataset: captions.jsonl with a 100 000-character caption (train)")
+def _(ws, a):
+    def edit(d):
+        lines = (d / "captions.jsonl").read_text().splitlines()
+        lines[1] = json.dumps({**json.loads(lines[1]), "caption": "a circle " * 11_112})
+        (d / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    ds = broken_dataset(ws, a, edit)
+    return joint_args(ws, a, "data.name=folder", f"data.root={ds}"), [str(ds / "captions.jsonl"), "line 2", "2000"]
 
 
 @case("dataset: palette shorter than the class list")
@@ -671,6 +717,24 @@ def _(ws, a):
     return argv, ["carries no training captions", "--captions"]
 
 
+class Payload:
+    """A pickle that would create a file when unpickled (it must never be)."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.target,))
+
+
+@case("checkpoint: train text.kind=clip, the CLIP folder holds a pickled model")
+def _(ws, a):
+    clip = save_tiny_clip(ws / "clip")
+    (clip / "model.safetensors").unlink()
+    torch.save({"weight": Payload(ws / "pwned")}, clip / "pytorch_model.bin")
+    return joint_args(ws, a, "text.kind=clip", f"text.path={clip}"), [str(clip / "pytorch_model.bin"), "pickled"]
+
+
 @case("checkpoint: backbone_weights garbage .safetensors")
 def _(ws, a):
     (ws / "resnet50.safetensors").write_bytes(b"garbage" * 10)
@@ -732,6 +796,14 @@ def _(ws, a):
     (ws / "captions.jsonl").write_bytes(b'{"stem": "x", "caption": "\xe9t\xe9"}\n')
     return gen_args(a.model, ws / "out", "--prompts", "captions", "--captions", str(ws / "captions.jsonl")), \
         [str(ws / "captions.jsonl")]
+
+
+@case("prompts: --captions with a 100 000-character line (generate)")
+def _(ws, a):
+    (ws / "captions.jsonl").write_text('{"stem": "a", "caption": "a circle"}\n'
+                                       + json.dumps({"stem": "b", "caption": "x" * 100_000}) + "\n")
+    return gen_args(a.model, ws / "out", "--prompts", "captions", "--captions", str(ws / "captions.jsonl")), \
+        [str(ws / "captions.jsonl"), "line 2", "100,000 characters"]
 
 
 # seeds and sampling values ----------------------------------------------------------------------------
@@ -818,6 +890,29 @@ def _(ws, a):
     user_folder(ws)
     (ws / "sub").mkdir()
     return gen_args(a.model, ws / "sub" / ".." / "mine", "--prompts", "templates", "--overwrite"), ["notes.txt"]
+
+
+def locked_by_live_process(folder: Path, command: str) -> int:
+    """``folder`` holding the lock of a live process (pytest's parent, which outlives the case)."""
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = os.getppid()
+    (folder / ".jodiffusion-lock.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                                                 "command": command, "started": 0}))
+    return pid
+
+
+@case("output: generate into a folder another generate is writing")
+def _(ws, a):
+    pid = locked_by_live_process(ws / "gen", "generate")
+    return gen_args(a.model, ws / "gen"), [str(ws / "gen"), "being written by another run", f"process {pid}"]
+
+
+@case("output: train-vae --overwrite a run folder another run is writing")
+def _(ws, a):
+    pid = locked_by_live_process(ws / "run", "train-vae")
+    return vae_args(ws, "--overwrite"), [str(ws / "run"), "`jodiffusion train-vae`", f"process {pid}"]
 
 
 @case("output: generate --split ..")
@@ -980,6 +1075,14 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(c: Case, assets, t
     assert not new_entries, f"a refused run created {sorted(new_entries)}"
 
 
+def test_validate_reports_an_ignore_index_outside_0_255(assets, tmp_path, capsys):
+    """Issue 20: ``"ignore_index": 300`` passed validate with exit 0."""
+    ds = copy(assets.dataset, tmp_path / "ds")
+    (ds / "classes.json").write_text('{"names": ["a", "b"], "ignore_index": 300}')
+    code, out, err = run_cli(["validate", "--dataset", "folder", "--root", str(ds)], capsys)
+    assert code != 0 and str(ds / "classes.json") in out + err and "ignore_index 300" in out + err
+
+
 def test_the_corpus_is_large_and_covers_every_area():
     areas = {c.name.split(":")[0] for c in CASES}
     assert len(CASES) >= 40
@@ -996,6 +1099,136 @@ def test_a_refused_training_run_can_start_again_without_overwrite(tmp_path, caps
                             "scale_samples=4"], capsys)
     assert code == 0, err
     assert (run / "annotation_vae" / "model.safetensors").is_file()
+
+
+# --- a kill during the first writes; two runs into one folder -------------------------------------------
+
+def first_writes(monkeypatch, out: Path, snaps: Path, limit: int = 3) -> list[Path]:
+    """Copy ``out`` as it stands at each of its first ``limit`` writes: right after a temporary file is
+    created (0 bytes) and right before one is renamed into place. Each copy is what a kill (SIGKILL, no
+    clean-up) at that moment leaves."""
+    import tempfile
+
+    taken: list[Path] = []
+    real_mkstemp, real_replace = tempfile.mkstemp, os.replace
+
+    def snap(where) -> None:
+        if len(taken) < limit and out.is_dir() and Path(where).parent == out:
+            taken.append(shutil.copytree(out, snaps / str(len(taken)), symlinks=True))
+
+    def mkstemp(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        snap(name)
+        return fd, name
+
+    def replace(src, dst, *args, **kwargs):
+        snap(src)
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(os, "replace", replace)
+    return taken
+
+
+def folder_commands(ws: Path, a: Assets) -> dict[str, tuple[list[str], tuple[tuple[str, ...], ...]]]:
+    """Every command that writes an output folder in place: (argv, the reruns to try: extra flags)."""
+    run_reruns = ((), ("--resume", "latest"), ("--overwrite",))
+    return {
+        "generate": (gen_args(a.model, ws / "out"), ((), ("--overwrite",))),
+        "sample": (sample_args(a.model, ws / "out"), ((), ("--overwrite",))),
+        "refine": (["refine", str(a.dataset / "masks"), str(ws / "out"), "--workers", "1",
+                    "--no-progress"], ((), ("--overwrite",))),
+        "train-vae": (["train-vae", "--preset", "tiny", f"output_dir={ws / 'out'}", "train.steps=1",
+                       "scale_samples=4"], run_reruns),
+        "train-seg": (["train-seg", "--preset", "tiny", f"output_dir={ws / 'out'}", "train.steps=1"], run_reruns),
+        "train": (["train", "--preset", "tiny", f"vae={a.vae}", f"output_dir={ws / 'out'}",
+                   f"cache_dir={ws / 'cache'}", "train.steps=1", "sample_count=0"], run_reruns),
+    }
+
+
+@pytest.mark.parametrize("command", ["generate", "sample", "refine", "train-vae", "train-seg", "train"])
+def test_a_kill_at_each_first_write_never_strands_the_folder(command, assets, tmp_path, capsys, monkeypatch):
+    """Issue 20: a kill while only ``..jodiffusion-owner.json.XXXX.tmp`` (or the lock's, or the next file's
+    temporary file) existed left a folder that no rerun accepted. Now every rerun just works: the plain
+    one, ``--overwrite`` and (training) ``--resume latest``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    argv, reruns = folder_commands(ws, assets)[command]
+    out = ws / "out"
+    with monkeypatch.context() as mp:
+        states = first_writes(mp, out, tmp_path / "snaps")
+        code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert len(states) == 3
+    assert any(p.name.startswith("..jodiffusion-owner.json.") for s in states for p in s.iterdir())
+    for state in states:
+        for extra in reruns:
+            shutil.rmtree(out)
+            shutil.copytree(state, out, symlinks=True)
+            code, _, err = run_cli([*argv, *extra], capsys)
+            assert code == 0, f"rerun {extra} after a kill leaving {sorted(p.name for p in state.iterdir())}: {err}"
+            left = [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name == ".jodiffusion-lock.json"]
+            assert not left, f"left behind: {left}"
+
+
+LOCK_HOLDER = """
+import sys
+from jodiffusion.utils.lock import acquire
+acquire(sys.argv[1], "generate")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused_then_a_dead_holder_is_stale(assets, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """Issue 20: two ``generate`` runs into one folder both did all the work, and one failed with a message
+    about a missing temporary file. Now the second is refused in one line naming the first (a real second
+    process holding the lock); once that process is killed, its lock is stale and a rerun just works."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(out)
+        code, _, err = run_cli(gen_args(assets.model, out), capsys)
+        line, rest = error_message(err)
+        assert code == 1 and not rest
+        assert f"{out} is being written by another run: `jodiffusion generate`, process {holder.pid}" in line
+        assert snapshot(out) == before and [p.name for p in out.iterdir()] == [".jodiffusion-lock.json"]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    code, _, err = run_cli(gen_args(assets.model, out), capsys)  # the holder died without cleaning up
+    assert code == 0, err
+    assert (out / "generation.json").is_file() and not (out / ".jodiffusion-lock.json").exists()
+
+
+def test_the_lock(tmp_path):
+    import socket
+
+    from jodiffusion.utils import lock
+
+    folder = tmp_path / "run"
+    path = lock.acquire(folder, "train")
+    with pytest.raises(lock.FolderLockedError, match=f"process {os.getpid()}"):
+        lock.acquire(folder, "train")  # held by this very process: still refused
+    lock.release(path)
+    assert list(folder.iterdir()) == []
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    record = {"pid": int(dead.stdout), "host": socket.gethostname(), "command": "train", "started": 0}
+    path.write_text(json.dumps(record))
+    lock.release(lock.acquire(folder, "train"))  # a dead process's lock is taken over
+    path.write_text(json.dumps({**record, "host": "elsewhere"}))  # cannot be checked from here: refused
+    with pytest.raises(lock.FolderLockedError, match="on elsewhere"):
+        lock.acquire(folder, "train")
+    with lock.folder_lock(tmp_path / "new", "refine"):
+        assert (tmp_path / "new" / lock.LOCK_FILE).is_file()
+    assert not (tmp_path / "new").exists()  # created for the lock and left empty: removed
 
 
 # --- a full disk ----------------------------------------------------------------------------------------

@@ -169,3 +169,25 @@ def test_integer_class_names_in_a_yaml_file_are_refused_by_validate_and_train(tm
                  "data.train_split=train", "data.val_split=train"]) == 1
     assert "class names must be strings" in capsys.readouterr().err
     assert not (run / "checkpoints").exists()
+
+
+def test_ids_and_sizes_out_of_range_are_refused():
+    """Issue 20: ``"ignore_index": 300`` was accepted. Masks are 8-bit: the ignore index is a pixel value
+    0..255 that is no class id, colours are 0..255, at most 255 classes leave room for the ignore value."""
+    from jodiffusion.models.annotation_vae import AnnotationVAEConfig
+
+    for bad, message in ((300, "ignore_index 300 is outside 0..255"), (-1, "ignore_index -1 is outside"),
+                         (1.5, "must be an integer"), (True, "must be an integer"), (1, "collides with class id 1")):
+        with pytest.raises(ValueError, match=message):
+            ClassInfo.from_dict({"names": ["a", "b"], "ignore_index": bad})
+    assert ClassInfo.from_dict({"names": ["a", "b"], "ignore_index": 2}).ignore_index == 2
+    with pytest.raises(ValueError, match=r"palette colour 1 \('b'\) is \[0, 0, 256\]"):
+        ClassInfo(names=("a", "b"), palette=((0, 0, 0), (0, 0, 256)))
+    with pytest.raises(ValueError, match="at most 255 classes"):
+        ClassInfo(names=tuple(f"c{i}" for i in range(256)))
+    with pytest.raises(ValueError, match="model.ignore_index=300"):
+        AnnotationVAEConfig(num_classes=3, ignore_index=300)
+    with pytest.raises(ValueError, match="model.ignore_index=1"):
+        AnnotationVAEConfig(num_classes=3, ignore_index=1)
+    with pytest.raises(ValueError, match="2..255"):
+        AnnotationVAEConfig(num_classes=256)

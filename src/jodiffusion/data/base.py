@@ -19,6 +19,7 @@ from PIL import Image
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import DatasetError
+from jodiffusion.utils.safe_load import link_note
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -58,7 +59,7 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return image_to_rgb(im, path)
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}. Replace or remove the file.") from None
+        raise DatasetError(f"cannot read image {path}{link_note(path)}: {exc}. Replace or remove the file.") from None
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -71,7 +72,7 @@ def read_mask(path: Path) -> np.ndarray:
                     "holding class ids, not a colour rendering")
             arr = np.asarray(im)
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read mask {path}: {exc}. Replace or remove the file.") from None
+        raise DatasetError(f"cannot read mask {path}{link_note(path)}: {exc}. Replace or remove the file.") from None
     if arr.dtype != np.uint8:
         if arr.max(initial=0) > 255:
             raise DatasetError(f"mask {path} holds values above 255; expected 8-bit class ids")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 IGNORE_INDEX = 255  # the conventional "do not train on this pixel" value, shared by every reader
+MAX_CLASSES = 255  # masks are 8-bit PNGs: class ids 0..254 and one more value for the ignore index
 
 
 def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
@@ -58,8 +59,9 @@ class ClassInfo:
             raise ValueError(f"class name {blank[0]} is empty; every class needs a name")
         if len(self.names) < 2:
             raise ValueError(f"a label space needs at least 2 classes, got {len(self.names)}")
-        if len(self.names) > 256:
-            raise ValueError(f"at most 256 classes are supported, got {len(self.names)}")
+        if len(self.names) > MAX_CLASSES:
+            raise ValueError(f"at most {MAX_CLASSES} classes are supported (masks are 8-bit: class ids and one "
+                             f"ignore value), got {len(self.names)}")
         if len(set(self.names)) != len(self.names):
             raise ValueError("class names must be unique")
         if not self.palette:
@@ -67,7 +69,20 @@ class ClassInfo:
         if len(self.palette) != len(self.names):
             raise ValueError(f"palette has {len(self.palette)} colours for {len(self.names)} classes")
         object.__setattr__(self, "names", tuple(self.names))
+        for k, col in enumerate(self.palette):
+            if (not isinstance(col, (list, tuple)) or len(col) != 3
+                    or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c <= 255
+                               for c in col)):
+                shown = list(col) if isinstance(col, (list, tuple)) else col
+                raise ValueError(f"palette colour {k} ({self.names[k]!r}) is {shown!r}: give 3 integers in 0..255 "
+                                 "(red, green, blue)")
         object.__setattr__(self, "palette", tuple(tuple(int(c) for c in col) for col in self.palette))
+        if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, numbers.Integral):
+            raise ValueError(f"ignore_index must be an integer in 0..255, got {self.ignore_index!r}")
+        object.__setattr__(self, "ignore_index", int(self.ignore_index))
+        if not 0 <= self.ignore_index <= 255:
+            raise ValueError(f"ignore_index {self.ignore_index} is outside 0..255: masks are 8-bit, so it must be a "
+                             f"pixel value that is no class id ({len(self.names)}..255; 255 is the usual one)")
         if 0 <= self.ignore_index < len(self.names):
             raise ValueError(f"ignore_index {self.ignore_index} collides with class id {self.ignore_index}")
         if self.background is not None:
@@ -121,7 +136,7 @@ class ClassInfo:
             lowered = [str(n).lower() for n in names]
             background = lowered.index(LEGACY_BACKGROUND_NAME) if LEGACY_BACKGROUND_NAME in lowered else None
         return cls(names=names, palette=tuple(tuple(c) for c in data.get("palette", ())),
-                   ignore_index=int(data.get("ignore_index", IGNORE_INDEX)), background=background)
+                   ignore_index=data.get("ignore_index", IGNORE_INDEX), background=background)
 
 
 # Which classes a prompt names and a mask holds: read by the prompt-adherence measure (evaluation/)

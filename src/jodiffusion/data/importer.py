@@ -706,7 +706,7 @@ def _assign_splits(pairs: list[tuple[str | None, str]], val_fraction: float, see
 # --- the import ------------------------------------------------------------------------------------
 
 def _check_out(src: Path, out: Path, overwrite: bool) -> None:
-    from jodiffusion.utils.ownership import check_replaceable, read_owner
+    from jodiffusion.utils.ownership import check_replaceable, is_blank, read_owner
 
     if out == src or src in out.parents:
         raise DatasetError(f"--out {out} lies inside the source folder {src}, which import never modifies; "
@@ -717,7 +717,7 @@ def _check_out(src: Path, out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise DatasetError(f"--out {out} is a file; choose a new folder")
-    if not any(out.iterdir()):
+    if is_blank(out):  # empty, or only temporary files: nothing finished to lose
         return
     if not overwrite:
         owner = read_owner(out)
@@ -934,8 +934,10 @@ def _validate(root: Path, splits: list[str]) -> dict:
 
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Rename the finished temporary folder onto ``out`` (an empty folder, or an earlier import's)."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
+    from jodiffusion.utils.ownership import is_blank
+
+    if out.is_dir() and is_blank(out):
+        shutil.rmtree(out)  # empty, or holding only temporary files: nothing finished to lose
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}.tmp"

@@ -35,7 +35,7 @@ def check_make_data_output(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     """The absolute output path, once it is known that writing there loses nothing: a new path, an empty
     folder, or (``overwrite``) a dataset make-data wrote holding nothing else. Raises a DatasetError
     naming the path otherwise; nothing is changed either way."""
-    from jodiffusion.utils.ownership import check_replaceable, describe_entries
+    from jodiffusion.utils.ownership import check_replaceable, describe_entries, has_content
 
     out = Path(out_dir).expanduser().absolute()
     for parent in out.parents:
@@ -46,7 +46,7 @@ def check_make_data_output(out_dir: str | os.PathLike, overwrite: bool) -> Path:
         if overwrite:
             _check_replaceable(check_replaceable, out)
         raise DatasetError(f"{out} exists and is not a folder; choose another output path")
-    if out.is_dir() and any(out.iterdir()):
+    if has_content(out):  # only temporary files (a kill during the first write) count as empty
         if not overwrite:
             raise DatasetError(f"{out} is not empty; choose an empty or new folder, or pass overwrite "
                                "(--overwrite) to replace a dataset make-data wrote")

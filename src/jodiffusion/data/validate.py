@@ -45,6 +45,7 @@ from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.partners import PartnerFinder
 from jodiffusion.errors import DatasetError
 from jodiffusion.utils.progress import progress_bar
+from jodiffusion.utils.safe_load import link_note
 
 MASK_MODES = ("L", "P", "I", "I;16")  # the single-channel modes base.read_mask accepts
 
@@ -214,7 +215,8 @@ def _check_file_sample(ds: FileSegmentationDataset, index: int, valid: np.ndarra
                         "as grey RGB"))
                 image_size = im.size
         except Exception as exc:  # every decoder failure is a finding, not a crash
-            result.problems.append(Problem(str(sample.image_path), "unreadable-image", _describe(exc)))
+            result.problems.append(Problem(str(sample.image_path), "unreadable-image",
+                                           _describe(exc) + link_note(sample.image_path)))
     if sample.mask_path is None:
         where = str(sample.image_path) if sample.image_path is not None else sample.stem
         hint = partners.hint(sample.image_path, sample.stem, "mask") if partners and sample.image_path else ""
@@ -227,7 +229,7 @@ def _check_file_sample(ds: FileSegmentationDataset, index: int, valid: np.ndarra
             mode, mask_size = im.mode, im.size
             arr = np.asarray(im) if mode in MASK_MODES else None
     except Exception as exc:
-        result.problems.append(Problem(mask_path, "unreadable-mask", _describe(exc)))
+        result.problems.append(Problem(mask_path, "unreadable-mask", _describe(exc) + link_note(sample.mask_path)))
         return result
     if arr is None:
         result.problems.append(Problem(

@@ -5,7 +5,10 @@ writes the resolved config (refusing changed settings on resume) and opens the m
 itself is :func:`jodiffusion.engine.loop.fit`.
 
 An interrupted start is never a dead end: a folder this command marked that holds no checkpoint and no
-finished model yet is started again by the obvious command (with or without ``--resume latest``).
+finished model yet, or a folder a kill left holding only temporary files (the marker's own, killed while
+it was written), is started again by the obvious command (with or without ``--resume latest`` or
+``--overwrite``). The main process holds the folder's lock (``jodiffusion.utils.lock``) from preparing the
+folder to the end of the run, so that a second run into the same folder is refused, naming the first.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.runtime import MetricLogger, make_accelerator
 from jodiffusion.errors import ConfigError, JoDiffusionError
+from jodiffusion.utils import lock as folder_lock
+from jodiffusion.utils.ownership import (
+    check_replaceable,
+    clear_folder,
+    foreign_entries,
+    is_blank,
+    read_owner,
+    remove_temp_files,
+    write_owner,
+)
 
 log = logging.getLogger("jodiffusion")
 
@@ -59,9 +72,10 @@ def _legacy_run(run_dir: Path) -> bool:
 
 def interrupted_start(run_dir: Path, command: str) -> bool:
     """True for a folder ``command`` marked that holds no checkpoint and no finished model: a run killed
-    before its first save. Starting it again loses nothing but the minutes it ran."""
-    from jodiffusion.utils.ownership import foreign_entries, read_owner
-
+    before its first save (or one holding only temporary files: killed while writing its marker). Starting
+    it again loses nothing but the minutes it ran."""
+    if is_blank(run_dir):
+        return True
     if read_owner(run_dir) != command or CheckpointManager(run_dir).list():
         return False
     if (run_dir / FINAL_OUTPUT[command]).exists() or (run_dir / "eval.json").exists():
@@ -79,8 +93,6 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
     (``interrupted_start``) starts again, with or without ``--resume latest``. Temporary checkpoint
     folders of saves a kill interrupted are removed (this runs on the main process before training
     starts or resumes, so no save is under way)."""
-    from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
-
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise JoDiffusionError(f"output folder {run_dir} exists and is a file; choose another output_dir")
@@ -95,14 +107,14 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
                 continue
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         resume = None
-    elif run_dir.exists() and any(run_dir.iterdir()) and resume is None:
+    elif run_dir.exists() and not is_blank(run_dir) and resume is None:
         if not overwrite:
             raise JoDiffusionError(
                 f"output folder {run_dir} already holds a run; pass --resume latest to continue it, "
                 "--overwrite to start again there, or choose another output_dir")
         owned = read_owner(run_dir) == command or (read_owner(run_dir) is None and _legacy_run(run_dir))
         check_replaceable(run_dir, command, own, owned=owned)
-        shutil.rmtree(run_dir)
+        clear_folder(run_dir)  # all but the lock this run holds
     if resume is not None:  # a missing or corrupt checkpoint is refused before anything is written
         ckpt.resolve(resume)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +123,7 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
     removed = ckpt.remove_temporary()  # saves that a kill interrupted
     if removed:
         log.info("removed %d temporary checkpoint folder(s) of an interrupted save", removed)
+    remove_temp_files(run_dir)  # atomic writes a kill interrupted (the lock keeps out any write under way)
     return run_dir
 
 
@@ -125,14 +138,35 @@ class TrainingRun:
         self.accelerator = make_accelerator(cfg.train)
         self.main = self.accelerator.is_main_process
         self.progress = progress and self.main
+        self._lock: Path | None = None
+        self._created = not self.run_dir.exists()
         if self.main:
-            prepare_run_dir(self.run_dir, resume, overwrite, command=command)
+            self._lock = folder_lock.acquire(self.run_dir, command)  # released by close()
+            try:
+                prepare_run_dir(self.run_dir, resume, overwrite, command=command)
+            except BaseException:
+                self.close()
+                raise
         self.accelerator.wait_for_everyone()
         self.ckpt = CheckpointManager(self.run_dir, keep=cfg.train.keep_checkpoints)
         # No checkpoint left after preparing means an interrupted start began again from step 0.
         self.resume_path: Path | None = self.ckpt.resolve(resume) if resume is not None and self.ckpt.list() else None
         self.resumed_changes: dict[str, tuple[Any, Any]] = {}
         self.logger: MetricLogger | None = None
+
+    def close(self) -> None:
+        """Release the folder's lock (and remove a folder the lock created that a refusal left empty)."""
+        if self._lock is not None:
+            folder_lock.release(self._lock)
+            self._lock = None
+            if self._created and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+                self.run_dir.rmdir()
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def seed_init(self) -> None:
         """Identical initial weights on every process (call right before building the model)."""

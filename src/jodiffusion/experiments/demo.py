@@ -10,7 +10,6 @@ and a real-data run share every line of code; rerunning it skips the stages alre
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from jodiffusion.config.loader import load_config
@@ -32,7 +31,8 @@ def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, prog
     ``preset``: another pipeline preset on the embedded dataset (``shapes-cpu``: the longer proof)."""
     from jodiffusion.data.shapes import write_shapes_dataset
     from jodiffusion.experiments.experiment import run_pipeline
-    from jodiffusion.utils.ownership import check_replaceable, read_owner, write_owner
+    from jodiffusion.utils.lock import folder_lock
+    from jodiffusion.utils.ownership import check_replaceable, clear_folder, read_owner, write_owner
 
     out = Path(out)
     preset = preset or ("demo-quick" if quick else "demo")
@@ -41,22 +41,22 @@ def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, prog
     if cfg.data.name != "folder":
         raise JoDiffusionError(f"the demo writes the shapes dataset as a folder: keep data.name=folder (preset "
                                f"{preset!r} says {cfg.data.name!r})")
-    if overwrite and out.exists():  # only a folder an earlier demo wrote, holding nothing else
-        check_replaceable(out, "demo", DEMO_ENTRIES, owned=read_owner(out) == "demo")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if read_owner(out) is None:
-        write_owner(out, "demo")
-    runner = StageRunner(out)
-    shapes = {"num_train": cfg.data.num_train, "num_val": cfg.data.num_val, "resolution": cfg.data.resolution,
-              "seed": cfg.data.seed, "difficulty": cfg.data.difficulty}
+    with folder_lock(out, "demo"):  # one demo at a time in a folder (each stage also locks its own)
+        if overwrite:  # only a folder an earlier demo wrote, holding nothing else
+            check_replaceable(out, "demo", DEMO_ENTRIES, owned=read_owner(out) == "demo")
+            clear_folder(out)
+        if read_owner(out) is None:
+            write_owner(out, "demo")
+        runner = StageRunner(out)
+        shapes = {"num_train": cfg.data.num_train, "num_val": cfg.data.num_val, "resolution": cfg.data.resolution,
+                  "seed": cfg.data.seed, "difficulty": cfg.data.difficulty}
 
-    def make_data(folder: Path, resume: bool) -> dict:
-        write_shapes_dataset(folder, **shapes, overwrite=True, progress=progress)
-        return {"root": str(folder)}
+        def make_data(folder: Path, resume: bool) -> dict:
+            write_shapes_dataset(folder, **shapes, overwrite=True, progress=progress)
+            return {"root": str(folder)}
 
-    runner.run(DATA_DIR, shapes, make_data)
-    metrics = run_pipeline(cfg, progress=progress, runner=runner)
+        runner.run(DATA_DIR, shapes, make_data)
+        metrics = run_pipeline(cfg, progress=progress, runner=runner)
     print_summary(metrics, out)
     return metrics
 

@@ -39,10 +39,12 @@ from jodiffusion.generation import output as store
 from jodiffusion.generation.config import GENERATION_FORMAT, GenerateConfig
 from jodiffusion.generation.filters import build_pair_filter
 from jodiffusion.generation.model_identity import model_fingerprint, read_model_classes
+from jodiffusion.generation.output_folder import COMMAND as OUTPUT_COMMAND
 from jodiffusion.generation.output_folder import prepare_output
 from jodiffusion.generation.postprocess import Batch, PostProcessor
 from jodiffusion.generation.process_group import ProcessGroup
 from jodiffusion.generation.prompts import PromptSource, build_prompt_source
+from jodiffusion.utils.lock import folder_lock
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
 
@@ -171,51 +173,54 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
                            "split": cfg.split, "precision": precision, "filters": filters_id}}
     if pair_filter is None and cfg.filters.enabled:  # nor a broken --consistency-segmenter
         pair_filter = build_pair_filter(cfg.filters, classes, dev)
-    meta = prepare_output(group, out, identity, cfg, classes, overwrite)
-    if meta and meta.get("complete") and meta.get("num") == cfg.num and (out / store.SUMMARY_FILE).is_file():
-        log.info("%s already holds the %d pairs of this generation", out, cfg.num)
-        return json.loads((out / store.SUMMARY_FILE).read_text())
+    # one writer at a time: a second run into this folder is refused, naming the first
+    with folder_lock(out, OUTPUT_COMMAND, enabled=group.rank == 0):
+        meta = prepare_output(group, out, identity, cfg, classes, overwrite)
+        if meta and meta.get("complete") and meta.get("num") == cfg.num and (out / store.SUMMARY_FILE).is_file():
+            log.info("%s already holds the %d pairs of this generation", out, cfg.num)
+            return json.loads((out / store.SUMMARY_FILE).read_text())
 
-    autocast = autocast_dtype(precision, dev)
-    runner = _Runner(pipe, cfg, source, out, group, PostProcessor(cfg, classes, out, identity, pair_filter),
-                     sampler, autocast)
-    align = cfg.shard_size if cfg.format == "webdataset" else 1  # a shard never straddles two rounds
-    start, end = 0, math.ceil(cfg.num / align) * align
-    bar = progress_bar(total=0, desc=f"generate ({group.world} proc)" if group.world > 1 else "generate", unit="pair",
-               disable=not progress or group.rank != 0, dynamic_ncols=True)
-    first_done: set[int] | None = None
-    try:
-        while True:
-            records = store.read_records(out)
-            done = runner.done_indices(records)
-            first_done = done if first_done is None else first_done
-            mine = [i for i in range(start, end) if (i // runner.unit_size) % group.world == group.rank]
-            bar.total += len(mine) - sum(i in done for i in mine)
-            bar.refresh()
-            runner.run_round(start, end, done, bar)
-            group.barrier()  # every journal of this round is on disk
-            records = store.read_records(out)
-            kept = sum(1 for i, r in records.items() if i < end and r["kept"])
-            if kept >= cfg.num:
-                break
-            if end >= cfg.max_tries_per_pair * cfg.num:
-                reasons = Counter(r["reason"] for r in records.values() if not r["kept"])
-                raise JoDiffusionError(
-                    f"only {kept} of {cfg.num} pairs passed the quality filter after {end} samples (dropped: "
-                    f"{dict(reasons)}); loosen the filter settings. What was generated is kept: rerun to continue")
-            start, end = end, _next_end(end, kept, cfg.num, align)
-            log.info("%d of %d pairs kept so far; generating indices up to %d", kept, cfg.num, end)
-    finally:
-        bar.close()
-        runner.close()
-    seconds = time.perf_counter() - started
-    if group.rank == 0:
-        from jodiffusion.generation.card import finish
+        autocast = autocast_dtype(precision, dev)
+        runner = _Runner(pipe, cfg, source, out, group, PostProcessor(cfg, classes, out, identity, pair_filter),
+                         sampler, autocast)
+        align = cfg.shard_size if cfg.format == "webdataset" else 1  # a shard never straddles two rounds
+        start, end = 0, math.ceil(cfg.num / align) * align
+        desc = f"generate ({group.world} proc)" if group.world > 1 else "generate"
+        bar = progress_bar(total=0, desc=desc, unit="pair", disable=not progress or group.rank != 0,
+                           dynamic_ncols=True)
+        first_done: set[int] | None = None
+        try:
+            while True:
+                records = store.read_records(out)
+                done = runner.done_indices(records)
+                first_done = done if first_done is None else first_done
+                mine = [i for i in range(start, end) if (i // runner.unit_size) % group.world == group.rank]
+                bar.total += len(mine) - sum(i in done for i in mine)
+                bar.refresh()
+                runner.run_round(start, end, done, bar)
+                group.barrier()  # every journal of this round is on disk
+                records = store.read_records(out)
+                kept = sum(1 for i, r in records.items() if i < end and r["kept"])
+                if kept >= cfg.num:
+                    break
+                if end >= cfg.max_tries_per_pair * cfg.num:
+                    reasons = Counter(r["reason"] for r in records.values() if not r["kept"])
+                    raise JoDiffusionError(
+                        f"only {kept} of {cfg.num} pairs passed the quality filter after {end} samples (dropped: "
+                        f"{dict(reasons)}); loosen the filter settings. What was generated is kept: rerun to continue")
+                start, end = end, _next_end(end, kept, cfg.num, align)
+                log.info("%d of %d pairs kept so far; generating indices up to %d", kept, cfg.num, end)
+        finally:
+            bar.close()
+            runner.close()
+        seconds = time.perf_counter() - started
+        if group.rank == 0:
+            from jodiffusion.generation.card import finish
 
-        finish(out, records, cfg, identity, classes, source, pair_filter, seconds=seconds,
-               generated=sum(1 for i in records if i < end and i not in first_done), world=group.world)
-    group.barrier()
-    summary = json.loads((out / store.SUMMARY_FILE).read_text())
-    if group.rank != 0:  # the shared summary counts rank 0's own work; say what this process did
-        summary = {**summary, "rank": group.rank, "generated_here": runner.generated}
-    return summary
+            finish(out, records, cfg, identity, classes, source, pair_filter, seconds=seconds,
+                   generated=sum(1 for i in records if i < end and i not in first_done), world=group.world)
+        group.barrier()
+        summary = json.loads((out / store.SUMMARY_FILE).read_text())
+        if group.rank != 0:  # the shared summary counts rank 0's own work; say what this process did
+            summary = {**summary, "rank": group.rank, "generated_here": runner.generated}
+        return summary

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from jodiffusion.config.loader import config_changes
@@ -18,7 +17,9 @@ from jodiffusion.generation.process_group import ProcessGroup
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.ownership import (
     check_replaceable,
+    clear_folder,
     foreign_entries,
+    is_blank,
     read_owner,
     write_owner,
 )
@@ -51,9 +52,9 @@ def _owned(out: Path) -> bool:
 
 def _check_output(out: Path, identity: dict, num: int) -> dict | None:
     """The stored generation.json when ``out`` continues this very generation; None for a new folder
-    (also one an interrupted first start left with nothing but its marker and temporary files).
-    Raises when ``out`` holds something else."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+    (also one an interrupted first start left with nothing but its marker and temporary files, or with only
+    the temporary file of that marker). Raises when ``out`` holds something else."""
+    if not out.exists() or (out.is_dir() and is_blank(out)):
         return None
     if not out.is_dir():
         raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
@@ -86,7 +87,8 @@ def _check_output(out: Path, identity: dict, num: int) -> dict | None:
 
 def prepare_output(group: ProcessGroup, out: Path, identity: dict, cfg: GenerateConfig, classes: ClassInfo,
                     overwrite: bool) -> dict | None:
-    """Every rank checks (so that all raise alike); rank 0 then clears / creates the folder.
+    """Every rank checks (so that all raise alike); rank 0 then clears / creates the folder. Rank 0 holds
+    the folder's lock (``jodiffusion.utils.lock``) around this call and the whole generation.
 
     ``overwrite`` replaces only a folder this command wrote that holds nothing else (see
     ``jodiffusion.utils.ownership``); anything else is refused, naming what would be lost."""
@@ -102,7 +104,7 @@ def prepare_output(group: ProcessGroup, out: Path, identity: dict, cfg: Generate
     group.barrier()  # nobody reads the folder while rank 0 changes it
     if group.rank == 0:
         if meta == "replace":
-            shutil.rmtree(out)
+            clear_folder(out)  # all but the lock this run holds
             meta = None
         out.mkdir(parents=True, exist_ok=True)
         write_owner(out, COMMAND)  # first, so that a kill at any later moment leaves a folder known as ours

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import torch
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.io import write_text_atomic
-from jodiffusion.utils.ownership import check_replaceable, write_owner
+from jodiffusion.utils.lock import folder_lock
+from jodiffusion.utils.ownership import check_replaceable, clear_folder, has_content, write_owner
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
 from jodiffusion.utils.safe_load import check_seed
@@ -26,7 +26,6 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
                      min_confidence: float = 0.0, tau: int = 20, device: str | None = None,
                      overwrite: bool = False, progress: bool = True) -> dict:
     from jodiffusion.generation.pipeline import JoDiffusionPipeline
-    from jodiffusion.report.viz import colorize, grid, overlay, save_png
 
     if not prompts:
         raise JoDiffusionError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")
@@ -38,10 +37,7 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise JoDiffusionError(f"{out} is not empty; pass --overwrite to replace it or choose another --out")
-        check_replaceable(out, COMMAND, OUTPUT_ENTRIES)  # only a folder this command wrote, nothing else in it
+    _check_out(out, overwrite)  # before the model loads; again under the lock
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)  # before anything is changed
     try:
@@ -49,9 +45,27 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     except ValueError as exc:  # SamplerConfig's checks: --steps 0, a negative or nan --guidance
         raise JoDiffusionError(str(exc).replace("sampler.steps", "--steps").replace("sampler.guidance_scale",
                                                                                     "--guidance")) from None
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, COMMAND):  # one writer: a second run into this folder is refused, naming the first
+        return _write_samples(pipe, sampler, prompts, out, num_per_prompt, seed, batch_size, min_confidence, tau,
+                              device, overwrite, progress)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a folder holding anything finished unless ``overwrite`` may replace it (only a folder this
+    command wrote, nothing else in it). A folder holding only temporary files (a kill during the first
+    write) counts as empty."""
+    if has_content(out):
+        if not overwrite:
+            raise JoDiffusionError(f"{out} is not empty; pass --overwrite to replace it or choose another --out")
+        check_replaceable(out, COMMAND, OUTPUT_ENTRIES)
+
+
+def _write_samples(pipe, sampler, prompts, out: Path, num_per_prompt, seed, batch_size, min_confidence, tau,
+                   device, overwrite, progress) -> dict:
+    from jodiffusion.report.viz import colorize, grid, overlay, save_png
+
+    _check_out(out, overwrite)  # another run may have written there since the first check
+    clear_folder(out)  # all but the lock (and temporary files of a killed first write)
     write_owner(out, COMMAND)
     autocast = autocast_dtype("auto", device)
     jobs = [p for p in prompts for _ in range(num_per_prompt)]

@@ -8,7 +8,6 @@ folder, and only while it holds nothing but mask PNGs and the summary.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +20,16 @@ from PIL import Image
 from jodiffusion.errors import ConfigError, DatasetError, JoDiffusionError
 from jodiffusion.masks.refine import RefineStats, refine_mask
 from jodiffusion.utils.io import atomic_path, write_json_atomic
-from jodiffusion.utils.ownership import write_owner
+from jodiffusion.utils.lock import LOCK_FILE, folder_lock
+from jodiffusion.utils.ownership import (
+    OWNER_FILE,
+    clear_folder,
+    describe_entries,
+    has_content,
+    is_temp_name,
+    read_owner,
+    write_owner,
+)
 from jodiffusion.utils.progress import progress_bar
 
 SUMMARY_FILE = "refine_summary.json"
@@ -130,69 +138,75 @@ def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: in
             "folder next to the input, e.g. masks_refined/, so the raw masks stay untouched")
     if out_dir.exists() and not out_dir.is_dir():
         raise JoDiffusionError(f"{out_dir}: exists and is not a folder; choose a new output folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise JoDiffusionError(f"{out_dir}: output folder exists and is not empty; choose a new folder "
-                               "or pass --overwrite (overwrite=True) to replace an earlier refine's output")
+    _check_out_dir(out_dir, overwrite)  # nothing is read or written before this; again under the lock
     files = sorted(p for p in in_dir.rglob("*") if p.suffix.lower() == ".png" and p.is_file())
     if not files:
         raise DatasetError(f"{in_dir}: no .png masks found (searched recursively)")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        _check_own_output(out_dir)
-        shutil.rmtree(out_dir)
+    with folder_lock(out_dir, COMMAND):  # one writer: a second run into out_dir is refused, naming the first
+        _check_out_dir(out_dir, overwrite)  # another run may have written there since the first check
+        clear_folder(out_dir)  # all but the lock (and temporary files of a killed first write)
+        write_owner(out_dir, COMMAND)
+        tasks = [_Task(p, out_dir / p.relative_to(in_dir), int(tau), connectivity, include_background,
+                       background_id, ignore_index) for p in files]
+        workers = min(workers, len(tasks))
+        totals = RefineStats()
+        failed: list[str] = []
+        masks_changed = pixels_total = 0
+        with progress_bar(total=len(tasks), desc="refine", unit="mask", disable=not progress) as bar:
+            for error, stats, n_pixels in _run(tasks, workers):
+                if error:
+                    failed.append(error)
+                else:
+                    totals = totals + RefineStats(**stats)
+                    masks_changed += stats["pixels_changed"] > 0
+                    pixels_total += n_pixels
+                bar.update()
 
-    tasks = [_Task(p, out_dir / p.relative_to(in_dir), int(tau), connectivity, include_background,
-                   background_id, ignore_index) for p in files]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_owner(out_dir, COMMAND)
-    workers = min(workers, len(tasks))
-    totals = RefineStats()
-    failed: list[str] = []
-    masks_changed = pixels_total = 0
-    with progress_bar(total=len(tasks), desc="refine", unit="mask", disable=not progress) as bar:
-        for error, stats, n_pixels in _run(tasks, workers):
-            if error:
-                failed.append(error)
-            else:
-                totals = totals + RefineStats(**stats)
-                masks_changed += stats["pixels_changed"] > 0
-                pixels_total += n_pixels
-            bar.update()
+        from jodiffusion import __version__
 
-    from jodiffusion import __version__
+        summary = {
+            "jodiffusion_version": __version__, "in_dir": str(in_dir), "out_dir": str(out_dir), "tau": int(tau),
+            "connectivity": connectivity,
+            "include_background": include_background, "background_id": background_id,
+            "ignore_index": ignore_index, "masks": len(tasks) - len(failed), "masks_changed": masks_changed,
+            **totals.to_dict(), "pixels_total": pixels_total,
+            "percent_pixels_changed": round(100.0 * totals.pixels_changed / max(pixels_total, 1), 4),
+            "failed": failed, "seconds": round(time.perf_counter() - started, 3),
+        }
+        write_json_atomic(out_dir / SUMMARY_FILE, summary)
+        if failed:
+            shown = "\n  ".join(failed[:5]) + ("\n  ..." if len(failed) > 5 else "")
+            raise DatasetError(f"{len(failed)} of {len(tasks)} masks could not be read:\n  {shown}\nthe other "
+                               f"masks were written to {out_dir} (see {SUMMARY_FILE}); fix or remove the "
+                               "files above and run again with --overwrite")
+        return summary
 
-    summary = {
-        "jodiffusion_version": __version__, "in_dir": str(in_dir), "out_dir": str(out_dir), "tau": int(tau),
-        "connectivity": connectivity,
-        "include_background": include_background, "background_id": background_id,
-        "ignore_index": ignore_index, "masks": len(tasks) - len(failed), "masks_changed": masks_changed,
-        **totals.to_dict(), "pixels_total": pixels_total,
-        "percent_pixels_changed": round(100.0 * totals.pixels_changed / max(pixels_total, 1), 4),
-        "failed": failed, "seconds": round(time.perf_counter() - started, 3),
-    }
-    write_json_atomic(out_dir / SUMMARY_FILE, summary)
-    if failed:
-        shown = "\n  ".join(failed[:5]) + ("\n  ..." if len(failed) > 5 else "")
-        raise DatasetError(f"{len(failed)} of {len(tasks)} masks could not be read:\n  {shown}\nthe other "
-                           f"masks were written to {out_dir} (see {SUMMARY_FILE}); fix or remove the "
-                           "files above and run again with --overwrite")
-    return summary
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``out_dir`` holding anything finished unless ``overwrite`` may replace it (see
+    ``_check_own_output``). A folder holding only temporary files (a kill during the first write) is empty."""
+    if not has_content(out_dir):
+        return
+    if not overwrite:
+        raise JoDiffusionError(f"{out_dir}: output folder exists and is not empty; choose a new folder "
+                               "or pass --overwrite (overwrite=True) to replace an earlier refine's output")
+    _check_own_output(out_dir)
 
 
 def _check_own_output(out_dir: Path) -> None:
     """Raise unless ``out_dir`` is an earlier refine's output: marked by it, holding only PNGs, folders
     of PNGs, the summary and temporary files. Nothing is changed either way."""
-    from jodiffusion.utils.ownership import OWNER_FILE, describe_entries, is_temp_name, read_owner
-
     owner = read_owner(out_dir)
     if owner != COMMAND:
         why = f"it was written by `jodiffusion {owner}`" if owner else f"it holds no {OWNER_FILE} marker of refine"
         raise JoDiffusionError(
             f"--overwrite refused: {out_dir} is not a folder `jodiffusion refine` wrote ({why}); replacing it "
-            f"would delete {describe_entries(out_dir, [p.name for p in out_dir.iterdir()])}. Nothing was "
+            f"would delete {describe_entries(out_dir, [p.name for p in out_dir.iterdir() if p.name != LOCK_FILE])}. "
+            "Nothing was "
             "changed: choose another output folder")
+    ours = (SUMMARY_FILE, OWNER_FILE, LOCK_FILE)
     foreign = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")
-                     if p.is_file() and p.suffix.lower() != ".png" and p.name not in (SUMMARY_FILE, OWNER_FILE)
-                     and not is_temp_name(p.name))
+                     if p.is_file() and p.suffix.lower() != ".png" and p.name not in ours and not is_temp_name(p.name))
     if foreign:
         shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
         raise JoDiffusionError(

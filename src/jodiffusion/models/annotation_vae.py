@@ -35,8 +35,11 @@ class AnnotationVAEConfig:
     shift_factor: float = 0.0     # measured after training: mean of the latents
 
     def __post_init__(self):
-        if self.num_classes != 0 and not 2 <= self.num_classes <= 256:
-            raise ValueError(f"model.num_classes={self.num_classes} must lie in 2..256 (or 0 = from the dataset)")
+        if self.num_classes != 0 and not 2 <= self.num_classes <= 255:
+            raise ValueError(f"model.num_classes={self.num_classes} must lie in 2..255 (or 0 = from the dataset)")
+        if not 0 <= self.ignore_index <= 255 or 0 <= self.ignore_index < self.num_classes:
+            raise ValueError(f"model.ignore_index={self.ignore_index} must be a mask value in 0..255 that is no "
+                             f"class id (0..{max(self.num_classes, 2) - 1}); 255 is the usual one")
         if self.downsample < 1 or self.downsample & (self.downsample - 1):
             raise ValueError(f"model.downsample={self.downsample} must be a power of two")
         for name in ("latent_channels", "base_channels", "max_channels"):
@@ -115,7 +118,7 @@ class AnnotationVAE(PretrainedMixin, nn.Module):
     def __init__(self, config: AnnotationVAEConfig):
         super().__init__()
         if config.num_classes < 2:
-            raise ValueError("AnnotationVAEConfig.num_classes must be set (2..256) before building the model")
+            raise ValueError("AnnotationVAEConfig.num_classes must be set (2..255) before building the model")
         self.config = config
         self.encoder = MaskEncoder(config)
         self.decoder = MaskDecoder(config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +29,7 @@ from torch import nn
 from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.models.image_codec import dtype_name, pretrained_source, resolve_dtype
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
+from jodiffusion.utils.safe_load import one_line
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
@@ -72,6 +74,15 @@ class TextEncoder(nn.Module):
 # --- CLIP -------------------------------------------------------------------------------------------
 
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+def _pickle_weights(folder: Path) -> Path | None:
+    """The pickle-based weight file transformers reads in ``folder`` (to name it in an error)."""
+    for name in ("pytorch_model.bin", "pytorch_model.bin.index.json"):
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(folder.glob("*.bin"))
+    return found[0] if found else None
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -129,6 +140,12 @@ class CLIPTextEncoder(TextEncoder):
         for sub, tok_sub in tries:
             try:
                 return cls._load(source, sub, tok_sub, resolve_dtype(dtype), max_length, bool(local_files_only))
+            except pickle.UnpicklingError as exc:  # transformers' torch.load(weights_only=True) refused a payload
+                weights = _pickle_weights(Path(source) / (sub or "")) if is_local else None
+                raise CheckpointError(
+                    f"{weights or source} holds pickled objects other than tensors; refusing to run them (torch.load "
+                    f"weights_only=True: {one_line(str(exc).splitlines()[0])}). Give the CLIP text encoder as "
+                    "model.safetensors") from None
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 error = exc
         reason = str(error).rstrip(".")

@@ -214,11 +214,15 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
 def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool = False,
                 progress: bool = True) -> Path:
     """Train; returns the exported model folder (``<output_dir>/export``)."""
+    with TrainingRun(cfg, "train", resume, overwrite, progress) as run:  # holds the folder's lock
+        return _train_joint(cfg, run)
+
+
+def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
     from jodiffusion.data.latent_cache import LatentCache, sample_latent
     from jodiffusion.data.registry import build_dataset
     from jodiffusion.data.validate import ensure_valid
 
-    run = TrainingRun(cfg, "train", resume, overwrite, progress)
     accelerator, main, run_dir = run.accelerator, run.main, run.run_dir
 
     dataset = build_dataset(cfg.data, cfg.data.train_split)

@@ -49,7 +49,11 @@ def _distributed_eval(model, dataset, input_size, cfg: SegRunConfig, accelerator
 def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: bool = False,
                     progress: bool = True) -> Path:
     """Train, evaluate on the real val split, export ``<output_dir>/segmenter`` and ``eval.json``."""
-    run = TrainingRun(cfg, "train-seg", resume, overwrite, progress)
+    with TrainingRun(cfg, "train-seg", resume, overwrite, progress) as run:  # holds the folder's lock
+        return _train_segmenter(cfg, run)
+
+
+def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
     accelerator, main, show = run.accelerator, run.main, run.progress
 
     val_set = build_split(cfg.data, cfg.data.val_split, show)

@@ -117,7 +117,11 @@ def measure_latent_stats(model: AnnotationVAE, masks: MaskDataset, max_samples: 
 def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = False,
               progress: bool = True) -> Path:
     """Train, measure the latent scale, export ``<output_dir>/annotation_vae`` and evaluate it."""
-    run = TrainingRun(cfg, "train-vae", resume, overwrite, progress)
+    with TrainingRun(cfg, "train-vae", resume, overwrite, progress) as run:  # holds the folder's lock
+        return _train_vae(cfg, run)
+
+
+def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
     accelerator, main = run.accelerator, run.main
 
     train_set = build_split(cfg.data, cfg.data.train_split)

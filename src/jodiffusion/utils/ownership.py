@@ -6,6 +6,12 @@ only when that marker names the same command *and* every top-level entry is one 
 (or a temporary file of an interrupted write); anything else is refused, naming what would be lost.
 A common file name (``manifest.jsonl``, ``classes.json``) is never taken as proof of ownership.
 
+A folder holding nothing but temporary files of atomic writes (and a run's lock) is *blank*
+(``is_blank``): it is what a kill during a command's very first write leaves (the marker's own
+``..jodiffusion-owner.json.<random>.tmp``), and every command treats it as empty, with or without
+``--resume`` / ``--overwrite``. ``clear_folder`` empties a folder for ``--overwrite`` but keeps the lock
+of the run that is clearing it (``jodiffusion.utils.lock``).
+
 Path components taken from the user (split names and the like) go through ``check_path_component``,
 so that a value such as ``..`` or ``a/b`` never turns into a path outside the folder meant.
 """
@@ -14,11 +20,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.utils.io import write_json_atomic
+from jodiffusion.utils.lock import LOCK_FILE
 
 OWNER_FILE = ".jodiffusion-owner.json"
 _SHOWN = 8  # entries named in a refusal before "and N more"
@@ -44,6 +52,36 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and (name.endswith(".tmp") or name.startswith(".step_"))
 
 
+def is_blank(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` (an existing folder) holds nothing but temporary files and a run's lock: nothing
+    a command finished writing, so nothing is lost by starting there afresh."""
+    return all(is_temp_name(p.name) or p.name == LOCK_FILE for p in Path(folder).iterdir())
+
+
+def has_content(folder: str | os.PathLike) -> bool:
+    """``folder`` exists, is a folder and is not blank (see ``is_blank``)."""
+    return Path(folder).is_dir() and not is_blank(folder)
+
+
+def clear_folder(folder: str | os.PathLike) -> None:
+    """Delete everything in ``folder`` but the lock (held by the run that clears it for ``--overwrite``)."""
+    for path in Path(folder).iterdir():
+        if path.name == LOCK_FILE:
+            continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def remove_temp_files(folder: str | os.PathLike) -> int:
+    """Delete the top-level temporary files of writes a kill interrupted (call it holding the lock, so that
+    none is another run's write under way); returns how many."""
+    count = 0
+    for path in Path(folder).iterdir():
+        if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
 def describe_entries(folder: Path, names: Iterable[str]) -> str:
     names = sorted(names)
     shown = [f"{n}/" if (folder / n).is_dir() else n for n in names[:_SHOWN]]
@@ -53,7 +91,7 @@ def describe_entries(folder: Path, names: Iterable[str]) -> str:
 
 def foreign_entries(folder: Path, own: Iterable[str]) -> list[str]:
     """Top-level entries of ``folder`` that are neither in ``own`` nor the marker nor temporary files."""
-    own = set(own) | {OWNER_FILE}
+    own = set(own) | {OWNER_FILE, LOCK_FILE}
     return sorted(p.name for p in folder.iterdir() if p.name not in own and not is_temp_name(p.name))
 
 
@@ -68,9 +106,9 @@ def check_replaceable(folder: str | os.PathLike, command: str, own: Iterable[str
     if not folder.is_dir():
         raise JoDiffusionError(f"--overwrite refused: {folder} is a file, not a folder `jodiffusion {command}` "
                                "wrote; nothing was changed. Choose another output folder")
-    entries = sorted(p.name for p in folder.iterdir())
-    if not entries:
+    if is_blank(folder):  # nothing finished in it: an interrupted first write, or an empty folder
         return
+    entries = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
     if owned is None:
         owned = read_owner(folder) == command
     if not owned:

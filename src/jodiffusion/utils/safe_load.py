@@ -204,6 +204,20 @@ def check_seed(seed, what: str = "--seed", limit: int | None = None,
     return seed
 
 
+def link_note(path: str | os.PathLike | None) -> str:
+    """`` (a symlink to TARGET)`` for a symbolic link, else ``""``: an error about a file that is a link
+    names where it points, which is what the user has to fix."""
+    if path is None or not Path(path).is_symlink():
+        return ""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return " (a symlink)"
+    resolved = (Path(path).parent / target)
+    missing = "" if resolved.exists() else ", which does not exist"
+    return f" (a symlink to {target}{missing})"
+
+
 def os_error_line(exc: OSError) -> str:
     """One line for an OSError no command turned into its own message: what failed, on which path."""
     if is_disk_full(exc):
@@ -215,5 +229,5 @@ def os_error_line(exc: OSError) -> str:
 
 
 __all__ = ["DiskFullError", "UnknownPresetError", "check_seed", "disk_full_error", "is_disk_full",
-           "load_safetensors", "one_line", "open_safetensors", "os_error_line", "parse_yaml", "read_json",
+           "link_note", "load_safetensors", "one_line", "open_safetensors", "os_error_line", "parse_yaml", "read_json",
            "read_text", "read_yaml", "yaml_problem"]
