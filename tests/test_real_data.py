@@ -96,9 +96,12 @@ def test_pipeline_on_a_mixed_aspect_folder_letterboxes_counts_and_says_so(tmp_pa
             "probe_every=0]",
             "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
             "seg.preset=tiny", "experiments=[real,synthetic]"]
-    with caplog.at_level(logging.WARNING, logger="jodiffusion"):
+    with caplog.at_level(logging.INFO, logger="jodiffusion"):
         assert main(args) == 0
     text = capsys.readouterr().out
+    # a fresh stage folder is a new start, not "a run stopped before its first checkpoint"
+    assert not any("stopped before its first checkpoint" in r.getMessage() for r in caplog.records)
+    assert "real + synthetic" not in text  # not among the experiments asked for: not shown as n/a
     stage = json.loads((out / "data" / "STAGE.json").read_text())
     fit = stage["result"]["fit"]
     assert fit["train"]["changed"] == 6 and fit["val"]["changed"] == 3  # all but the 4:3 pairs

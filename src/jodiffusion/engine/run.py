@@ -100,7 +100,8 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
     ckpt = CheckpointManager(run_dir)
     restart = run_dir.is_dir() and interrupted_start(run_dir, command) and (resume in (None, "latest"))
     if restart:
-        log.info("%s holds a run stopped before its first checkpoint: starting it again from step 0", run_dir)
+        if any(p.name != folder_lock.LOCK_FILE for p in run_dir.iterdir()):  # an empty folder: a new start
+            log.info("%s holds a run stopped before its first checkpoint: starting it again from step 0", run_dir)
         for name in own:
             path = run_dir / name
             if name in _KEPT_ON_RESTART or not path.exists():

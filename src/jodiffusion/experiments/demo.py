@@ -119,7 +119,8 @@ def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> 
         f"  segmenter mIoU, synthetic only            {_fmt(metrics.get('seg_miou_synthetic'))}",
         *([f"  segmenter mIoU, synthetic only (4x)       {_fmt(metrics['seg_miou_synthetic_x4'])}"]
           if metrics.get("seg_miou_synthetic_x4") is not None else []),
-        f"  segmenter mIoU, real + synthetic          {_fmt(metrics.get('seg_miou_real_synthetic'))}",
+        *([f"  segmenter mIoU, real + synthetic          {_fmt(metrics['seg_miou_real_synthetic'])}"]
+          if "seg_miou_real_synthetic" in metrics else []),
         "  wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
         + f"  (total {sum(seconds.values()) / 60:.1f} min)",
     ]
