@@ -218,3 +218,18 @@ def test_data_record_holds_only_what_applies():
     assert shapes["num_train"] == 512 and "root" not in shapes
     with pytest.raises(ValueError, match="data.resize='stretch'"):
         DataConfig(resize="stretch")
+
+
+CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+@pytest.mark.skipif(not (CAMVID / "trainannot").is_dir(), reason="../shared/data/camvid is not present")
+def test_segnet_camvid_imports_without_naming_a_folder(tmp_path):
+    """The real download (train/ + trainannot/, val/ + valannot/): found by content, splits kept."""
+    from jodiffusion.data.importer import ImportOptions, import_folder
+
+    names = "Sky,Building,Pole,Road,Pavement,Tree,SignSymbol,Fence,Car,Pedestrian,Bicyclist".split(",")
+    summary = import_folder(CAMVID, tmp_path / "camvid", ImportOptions(names=names, value_map="11=ignore"),
+                            progress=False)
+    assert summary.found_by == "content" and summary.splits == {"train": 367, "val": 101}
+    assert summary.splits_from == "splits from the source folders" and not summary.left_out and not summary.unused
