@@ -65,6 +65,8 @@ def test_fit_change_and_counter_from_sizes():
     assert fit["pairs"] == 3 and fit["changed"] == 2 and fit["worst"]["stem"] == "a"
     assert fit["padded_share"] == pytest.approx((0.75 + 0 + 0.5) / 3, abs=1e-4) and fit["lost_share"] == 0
     assert "2 of 3 pairs letterboxed to 20x40" in describe_fit(fit) and "nothing cropped" in describe_fit(fit)
+    # median aspect 1:1 (0.5, 1, 2): at height 20 the data asks for width 16 (a multiple of 8), not 40
+    assert fit["suggested_width"] == 16 and "suggests data.width=16" in describe_fit(fit)
 
 
 def mixed_folder(root: Path, classes: ClassInfo = HORSE) -> Path:

@@ -86,10 +86,12 @@ class FitCounter:
         self.pairs = self.changed = 0
         self.padded = self.lost = 0.0
         self.worst: tuple[float, str, tuple[int, int]] | None = None
+        self.aspects: list[float] = []  # width / height of each pair
 
     def add(self, stem: str, height: int, width: int) -> None:
         change = fit_change(height, width, self.size, self.mode)
         self.pairs += 1
+        self.aspects.append(width / height)
         self.padded += change["padded"]
         self.lost += change["lost"]
         amount = change["padded"] + change["lost"]
@@ -104,7 +106,16 @@ class FitCounter:
             ("padded" if self.mode == "letterbox" else "lost"): round(self.worst[0], 4)}
         return {"mode": self.mode, "size": list(self.size), "pairs": self.pairs, "changed": self.changed,
                 "padded_share": round(self.padded / max(self.pairs, 1), 4),
-                "lost_share": round(self.lost / max(self.pairs, 1), 4), "worst": worst}
+                "lost_share": round(self.lost / max(self.pairs, 1), 4), "worst": worst,
+                "suggested_width": self.suggested_width()}
+
+    def suggested_width(self) -> int | None:
+        """The width (a multiple of 8, at this height) of the data's median aspect ratio: the working size
+        that pads (or cuts) least, when it is not the one in use."""
+        if not self.aspects:
+            return None
+        width = max(16, 8 * round(self.size[0] * float(np.median(self.aspects)) / 8))
+        return None if width == self.size[1] else width
 
 
 def fit_counts(dataset: SegmentationDataset, size: tuple[int, int], mode: str) -> dict:
@@ -122,13 +133,16 @@ def describe_fit(fit: dict) -> str:
     if not fit["changed"]:
         return f"{fit['pairs']} pairs already at {size} (aspect ratio as the data's): nothing padded or cropped"
     worst = fit["worst"] or {}
+    hint = ""
+    if fit.get("suggested_width") and fit["padded_share"] + fit["lost_share"] > 0.1:
+        hint = f"; the data's median aspect ratio suggests data.width={fit['suggested_width']}"
     if fit["mode"] == "crop":
         return (f"{fit['changed']} of {fit['pairs']} pairs centre-cropped to {size}: "
                 f"{100 * fit['lost_share']:.1f}% of pixels lost (worst {worst.get('stem')}, "
-                f"{100 * worst.get('lost', 0):.1f}%); data.resize=letterbox keeps every pixel")
+                f"{100 * worst.get('lost', 0):.1f}%); data.resize=letterbox keeps every pixel{hint}")
     return (f"{fit['changed']} of {fit['pairs']} pairs letterboxed to {size}: "
             f"{100 * fit['padded_share']:.1f}% of pixels are padding, marked ignore (worst "
-            f"{worst.get('stem')}, {100 * worst.get('padded', 0):.1f}%); nothing cropped")
+            f"{worst.get('stem')}, {100 * worst.get('padded', 0):.1f}%); nothing cropped{hint}")
 
 
 class MaskDataset(torch.utils.data.Dataset):
