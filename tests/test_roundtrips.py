@@ -175,7 +175,8 @@ def mmseg_base_dir(tmp_path):
 @pytest.fixture
 def imported_dataset(tmp_path):
     """A JPEG dataset brought in by `jodiffusion import` (images copied as .jpg), train and val splits."""
-    from jodiffusion.data.importer import ImportOptions, import_folder
+    from jodiffusion.data.importer.folder import import_folder
+    from jodiffusion.data.importer.options import ImportOptions
 
     src = tmp_path / "download"
     for i in range(6):

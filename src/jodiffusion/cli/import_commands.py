@@ -82,7 +82,8 @@ def _names(values: list[str] | None) -> list[str] | None:
 def run_import(args: argparse.Namespace) -> int:
     import sys
 
-    from jodiffusion.data.importer import ImportOptions, import_folder
+    from jodiffusion.data.importer.folder import import_folder
+    from jodiffusion.data.importer.options import ImportOptions
 
     options = ImportOptions(images=args.images, masks=args.masks, mask_type=args.mask_type, threshold=args.threshold,
                             value_map=args.value_map, names=_names(args.names), classes_file=args.classes_file,

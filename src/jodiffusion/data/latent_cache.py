@@ -42,7 +42,7 @@ from jodiffusion.data.transforms import resize_pair
 from jodiffusion.errors import DatasetError
 from jodiffusion.models.image_codec import ImageCodec
 from jodiffusion.models.text_encoder import TextEncoder
-from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
+from jodiffusion.utils.io import replace_folder, save_safetensors_atomic, write_json_atomic
 from jodiffusion.utils.progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
@@ -352,14 +352,10 @@ def _remove_stale_builds(cache_dir: Path) -> None:
 
 
 def _move_into_place(tmp: Path, final: Path, digest: str) -> None:
-    if final.exists():
-        if _is_valid(final, digest):  # another process finished the same cache first
-            return
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-        os.replace(final, trash / "old")
-        shutil.rmtree(trash, ignore_errors=True)
+    if final.exists() and _is_valid(final, digest):  # another process finished the same cache first
+        return
     try:
-        os.replace(tmp, final)
+        replace_folder(tmp, final)
     except OSError:
         if not _is_valid(final, digest):
             raise

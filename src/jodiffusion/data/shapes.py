@@ -37,6 +37,7 @@ import numpy as np
 from jodiffusion.data.base import SegmentationDataset, Transform
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE, SPLITS_DIR
+from jodiffusion.utils.io import replace_folder
 from jodiffusion.utils.progress import progress_bar
 
 # --- vocabulary -------------------------------------------------------------------------------
@@ -454,13 +455,7 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
             "generator": f"{MAKE_DATA_GENERATOR} (embedded shapes dataset)", "jodiffusion_version": __version__,
             "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed,
             "difficulty": difficulty})
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, trash / "old")  # out was empty or a dataset folder (checked above)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_folder(tmp, out)  # out was empty or a dataset folder (checked above)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
