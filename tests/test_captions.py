@@ -10,7 +10,6 @@ import pytest
 
 from jodiffusion.cli.main import main
 from jodiffusion.data.captions import (
-    Blip2Captioner,
     caption_dataset,
     read_captions,
     template_caption,
@@ -20,6 +19,7 @@ from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.metadata import CAMVID_CLASSES
 from jodiffusion.data.shapes import ShapesDataset, write_shapes_dataset
 from jodiffusion.errors import CheckpointError, DatasetError
+from jodiffusion.models.captioner import Blip2Captioner
 
 # --- captions files ---------------------------------------------------------------------------
 

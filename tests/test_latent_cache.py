@@ -5,12 +5,12 @@ import pytest
 import torch
 from tiny_clip import save_tiny_clip
 
-from jodiffusion.data.latent_cache import META_NAME, LatentCache, sample_latent
 from jodiffusion.data.shapes import ShapesDataset
 from jodiffusion.data.transforms import resize_pair
 from jodiffusion.errors import DatasetError
 from jodiffusion.models.image_codec import PixelUnshuffleCodec
 from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
+from jodiffusion.training.latent_cache import META_NAME, LatentCache, sample_latent
 
 
 class CountingCodec(PixelUnshuffleCodec):

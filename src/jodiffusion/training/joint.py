@@ -219,9 +219,9 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
 
 
 def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
-    from jodiffusion.data.latent_cache import LatentCache, sample_latent
     from jodiffusion.data.registry import build_dataset
     from jodiffusion.data.validate import ensure_valid
+    from jodiffusion.training.latent_cache import LatentCache, sample_latent
 
     accelerator, main, run_dir = run.accelerator, run.main, run.run_dir
 
