@@ -58,8 +58,9 @@ def assets(tmp_path_factory) -> Assets:
     from jodiffusion.generation.generate import GenerateConfig, generate_dataset
     from jodiffusion.generation.prompts import PromptConfig
     from jodiffusion.segmentation.models import SegmenterConfig, build_segmenter, save_segmenter
-    from jodiffusion.training.joint import JointRunConfig, train_joint
-    from jodiffusion.training.vae import VAERunConfig, train_vae
+    from jodiffusion.training.config import JointRunConfig, VAERunConfig
+    from jodiffusion.training.joint import train_joint
+    from jodiffusion.training.vae import train_vae
 
     root = tmp_path_factory.mktemp("assets")
     with pytest.MonkeyPatch.context() as mp:

@@ -17,10 +17,10 @@ from jodiffusion.engine import loop
 from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.run import config_changes, interrupted_start, prepare_run_dir
 from jodiffusion.errors import ConfigError, JoDiffusionError
-from jodiffusion.segmentation.config import SegRunConfig
-from jodiffusion.training.joint import JointRunConfig, train_joint
+from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
+from jodiffusion.training.joint import train_joint
 from jodiffusion.training.segmenter import train_segmenter
-from jodiffusion.training.vae import VAERunConfig, train_vae
+from jodiffusion.training.vae import train_vae
 from jodiffusion.utils.ownership import write_owner
 
 

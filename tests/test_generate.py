@@ -34,8 +34,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
 def model_dir(tmp_path_factory):
     """A tiny exported model (shapes, 32 px, 2 training steps): seconds on a CPU."""
     from jodiffusion.config.loader import load_config
-    from jodiffusion.training.joint import JointRunConfig, train_joint
-    from jodiffusion.training.vae import VAERunConfig, train_vae
+    from jodiffusion.training.config import JointRunConfig, VAERunConfig
+    from jodiffusion.training.joint import train_joint
+    from jodiffusion.training.vae import train_vae
 
     root = tmp_path_factory.mktemp("genmodel")
     vae = train_vae(load_config(VAERunConfig, group="vae", preset="tiny", overrides=[f"output_dir={root / 'vae'}"]),

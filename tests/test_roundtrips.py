@@ -41,9 +41,7 @@ def _repeat(command: str, run: Path, again: Path) -> None:
 
 
 def test_train_vae_train_and_train_seg_runs_repeat_from_their_config_yaml(tmp_path):
-    from jodiffusion.segmentation.config import SegRunConfig
-    from jodiffusion.training.joint import JointRunConfig
-    from jodiffusion.training.vae import VAERunConfig
+    from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
 
     vae = tmp_path / "vae"
     assert main(["train-vae", "--preset", "tiny", f"output_dir={vae}", "train.steps=2"]) == 0
@@ -68,7 +66,7 @@ def test_train_vae_train_and_train_seg_runs_repeat_from_their_config_yaml(tmp_pa
 
 
 def test_a_config_of_another_version_loads_with_a_warning(tmp_path, caplog):
-    from jodiffusion.training.vae import VAERunConfig
+    from jodiffusion.training.config import VAERunConfig
 
     cfg = load_config(VAERunConfig, group="vae", preset="tiny")
     path = save_run_config(cfg, tmp_path)

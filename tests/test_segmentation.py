@@ -12,12 +12,12 @@ from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import write_classes, write_pair
 from jodiffusion.data.shapes import SHAPES_CLASSES, ShapesDataset, write_shapes_dataset
 from jodiffusion.errors import CheckpointError, ConfigError, DatasetError
-from jodiffusion.segmentation.config import SegRunConfig
-from jodiffusion.segmentation.data import MixedBatchSampler, TrainPairs, batch_split
+from jodiffusion.segmentation.data import MixedBatchSampler, TrainPairs
 from jodiffusion.segmentation.inference import predict, predict_proba
 from jodiffusion.segmentation.mmseg_export import write_mmseg_config
 from jodiffusion.segmentation.models import SEGMENTERS, build_segmenter, load_segmenter
-from jodiffusion.training.segmenter import train_segmenter
+from jodiffusion.training.config import SegRunConfig
+from jodiffusion.training.segmenter import batch_split, train_segmenter
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from jodiffusion.config.loader import load_config
 from jodiffusion.data.shapes import ShapesDataset
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.models.annotation_vae import AnnotationVAE
-from jodiffusion.training.vae import VAERunConfig, train_vae
+from jodiffusion.training.config import VAERunConfig
+from jodiffusion.training.vae import train_vae
 
 
 def _cfg(tmp_path, *overrides):

@@ -9,15 +9,15 @@ from jodiffusion.cli.common import add_eval_dataset_args, add_training_command, 
 
 # name, preset group, default preset, config class, train function, what it prints, help, description
 TRAINING = (
-    ("train-vae", "vae", "shapes", "jodiffusion.training.vae:VAERunConfig", "jodiffusion.training.vae:train_vae",
+    ("train-vae", "vae", "shapes", "jodiffusion.training.config:VAERunConfig", "jodiffusion.training.vae:train_vae",
      "annotation VAE written to {}", "train the annotation VAE (masks -> latents -> class logits)",
      "Train the annotation VAE on a dataset's masks, measure its latent scale factor and export it to "
      "<output_dir>/annotation_vae."),
-    ("train", "joint", "small", "jodiffusion.training.joint:JointRunConfig", "jodiffusion.training.joint:train_joint",
+    ("train", "joint", "small", "jodiffusion.training.config:JointRunConfig", "jodiffusion.training.joint:train_joint",
      "model exported to {}", "train the joint image-mask diffusion model",
      "Train the denoiser (U-ViT or conv UNet) of image and mask latents together, conditioned on captions; "
      "exports <output_dir>/export for `sample` and `generate`."),
-    ("train-seg", "seg", "shapes", "jodiffusion.segmentation.config:SegRunConfig",
+    ("train-seg", "seg", "shapes", "jodiffusion.training.config:SegRunConfig",
      "jodiffusion.training.segmenter:train_segmenter", "segmenter written to {}",
      "train a segmenter on real, synthetic or real+synthetic pairs",
      "Train a segmenter (mix=real, synthetic or real+synthetic), score it on the real dataset's val split and "

@@ -59,7 +59,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     data = _captions_stage(cfg, runner, real_train, progress)
 
     # -- annotation VAE -----------------------------------------------------------------------------
-    from jodiffusion.training.vae import VAERunConfig, train_vae
+    from jodiffusion.training.config import VAERunConfig
+    from jodiffusion.training.vae import train_vae
 
     def vae_stage(folder: Path, resume: bool) -> dict:
         vcfg = _stage_config(VAERunConfig, "vae", cfg.vae, data=data, output_dir=str(folder))
@@ -74,7 +75,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
                               lambda f, r: _segment(cfg, data, "real", None, f, r, progress))}
 
     # -- joint diffusion model ------------------------------------------------------------------------
-    from jodiffusion.training.joint import JointRunConfig, train_joint
+    from jodiffusion.training.config import JointRunConfig
+    from jodiffusion.training.joint import train_joint
 
     def joint_stage(folder: Path, resume: bool) -> dict:
         jcfg = _stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
@@ -225,7 +227,7 @@ def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: st
 
 def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
              progress: bool, synthetic_ratio: float | None = None) -> dict:
-    from jodiffusion.segmentation.config import SegRunConfig
+    from jodiffusion.training.config import SegRunConfig
     from jodiffusion.training.segmenter import train_segmenter
 
     fields = dict(data=data, mix=mix, synthetic=synthetic, synthetic_split=SYNTHETIC_SPLIT, output_dir=str(folder))

@@ -57,3 +57,15 @@ def build_denoiser(backbone: str, preset: str, arch: dict, **shapes) -> nn.Modul
     from jodiffusion.models.uvit import JointUViT, UViTConfig
 
     return JointUViT(UViTConfig(**fields))
+
+
+class DenoiserWithText(nn.Module):
+    """The trained parts as one module (one DDP wrapper, one EMA, one checkpoint entry)."""
+
+    def __init__(self, denoiser: nn.Module, text_encoder: nn.Module | None):
+        super().__init__()
+        self.denoiser = denoiser  # a JointUViT or a JointUNet
+        self.text_encoder = text_encoder  # None when the text encoder is frozen (its outputs are cached)
+
+    def forward(self, img, mask, t_img, t_mask, text):
+        return self.denoiser(img, mask, t_img, t_mask, text)

@@ -19,8 +19,7 @@ from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.transforms import resize_pair
-from jodiffusion.errors import ConfigError, DatasetError
-from jodiffusion.segmentation.config import SegRunConfig
+from jodiffusion.errors import DatasetError
 
 
 def build_split(data: DataConfig, split: str, progress: bool = True,
@@ -181,18 +180,3 @@ class MixedBatchSampler:
         start = self.epoch * self.batches_per_epoch
         for b in range(self.batches_per_epoch):
             yield self.batch(start + b)
-
-
-def batch_split(cfg: SegRunConfig) -> tuple[int, int]:
-    """(real, synthetic) samples in every batch."""
-    b = cfg.train.batch_size
-    if cfg.mix == "real":
-        return b, 0
-    if cfg.mix == "synthetic":
-        return 0, b
-    n_syn = round(cfg.synthetic_ratio * b)
-    if not 0 < n_syn < b:
-        raise ConfigError(f"synthetic_ratio={cfg.synthetic_ratio} of train.batch_size={b} gives {n_syn} synthetic "
-                          "samples per batch; mixing needs at least one of each: raise the batch size or "
-                          "move the ratio towards 0.5")
-    return b - n_syn, n_syn

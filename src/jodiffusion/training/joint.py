@@ -10,157 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
 from jodiffusion.config.loader import config_to_dict
 from jodiffusion.data.config import DataConfig
-from jodiffusion.diffusion.objective import JointObjectiveConfig, joint_loss
+from jodiffusion.diffusion.objective import joint_loss
 from jodiffusion.diffusion.sampling import SamplerConfig
-from jodiffusion.diffusion.schedule import NoiseScheduleConfig, training_scheduler
-from jodiffusion.engine.config import TrainConfig
+from jodiffusion.diffusion.schedule import training_scheduler
 from jodiffusion.engine.ema import EMA
 from jodiffusion.engine.loop import fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
 from jodiffusion.models.annotation_vae import AnnotationVAE
+from jodiffusion.models.denoisers import DenoiserWithText
+from jodiffusion.training.config import JointRunConfig
 
 log = logging.getLogger("jodiffusion")
 
 EXPORT_DIR = "export"
-CODEC_KINDS = ("pixel-unshuffle", "pca", "sd-vae")
-TEXT_KINDS = ("caption", "clip")
-
-
-@dataclass
-class CodecConfig:
-    # "pixel-unshuffle": weight-free; "pca": patch PCA fitted on the training images (no training stage);
-    # "sd-vae": Stable Diffusion's (or any diffusers) AutoencoderKL folder
-    kind: str = "pixel-unshuffle"
-    factor: int = 4                 # pixel-unshuffle and pca: the patch side
-    components: int = 12            # pca: latent channels per patch
-    fit_images: int = 512           # pca: training images the principal axes are fitted on
-    path: str | None = None      # sd-vae: a VAE or pipeline folder, or a hub id already in the local cache
-    subfolder: str | None = None
-
-    def __post_init__(self):
-        if self.kind not in CODEC_KINDS:
-            raise ValueError(f"codec.kind='{self.kind}'; choose one of {', '.join(CODEC_KINDS)}")
-        if self.kind == "sd-vae" and not self.path:
-            raise ValueError("codec.path is required for codec.kind=sd-vae (a local folder or cached hub id)")
-
-
-@dataclass
-class TextConfig:
-    kind: str = "caption"           # "caption": small encoder trained with the model; "clip": frozen CLIP
-    path: str | None = None      # clip: a folder (or pipeline folder) or cached hub id
-    dim: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    max_tokens: int = 16
-
-    def __post_init__(self):
-        if self.kind not in TEXT_KINDS:
-            raise ValueError(f"text.kind='{self.kind}'; choose one of {', '.join(TEXT_KINDS)}")
-        if self.kind == "clip" and not self.path:
-            raise ValueError("text.path is required for text.kind=clip (a local folder or cached hub id)")
-
-
-BACKBONES = ("uvit", "unet")
-
-
-@dataclass
-class JointModelConfig:
-    # "uvit": the UniDiffuser-style transformer (models/uvit.py; the path for pretrained UniDiffuser
-    # weights); "unet": diffusers' conv UNet with both latents as channels (models/joint_unet.py), which
-    # learns far sooner from scratch on a CPU (docs/results.md).
-    backbone: str = "uvit"
-    preset: str = "small"           # an architecture preset of the backbone (UVIT_PRESETS or UNET_PRESETS)
-    # Architecture fields replacing the preset's, e.g. {width: 512, depth: 13} (U-ViT: width, depth,
-    # num_heads, patch_size, final_conv, gradient_checkpointing, pos_embed_init, ...; UNet: block_channels,
-    # attention_levels, layers_per_block, attention_head_dim, norm_num_groups). The shape fields (latent
-    # channels and grid, text width and length) always come from the codec, the VAE, the data and the text.
-    arch: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None   # UniDiffuser-v1 weights: original checkpoint or diffusers folder
-
-    def __post_init__(self):
-        from jodiffusion.models.denoisers import backbone_presets
-        from jodiffusion.models.uvit import SHAPE_FIELDS
-
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"model.backbone='{self.backbone}'; choose one of {', '.join(BACKBONES)}")
-        presets, arch_fields = backbone_presets(self.backbone)
-        if self.preset not in presets:
-            raise ValueError(f"model.preset='{self.preset}' is not a {self.backbone} preset; choose one of "
-                             f"{', '.join(presets)}")
-        self.arch = dict(self.arch)
-        for key in self.arch:
-            if key in SHAPE_FIELDS:
-                raise ValueError(f"model.arch.{key} is set from the data, the codec, the VAE and the text encoder "
-                                 "(resolution, codec.*, text.*), not by the model config")
-            if key not in arch_fields:
-                raise ValueError(f"model.arch.{key} is not a {self.backbone} architecture field; valid fields: "
-                                 f"{', '.join(arch_fields)}")
-        if self.backbone == "unet" and self.init_from:
-            raise ValueError("model.init_from loads UniDiffuser weights into the U-ViT: use model.backbone=uvit")
-
-
-@dataclass
-class JointRunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    vae: str = "runs/vae-shapes/annotation_vae"   # a trained annotation VAE folder
-    codec: CodecConfig = field(default_factory=CodecConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    model: JointModelConfig = field(default_factory=JointModelConfig)
-    schedule: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)
-    objective: JointObjectiveConfig = field(default_factory=JointObjectiveConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, weight_decay=0.03, warmup_steps=100))
-    ema_decay: float = 0.999
-    # Conv UNet only: weights and latents in channels_last memory format, 1.2x the training throughput of
-    # the demo's UNet on a 2-core CPU (benchmarks/bench_cpu_precision.py, docs/benchmarks.md).
-    channels_last: bool = True
-    random_flip: bool = True
-    sample_every: int = 0        # sample grids every N steps (0: only at the end)
-    sample_count: int = 4
-    # Learning curves: every N steps (0: never) the EMA model draws one pair for each of ``probe_pairs``
-    # training captions (``probe_steps`` solver steps) and logs prompt adherence, the conditioning probe
-    # (evaluation/probe.py) and, with ``probe_segmenter`` (a real-data segmenter folder), image-mask
-    # agreement and its per-class IoU to metrics.jsonl and TensorBoard as ``probe/<figure>``.
-    probe_every: int = 0
-    probe_pairs: int = 32
-    probe_steps: int = 10
-    probe_segmenter: str | None = None
-    cache_dir: str | None = None   # default: <output_dir>/cache
-    output_dir: str = "runs/joint"
-
-    def __post_init__(self):
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
-        if self.sample_every < 0 or self.sample_count < 0:
-            raise ValueError("sample_every and sample_count must be >= 0")
-        if self.probe_every < 0 or self.probe_pairs < 1 or self.probe_steps < 1:
-            raise ValueError(f"probe_every={self.probe_every} must be >= 0 (0: off), probe_pairs={self.probe_pairs} "
-                             f"and probe_steps={self.probe_steps} >= 1")
-
-
-class DenoiserWithText(nn.Module):
-    """The trained parts as one module (one DDP wrapper, one EMA, one checkpoint entry)."""
-
-    def __init__(self, denoiser: nn.Module, text_encoder: nn.Module | None):
-        super().__init__()
-        self.denoiser = denoiser  # a JointUViT or a JointUNet
-        self.text_encoder = text_encoder  # None when the text encoder is frozen (its outputs are cached)
-
-    def forward(self, img, mask, t_img, t_mask, text):
-        return self.denoiser(img, mask, t_img, t_mask, text)
-
-
 def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
     from jodiffusion.data.captions import dataset_captions
     from jodiffusion.data.layout import CAPTIONS_FILE
@@ -334,7 +205,6 @@ class _Probe:
     def __init__(self, cfg: JointRunConfig, captions: dict[str, str], device):
         import numpy as np
 
-        from jodiffusion.diffusion.sampling import SamplerConfig
         from jodiffusion.evaluation.joint_quality import probe_model, segmenter_predictor
 
         texts = list(captions.values())

@@ -21,22 +21,39 @@ from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.engine.loop import fit, reduce_confusion
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import make_lr_scheduler, make_optimizer
+from jodiffusion.errors import ConfigError
 from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.models.persistence import num_parameters
-from jodiffusion.segmentation.config import MODEL_DIR, SegRunConfig
 from jodiffusion.segmentation.data import (
     MixedBatchSampler,
     TrainPairs,
-    batch_split,
     build_split,
     frame_size,
     synthetic_data_config,
 )
 from jodiffusion.segmentation.inference import eval_report, evaluate
 from jodiffusion.segmentation.models import RANDOM_INIT, SegmenterConfig, build_segmenter, save_segmenter
+from jodiffusion.training.config import SegRunConfig
 from jodiffusion.utils.io import write_json_atomic
 
 log = logging.getLogger("jodiffusion")
+
+MODEL_DIR = "segmenter"  # the exported model inside a run folder
+
+
+def batch_split(cfg: SegRunConfig) -> tuple[int, int]:
+    """(real, synthetic) samples in every batch."""
+    b = cfg.train.batch_size
+    if cfg.mix == "real":
+        return b, 0
+    if cfg.mix == "synthetic":
+        return 0, b
+    n_syn = round(cfg.synthetic_ratio * b)
+    if not 0 < n_syn < b:
+        raise ConfigError(f"synthetic_ratio={cfg.synthetic_ratio} of train.batch_size={b} gives {n_syn} synthetic "
+                          "samples per batch; mixing needs at least one of each: raise the batch size or "
+                          "move the ratio towards 0.5")
+    return b - n_syn, n_syn
 
 
 def _distributed_eval(model, dataset, input_size, cfg: SegRunConfig, accelerator, progress: bool) -> ConfusionMatrix:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,44 +11,19 @@ import torch.nn.functional as F
 
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.transforms import MaskDataset, pad_collate
-from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.loop import fit, reduce_confusion
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
 from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report
-from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
+from jodiffusion.models.annotation_vae import AnnotationVAE
+from jodiffusion.training.config import VAERunConfig
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
 
 MODEL_DIR = "annotation_vae"  # the exported model inside a run folder
-
-
-@dataclass
-class VAERunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: AnnotationVAEConfig = field(default_factory=AnnotationVAEConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=2e-4, weight_decay=0.05))
-    crop_size: int = 0            # random square crops in training; 0 = whole masks
-    hflip: bool = True
-    latent_noise: float = 0.1     # noise (relative to latent std) added in training
-    # Weight the cross-entropy by inverse square-root class frequency, so rare thin classes (poles,
-    # signs) are learned early instead of last; the weights are measured from the training masks.
-    class_balance: bool = False
-    eval_batch_size: int = 8
-    scale_samples: int = 512      # masks used to measure the latent scale factor
-    output_dir: str = "runs/vae"
-
-    def __post_init__(self):
-        if self.crop_size < 0 or (self.crop_size and self.crop_size % self.model.downsample):
-            raise ValueError(f"crop_size={self.crop_size} must be 0 or a positive multiple of "
-                             f"model.downsample={self.model.downsample}")
-        if self.latent_noise < 0:
-            raise ValueError(f"latent_noise={self.latent_noise} must be >= 0")
-        if self.eval_batch_size < 1 or self.scale_samples < 1:
-            raise ValueError("eval_batch_size and scale_samples must be >= 1")
 
 
 def balanced_class_weights(masks: MaskDataset, num_classes: int, clip: float = 10.0) -> torch.Tensor:
