@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from jodiffusion.evaluation.metrics import eval_report
+    from jodiffusion.segmentation.metrics import eval_report
     from jodiffusion.utils.io import write_json_atomic
 
     evaluate = resolve_object(args.evaluate)

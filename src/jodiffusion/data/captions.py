@@ -22,11 +22,12 @@ import numpy as np
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import DatasetError
 from jodiffusion.models.captioner import DEFAULT_BLIP2_MODEL, Blip2Captioner
+from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS
 from jodiffusion.utils.io import write_text_atomic
 from jodiffusion.utils.progress import progress_bar
 
 CAPTION_METHODS = ("template", "blip2", "dataset")
-# Longest caption accepted. A text encoder reads 77 tokens (CLIP; the trained caption encoder fewer), a few
+# Longest caption accepted. A text encoder reads CLIP_TEXT_TOKENS tokens (CLIP; the caption encoder fewer), a few
 # hundred characters; anything far beyond is not a caption (a pasted file, a runaway generator) and would
 # be copied into every captions.jsonl and manifest downstream. Refused with its line number.
 MAX_CAPTION_CHARS = 2000
@@ -93,8 +94,8 @@ def read_caption_records(path: str | os.PathLike) -> list[dict]:
             raise DatasetError(f"{where}: empty stem")
         if len(record["caption"]) > MAX_CAPTION_CHARS:
             raise DatasetError(f"{where}: the caption has {len(record['caption']):,} characters, more than the "
-                               f"{MAX_CAPTION_CHARS} accepted (a text encoder reads 77 tokens, a few hundred "
-                               "characters); shorten it")
+                               f"{MAX_CAPTION_CHARS} accepted (a text encoder reads {CLIP_TEXT_TOKENS} tokens, a few "
+                               "hundred characters); shorten it")
         if "split" in record and not isinstance(record["split"], str):
             raise DatasetError(f"{where}: 'split' must be a string")
         record["_line"] = lineno

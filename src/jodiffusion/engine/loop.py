@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from jodiffusion.engine.run import TrainingRun
@@ -118,10 +119,12 @@ def fit(run: TrainingRun, *, model, optimizer, scheduler, loader, step: StepFn, 
     return result
 
 
-def reduce_confusion(cm, accelerator):
-    """Sum a ConfusionMatrix over processes (each evaluated its own share of the split)."""
-    import numpy as np
-
+def evaluate_on_every_rank(evaluate: Callable[..., Any], accelerator, *args: Any, **kwargs: Any):
+    """Score a split with every process: ``evaluate(*args, device=, rank=, world=, **kwargs)`` scores this
+    process's share (every world-th sample) and returns a ConfusionMatrix; the matrices are summed over the
+    processes, so every process returns the whole split's."""
+    cm = evaluate(*args, device=accelerator.device, rank=accelerator.process_index, world=accelerator.num_processes,
+                  **kwargs)
     if accelerator.num_processes > 1:
         total = accelerator.reduce(torch.as_tensor(cm.counts, device=accelerator.device), "sum")
         cm.counts = total.cpu().numpy().astype(np.int64)

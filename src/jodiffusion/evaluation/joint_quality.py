@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo, classes_named, classes_present
-from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.evaluation.probe import probe_pairs
+from jodiffusion.segmentation.metrics import ConfusionMatrix
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
 

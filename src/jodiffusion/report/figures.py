@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.report.stats_plots import class_histogram_figure
 from jodiffusion.report.viz import LINE_H, colorize, grid, overlay, save_png
 
 
@@ -124,10 +125,7 @@ def trajectory_figure(pipe, prompts: Sequence[str], seed: int, path: str | Path,
 
 
 def class_histogram(real_freq, synth_freq, classes: ClassInfo | Sequence[str], path: str | Path, **kwargs) -> Path:
-    """Real vs synthetic class frequencies. The drawing lives in ``evaluation.dataset_stats`` (imported here,
-    lazily, so the report's other figures work without it); ``kwargs`` go to its ``class_histogram_figure``."""
-    from jodiffusion.evaluation.dataset_stats import class_histogram_figure
-
+    """Real vs synthetic class frequencies; ``kwargs`` go to ``stats_plots.class_histogram_figure``."""
     names = list(classes.names) if isinstance(classes, ClassInfo) else list(classes)
     result = class_histogram_figure(real_freq, synth_freq, names, path, **kwargs)
     return Path(result) if result is not None else Path(path)

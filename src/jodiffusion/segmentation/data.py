@@ -16,33 +16,12 @@ import torch
 from PIL import Image
 
 from jodiffusion.data.base import SegmentationDataset
-from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.transforms import resize_pair
-from jodiffusion.errors import DatasetError
-
-
-def build_split(data: DataConfig, split: str, progress: bool = True,
-                 same_classes_as: ClassInfo | None = None) -> SegmentationDataset:
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.validate import ensure_valid
-
-    dataset = build_dataset(data, split)
-    if same_classes_as is not None:  # before validation: a wrong label space is the clearer error
-        check_same_classes(same_classes_as, dataset.classes, str(data.root))
-    ensure_valid(dataset, progress=progress)
-    return dataset
 
 
 def synthetic_data_config(folder: str, split: str = "train") -> DataConfig:
     return DataConfig(name="folder", root=folder, train_split=split)
-
-
-def check_same_classes(real: ClassInfo, synthetic: ClassInfo, where: str) -> None:
-    if tuple(real.names) != tuple(synthetic.names):
-        raise DatasetError(f"the class names of the synthetic set {where} do not match the real dataset's:\n"
-                           f"  synthetic: {', '.join(synthetic.names)}\n  real:      {', '.join(real.names)}\n"
-                           "generate the set from a model trained on this dataset, or fix its classes.json")
 
 
 def frame_size(dataset: SegmentationDataset, input_size: int) -> tuple[int, int]:

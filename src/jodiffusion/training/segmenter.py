@@ -18,20 +18,20 @@ import torch
 import torch.nn.functional as F
 
 from jodiffusion.data.base import SegmentationDataset
-from jodiffusion.engine.loop import fit, reduce_confusion
+from jodiffusion.data.registry import build_split
+from jodiffusion.engine.loop import evaluate_on_every_rank, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
-from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.models.persistence import num_parameters
 from jodiffusion.segmentation.data import (
     MixedBatchSampler,
     TrainPairs,
-    build_split,
     frame_size,
     synthetic_data_config,
 )
-from jodiffusion.segmentation.inference import eval_report, evaluate
+from jodiffusion.segmentation.inference import evaluate
+from jodiffusion.segmentation.metrics import eval_report
 from jodiffusion.segmentation.models import RANDOM_INIT, SegmenterConfig, build_segmenter, save_segmenter
 from jodiffusion.training.config import SegRunConfig
 from jodiffusion.utils.io import write_json_atomic
@@ -54,13 +54,6 @@ def batch_split(cfg: SegRunConfig) -> tuple[int, int]:
                           "samples per batch; mixing needs at least one of each: raise the batch size or "
                           "move the ratio towards 0.5")
     return b - n_syn, n_syn
-
-
-def _distributed_eval(model, dataset, input_size, cfg: SegRunConfig, accelerator, progress: bool) -> ConfusionMatrix:
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
-    cm = evaluate(model, dataset, input_size, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
-                  accelerator.num_processes, amp_dtype=amp, progress=progress)
-    return reduce_confusion(cm, accelerator)
 
 
 def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: bool = False,
@@ -134,11 +127,16 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
     def extra_state() -> dict:
         return {"samples_seen": accelerator.reduce(seen.clone(), "sum").tolist(), "backbone": backbone}
 
+    def score(progress: bool):  # the val split's confusion matrix, scored by every process
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+        return evaluate_on_every_rank(evaluate, accelerator, raw_model, val_set, frame, cfg.eval_batch_size,
+                                      amp_dtype=amp, progress=progress)
+
     def evaluate_now() -> dict[str, float]:
-        return {"val_miou": _distributed_eval(raw_model, val_set, frame, cfg, accelerator, progress=False).miou()}
+        return {"val_miou": score(progress=False).miou()}
 
     def export(final_step: int) -> Path:
-        cm = _distributed_eval(raw_model, val_set, frame, cfg, accelerator, progress=show)
+        cm = score(progress=show)
         total_seen = accelerator.reduce(seen.clone(), "sum").tolist()
         model_dir = run.run_dir / MODEL_DIR
         if main:

@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from jodiffusion.data.config import DataConfig
+from jodiffusion.data.registry import build_split
 from jodiffusion.data.transforms import MaskDataset, pad_collate
-from jodiffusion.engine.loop import fit, reduce_confusion
+from jodiffusion.engine.loop import evaluate_on_every_rank, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
-from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report
 from jodiffusion.models.annotation_vae import AnnotationVAE
+from jodiffusion.segmentation.metrics import ConfusionMatrix, eval_report
 from jodiffusion.training.config import VAERunConfig
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.progress import progress_bar
@@ -38,15 +39,6 @@ def balanced_class_weights(masks: MaskDataset, num_classes: int, clip: float = 1
     weights = np.clip(weights / np.median(weights[freq > 0]), 1.0 / clip, clip)
     weights /= max((weights * freq).sum(), 1e-12)
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def build_split(data: DataConfig, split: str):
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.validate import ensure_valid
-
-    dataset = build_dataset(data, split)
-    ensure_valid(dataset)
-    return dataset
 
 
 def evaluate(model: AnnotationVAE, masks: MaskDataset, batch_size: int, device, rank: int = 0,
@@ -141,8 +133,9 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         loss = F.cross_entropy(logits.float(), masks, weight=class_weights, ignore_index=classes.ignore_index)
         return loss, {}
 
-    def evaluate() -> dict[str, float]:
-        return {"val_miou": _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=False).miou()}
+    def evaluate_now() -> dict[str, float]:
+        return {"val_miou": evaluate_on_every_rank(evaluate, accelerator, raw_model, val_masks, cfg.eval_batch_size,
+                                                   progress=False).miou()}
 
     def export(final_step: int) -> Path:
         # Measure the latent scale on the (un-augmented) training masks, evaluate, export.
@@ -151,7 +144,8 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
                                          accelerator.device)
         raw_model.config.shift_factor = float(mean)
         raw_model.config.scale_factor = float(1.0 / std)
-        cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=run.progress)
+        cm = evaluate_on_every_rank(evaluate, accelerator, raw_model, val_masks, cfg.eval_batch_size,
+                                    progress=run.progress)
         model_dir = run.run_dir / MODEL_DIR
         if main:
             raw_model.save_pretrained(model_dir)
@@ -164,13 +158,7 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         return model_dir
 
     return fit(run, model=model, optimizer=optimizer, scheduler=scheduler, loader=loader, step=step,
-               modules={"model": raw_model}, desc="train-vae", evaluate=evaluate, export=export)
-
-
-def _distributed_eval(model, masks, cfg: VAERunConfig, accelerator, progress: bool) -> ConfusionMatrix:
-    cm = evaluate(model, masks, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
-                  accelerator.num_processes, progress=progress)
-    return reduce_confusion(cm, accelerator)
+               modules={"model": raw_model}, desc="train-vae", evaluate=evaluate_now, export=export)
 
 
 def evaluate_vae(model_dir: str | Path, data: DataConfig, split: str | None = None, batch_size: int = 8,
