@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from jodiffusion.cli.main import main
-from jodiffusion.config.loader import load_config
+from jodiffusion.config.loader import config_changes, load_config
 from jodiffusion.engine import loop
 from jodiffusion.engine.checkpoint import CheckpointManager
-from jodiffusion.engine.run import config_changes, interrupted_start, prepare_run_dir
+from jodiffusion.engine.run import interrupted_start, prepare_run_dir
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
 from jodiffusion.training.joint import train_joint

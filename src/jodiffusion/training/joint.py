@@ -17,17 +17,19 @@ import torch
 
 from jodiffusion.config.loader import config_to_dict
 from jodiffusion.data.config import DataConfig
+from jodiffusion.data.registry import build_split
 from jodiffusion.diffusion.objective import joint_loss
 from jodiffusion.diffusion.sampling import SamplerConfig
 from jodiffusion.diffusion.schedule import training_scheduler
 from jodiffusion.engine.ema import EMA
-from jodiffusion.engine.loop import fit
+from jodiffusion.engine.loop import TrainingStage, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
 from jodiffusion.models.annotation_vae import AnnotationVAE
 from jodiffusion.models.denoisers import DenoiserWithText
 from jodiffusion.training.config import JointRunConfig
+from jodiffusion.training.latent_cache import LatentCache, sample_latent
 
 log = logging.getLogger("jodiffusion")
 
@@ -90,36 +92,36 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
 
 
 def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.validate import ensure_valid
-    from jodiffusion.training.latent_cache import LatentCache, sample_latent
-
     accelerator, main, run_dir = run.accelerator, run.main, run.run_dir
 
-    dataset = build_dataset(cfg.data, cfg.data.train_split)
-    ensure_valid(dataset, progress=run.progress)
+    dataset = build_split(cfg.data, cfg.data.train_split, progress=run.progress)
     captions = _load_captions(dataset, cfg.data)
-    run.check_config()  # on resume: changed settings are refused here, before the cache is touched
-    run.seed_init()
-    vae, codec, text_encoder, denoiser = build_components(cfg, captions)
-    if vae.config.num_classes != dataset.classes.num_classes:
-        raise ConfigError(f"the annotation VAE at {cfg.vae} knows {vae.config.num_classes} classes but the dataset "
-                          f"has {dataset.classes.num_classes}")
     device = accelerator.device
-    vae.to(device)
-    if codec.kind == "pca":
-        _fit_pca_codec(codec, dataset, cfg, run.progress)
-    codec.to(device)
 
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
-    with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
-        cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
-                                          resolution=cfg.data.size, device=device,
-                                          progress=run.progress, random_flip=cfg.random_flip,
-                                          resize=cfg.data.resize)
-    if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
-        mean, std = cache.latent_stats()
-        codec.shift_factor, codec.scaling_factor = mean, 1.0 / max(std, 1e-6)
+    def build():  # the networks, then the latent cache (written by rank 0): see TrainingRun.start
+        vae, codec, text_encoder, denoiser = build_components(cfg, captions)
+        if vae.config.num_classes != dataset.classes.num_classes:
+            raise ConfigError(f"the annotation VAE at {cfg.vae} knows {vae.config.num_classes} classes but the dataset "
+                              f"has {dataset.classes.num_classes}")
+        vae.to(device)
+        if codec.kind == "pca":
+            _fit_pca_codec(codec, dataset, cfg, run.progress)
+        codec.to(device)
+
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
+        with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
+            cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
+                                              resolution=cfg.data.size, device=device,
+                                              progress=run.progress, random_flip=cfg.random_flip,
+                                              resize=cfg.data.resize)
+        if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
+            mean, std = cache.latent_stats()
+            codec.shift_factor, codec.scaling_factor = mean, 1.0 / max(std, 1e-6)
+        return vae, codec, text_encoder, denoiser, cache
+
+    # start() checks a resume's settings before the cache is touched and writes the config only after it
+    # was built, so a refused dataset or caption leaves the run folder as it was.
+    vae, codec, text_encoder, denoiser, cache = run.start(build)
     trainable_text = text_encoder if text_encoder.trainable else None
     if trainable_text is None:
         text_encoder.to(device).eval().requires_grad_(False)
@@ -128,7 +130,6 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
         denoiser.to(memory_format=memory_format)
     model = DenoiserWithText(denoiser, trainable_text)
     ema = EMA(model, cfg.ema_decay)
-    run.write_config()  # checked above
     if main:
         log.info("joint %s: %.2fM parameters (%s), %d training pairs, latents %s + %s", cfg.model.backbone,
                  denoiser.num_parameters() / 1e6, cfg.model.preset, len(cache), tuple(cache.latent_shape),
@@ -193,9 +194,10 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
             log.info("exported the model to %s", path)
         return path
 
-    return fit(run, model=model, optimizer=optimizer, scheduler=lr_scheduler, loader=loader, step=step,
-               modules={"model": raw, "ema": ema.module}, desc="train", after_step=after_step,
-               extra_state=lambda: {"ema_updates": ema.updates}, on_resume=on_resume, export=export)
+    return fit(run, TrainingStage(model, optimizer, lr_scheduler, loader, step,
+                                  modules={"model": raw, "ema": ema.module}, desc="train", after_step=after_step,
+                                  extra_state=lambda: {"ema_updates": ema.updates}, on_resume=on_resume,
+                                  export=export))
 
 
 class _Probe:

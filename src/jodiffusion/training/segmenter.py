@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.registry import build_split
-from jodiffusion.engine.loop import evaluate_on_every_rank, fit
+from jodiffusion.engine.loop import TrainingStage, evaluate_on_every_rank, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
@@ -88,13 +88,13 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
                                          persistent_workers=cfg.train.num_workers > 0)
     num_train = {"real": len(sources[0][0]) if n_real else 0, "synthetic": len(sources[-1][0]) if n_syn else 0}
 
-    run.seed_init()
-    # A resumed run takes its weights from the checkpoint: the backbone file is not needed again.
-    model, backbone = build_segmenter(cfg.model, classes.num_classes,
-                                      None if run.resume_path else cfg.backbone_weights, cfg.aux_loss)
+    # A resumed run takes its weights from the checkpoint: the backbone file is not needed again. It is read
+    # inside start(), before the config is written, so a refused file leaves nothing behind.
+    model, backbone = run.start(lambda: build_segmenter(cfg.model, classes.num_classes,
+                                                        None if run.resume_path else cfg.backbone_weights,
+                                                        cfg.aux_loss), classes)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    run.save_config(classes)  # after the backbone file was read: a refused file leaves nothing behind
     if main:
         log.info("segmenter %s: %.2fM parameters, %s; %d classes; frame %dx%d, crops %dx%d; %d real + %d synthetic "
                  "train pairs, %d real + %d synthetic per batch; %d val images", cfg.model,
@@ -158,6 +158,6 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
                      cfg.data.val_split, cfg.mix, cm.miou())
         return model_dir
 
-    return fit(run, model=model, optimizer=optimizer, scheduler=scheduler, loader=loader, step=step,
-               modules={"model": raw_model}, desc="train-seg", evaluate=evaluate_now, export=export,
-               extra_state=extra_state, on_resume=on_resume)
+    return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw_model},
+                                  desc="train-seg", evaluate=evaluate_now, export=export, extra_state=extra_state,
+                                  on_resume=on_resume))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.registry import build_split
 from jodiffusion.data.transforms import MaskDataset, pad_collate
-from jodiffusion.engine.loop import evaluate_on_every_rank, fit
+from jodiffusion.engine.loop import TrainingStage, evaluate_on_every_rank, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
@@ -99,7 +99,6 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the dataset has {classes.num_classes} "
                           "classes; set model.num_classes=0 to take it from the dataset")
     cfg.model.ignore_index = classes.ignore_index
-    run.save_config(classes)
 
     train_masks = MaskDataset(train_set, crop_size=cfg.crop_size, hflip=cfg.hflip)
     class_weights = None
@@ -117,8 +116,7 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         drop_last=len(train_masks) >= cfg.train.batch_size * accelerator.num_processes,
         collate_fn=pad_collate(f, classes.ignore_index), persistent_workers=cfg.train.num_workers > 0)
 
-    run.seed_init()
-    model = AnnotationVAE(cfg.model)
+    model = run.start(lambda: AnnotationVAE(cfg.model), classes)
     optimizer = make_optimizer(model.parameters(), cfg.train)
     scheduler = make_lr_scheduler(optimizer, cfg.train)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -157,8 +155,8 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
             log.info("%s\nreconstruction mIoU on %s: %.2f", cm.table(classes.names), cfg.data.val_split, cm.miou())
         return model_dir
 
-    return fit(run, model=model, optimizer=optimizer, scheduler=scheduler, loader=loader, step=step,
-               modules={"model": raw_model}, desc="train-vae", evaluate=evaluate_now, export=export)
+    return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw_model},
+                                  desc="train-vae", evaluate=evaluate_now, export=export))
 
 
 def evaluate_vae(model_dir: str | Path, data: DataConfig, split: str | None = None, batch_size: int = 8,
