@@ -308,7 +308,6 @@ def test_cli_help(capsys):
 
 
 def test_cli_caption_folder(tmp_path, capsys):
-    pytest.importorskip("jodiffusion.data.registry")
     root = write_shapes_dataset(tmp_path / "shapes", num_train=4, num_val=3, resolution=16, progress=False)
     out = tmp_path / "val_captions.jsonl"
     args = ["caption", "--dataset", "folder", "--root", str(root), "--split", "val", "--out", str(out),
@@ -326,7 +325,6 @@ def test_cli_caption_folder(tmp_path, capsys):
 
 
 def test_cli_caption_shapes_own_captions(tmp_path):
-    pytest.importorskip("jodiffusion.data.registry")
     out = tmp_path / "caps.jsonl"
     assert main(["caption", "--dataset", "shapes", "--split", "val", "--method", "dataset", "--out", str(out),
                  "--no-progress"]) == 0

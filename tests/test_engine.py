@@ -85,6 +85,7 @@ def _cli_args(name, tmp_path, tiny_vae, run):
     return ["train-seg", "--preset", "tiny", *common]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STAGES)
 def test_killed_then_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, tiny_vae, name):
     import subprocess

@@ -93,6 +93,7 @@ def test_cli_train_and_sample(tmp_path, tiny_vae, capsys):
 
 
 # `accelerate launch --cpu --num_processes 2` starts ONE process; torchrun with ACCELERATE_USE_CPU starts two
+@pytest.mark.slow
 def test_two_process_training(tmp_path, tiny_vae):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "jodiffusion.cli.main",
            "train", "--preset", "tiny", f"vae={tiny_vae}", f"output_dir={tmp_path / 'run'}", "train.steps=2",

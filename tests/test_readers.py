@@ -360,7 +360,6 @@ def test_registry_dispatch_transform_and_unknown_name(tmp_path):
 
 
 def test_registry_shapes():
-    pytest.importorskip("jodiffusion.data.shapes")
     cfg = DataConfig(name="shapes", num_train=5, num_val=3, resolution=32)
     assert len(build_dataset(cfg, "train")) == 5
     val = build_dataset(cfg, "val")

@@ -210,6 +210,7 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path, 
                                                                                                "synthetic": 12}
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_mixed_batches(tmp_path, synthetic_dir):
     """Two CPU processes (gloo): each takes its own batches of the mixed stream, across an epoch end."""
     import os
@@ -241,6 +242,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "needs synthetic" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_small_segmenter_learns_the_shapes(tmp_path):
     # the shapes preset shortened to 800 steps: about 35 s on 2 free CPU cores
     cfg = _cfg(tmp_path, "data.resolution=64", "data.num_train=512", "data.num_val=64", "train.steps=800",

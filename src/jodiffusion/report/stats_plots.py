@@ -38,6 +38,13 @@ def class_histogram_figure(real_freq: Sequence[float] | None, synth_freq: Sequen
                            names: Sequence[str], path: str | Path, title: str = "class pixel frequency",
                            ylabel: str = "share of labelled pixels", log_scale: bool = False) -> Path:
     """Bars per class, real and synthetic side by side (either may be None), class names on the x axis."""
+    return _save(draw_class_histogram(real_freq, synth_freq, names, title, ylabel, log_scale), path)
+
+
+def draw_class_histogram(real_freq: Sequence[float] | None, synth_freq: Sequence[float] | None,
+                         names: Sequence[str], title: str = "class pixel frequency",
+                         ylabel: str = "share of labelled pixels", log_scale: bool = False):
+    """The figure ``class_histogram_figure`` saves: one bar per class and set, real bars first."""
     series = [(lbl, np.asarray(f, dtype=float), c) for lbl, f, c in
               (("real", real_freq, REAL_COLOUR), ("synthetic", synth_freq, SYNTHETIC_COLOUR)) if f is not None]
     if not series:
@@ -59,7 +66,7 @@ def class_histogram_figure(real_freq: Sequence[float] | None, synth_freq: Sequen
     if log_scale:
         ax.set_yscale("log")
     ax.legend()
-    return _save(fig, path)
+    return fig
 
 
 def object_size_figure(sets: Sequence[Any], path: str | Path) -> Path:
