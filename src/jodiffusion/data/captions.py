@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.layout import CAPTIONS_FILE
 from jodiffusion.errors import DatasetError
 from jodiffusion.models.captioner import DEFAULT_BLIP2_MODEL, Blip2Captioner
 from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS
@@ -40,8 +41,6 @@ def captions_path(captions: str | os.PathLike | None, root: str | os.PathLike | 
     ``CAPTIONS_FILE``: a dataset root or an exported model), else ``<root>/CAPTIONS_FILE`` when it exists.
     None when neither names an existing file (``captions`` given but missing is left to the reader,
     which names it)."""
-    from jodiffusion.data.layout import CAPTIONS_FILE
-
     if captions:
         path = Path(captions).expanduser()
         return path / CAPTIONS_FILE if path.is_dir() else path

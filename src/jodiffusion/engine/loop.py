@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from jodiffusion.diffusion.sampling import sample_seed
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import (
     StopRequest,
@@ -36,8 +37,6 @@ StepFn = Callable[[Any, int], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 def step_seed(seed: int, step: int, micro: int, grad_accum: int, rank: int) -> int:
     """The seed of one micro-step: a function of (run seed, step, micro-step, process) only."""
-    from jodiffusion.diffusion.sampling import sample_seed
-
     return sample_seed(seed, (step * grad_accum + micro) * 4096 + rank)
 
 

@@ -65,8 +65,6 @@ def _legacy_run(run_dir: Path) -> bool:
     """A run folder written before the owner marker existed: its config.yaml is one ``save_run_config``
     wrote (a mapping with the package version and a train section). Only with nothing but run outputs
     beside it does ``--overwrite`` replace it (``check_replaceable`` still checks every entry)."""
-    import yaml
-
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):

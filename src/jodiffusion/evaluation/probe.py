@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.shapes import BACKGROUND_TONES, COLOURS, SIZES, TEXTURES, TONE_LEVELS
@@ -65,8 +66,6 @@ def parse_caption(caption: str) -> CaptionAttributes:
 
 def count_objects(mask: np.ndarray, classes: ClassInfo, min_pixels: int = 8) -> int:
     """Connected regions (4-neighbourhood) of one non-background class with at least ``min_pixels``."""
-    from scipy import ndimage
-
     total = 0
     for k in np.unique(mask):
         if classes.is_background(int(k)) or int(k) >= classes.num_classes:

@@ -99,6 +99,7 @@ class JointUNet(PretrainedMixin, nn.Module):
 
     def __init__(self, config: JointUNetConfig):
         super().__init__()
+        # imported here: diffusers takes seconds to import and only this path needs it (CLI start-up)
         from diffusers import UNet2DConditionModel
 
         self.config = config

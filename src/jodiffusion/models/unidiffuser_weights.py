@@ -28,6 +28,7 @@ from torch import nn
 
 from jodiffusion.errors import CheckpointError
 from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS
+from jodiffusion.utils.safe_load import open_safetensors
 
 DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                           "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin")
@@ -320,8 +321,6 @@ def diffusers_to_original(state: dict[str, torch.Tensor]
 def _load_tensors(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """A flat tensor dict from .safetensors or a torch file, without executing pickled code."""
     if path.suffix == ".safetensors":
-        from jodiffusion.utils.safe_load import open_safetensors
-
         with open_safetensors(path, WHAT_TO_PASS) as f:
             wanted = [k for k in f.keys() if keys is None or k.removeprefix("module.") in keys]
             return {k: f.get_tensor(k) for k in wanted}

@@ -8,8 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.diffusion.sampling import sample_seed
+from jodiffusion.diffusion.schedule import sampling_scheduler
 from jodiffusion.report.stats_plots import class_histogram_figure
 from jodiffusion.report.viz import LINE_H, colorize, grid, overlay, save_png
 
@@ -89,11 +92,6 @@ def trajectory_figure(pipe, prompts: Sequence[str], seed: int, path: str | Path,
                       sampler=None, scale: int = 2) -> Path:
     """The denoising trajectory (the paper's Fig. 4): for each prompt, a row of predicted clean images and a
     row of predicted clean masks at ``num_frames`` steps; columns are titled with the step and timestep."""
-    import torch
-
-    from jodiffusion.diffusion.sampling import sample_seed
-    from jodiffusion.diffusion.schedule import sampling_scheduler
-
     prompts = list(prompts)
     if not prompts:
         raise ValueError("trajectory_figure needs at least one prompt")

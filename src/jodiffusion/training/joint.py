@@ -13,11 +13,16 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from jodiffusion.config.loader import config_to_dict
+from jodiffusion.data.captions import dataset_captions
 from jodiffusion.data.config import DataConfig
+from jodiffusion.data.layout import CAPTIONS_FILE
 from jodiffusion.data.registry import build_split
+from jodiffusion.data.transforms import resize_pair
 from jodiffusion.diffusion.objective import joint_loss
 from jodiffusion.diffusion.sampling import SamplerConfig
 from jodiffusion.diffusion.schedule import training_scheduler
@@ -25,9 +30,15 @@ from jodiffusion.engine.ema import EMA
 from jodiffusion.engine.loop import TrainingStage, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
-from jodiffusion.errors import ConfigError
+from jodiffusion.errors import ConfigError, DatasetError
+from jodiffusion.evaluation.joint_quality import probe_model, segmenter_predictor
+from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.models.annotation_vae import AnnotationVAE
-from jodiffusion.models.denoisers import DenoiserWithText
+from jodiffusion.models.denoisers import DenoiserWithText, build_denoiser
+from jodiffusion.models.image_codec import PatchPCACodec, build_image_codec
+from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
+from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
+from jodiffusion.report.viz import colorize, grid, overlay, save_png
 from jodiffusion.training.config import JointRunConfig
 from jodiffusion.training.latent_cache import LatentCache, sample_latent
 
@@ -35,10 +46,6 @@ log = logging.getLogger("jodiffusion")
 
 EXPORT_DIR = "export"
 def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
-    from jodiffusion.data.captions import dataset_captions
-    from jodiffusion.data.layout import CAPTIONS_FILE
-    from jodiffusion.errors import DatasetError
-
     captions = dataset_captions(dataset, data.captions, data.root)
     if captions is None:
         where = Path(data.root) / CAPTIONS_FILE if data.root else "data.captions"
@@ -49,13 +56,8 @@ def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
 
 def build_components(cfg: JointRunConfig, captions: dict[str, str]):
     """The frozen annotation VAE and codec, the text encoder, and a fresh denoiser sized for them."""
-    from jodiffusion.models.image_codec import build_image_codec
-    from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
-
     vae = AnnotationVAE.from_pretrained(cfg.vae).eval().requires_grad_(False)
     if cfg.codec.kind == "pca":
-        from jodiffusion.models.image_codec import PatchPCACodec
-
         codec = PatchPCACodec(factor=cfg.codec.factor, components=cfg.codec.components)  # fitted in train_joint
     else:
         codec = build_image_codec({"kind": cfg.codec.kind, "factor": cfg.codec.factor, "path": cfg.codec.path,
@@ -70,15 +72,12 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
                                                 max_tokens=cfg.text.max_tokens)
     else:
         text = CLIPTextEncoder.from_pretrained(cfg.text.path)
-    from jodiffusion.models.denoisers import build_denoiser
 
     h, w = cfg.data.size
     net = build_denoiser(cfg.model.backbone, cfg.model.preset, cfg.model.arch, img_channels=codec.latent_channels,
                          mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
                          latent_width=w // codec.downsample, text_dim=text.dim, num_text_tokens=text.num_tokens)
     if cfg.model.init_from:
-        from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
-
         report = load_unidiffuser_weights(net, cfg.model.init_from)
         log.info("initialised from %s: %s", cfg.model.init_from, report)
     return vae, codec, text, net
@@ -205,10 +204,6 @@ class _Probe:
     spread evenly over the training captions, with the same seeds every time."""
 
     def __init__(self, cfg: JointRunConfig, captions: dict[str, str], device):
-        import numpy as np
-
-        from jodiffusion.evaluation.joint_quality import probe_model, segmenter_predictor
-
         texts = list(captions.values())
         picks = np.linspace(0, len(texts) - 1, min(cfg.probe_pairs, len(texts))).round().astype(int)
         self.prompts = [texts[i] for i in picks]
@@ -238,10 +233,6 @@ def _eval_mode(pipe):
 def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
     """Fit the patch-PCA codec on up to ``codec.fit_images`` training images (evenly spread), at the
     training size. Deterministic: a resumed run or another process fits the same axes."""
-    import numpy as np
-
-    from jodiffusion.data.transforms import resize_pair
-
     n = min(len(dataset), cfg.codec.fit_images)
     picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)
     images = [resize_pair(dataset.load_image(int(i)), dataset.load_mask(int(i)), cfg.data.size,
@@ -253,8 +244,6 @@ def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
 
 
 def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, cfg: JointRunConfig):
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
-
     text = ema_module.text_encoder if ema_module.text_encoder is not None else text_encoder
     res = cfg.data.size
     return JoDiffusionPipeline(ema_module.denoiser, vae, codec, text, dataset.classes, res, cfg.schedule, cfg.sampler)
@@ -262,8 +251,6 @@ def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, c
 
 def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: Path, step: int, logger) -> Path:
     """A grid of generated (image | mask | overlay) for the first training captions."""
-    from jodiffusion.report.viz import colorize, grid, overlay, save_png
-
     prompts = list(captions.values())[: cfg.sample_count]
     with _eval_mode(pipe):
         pairs = pipe.generate(prompts, seed=cfg.train.seed)
@@ -271,9 +258,6 @@ def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: P
     path = save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:40] for p in prompts]),
                     run_dir / "samples" / f"step_{step:08d}.png")
     logger.log(step, sample_grid=str(path))
-    import numpy as np
-    from PIL import Image
-
     with Image.open(path) as im:
         logger.add_image("samples", np.asarray(im.convert("RGB")), step)
     return path

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import save_file
+
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.safe_load import disk_full_error, is_disk_full
 
@@ -61,8 +63,6 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def save_safetensors_atomic(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
