@@ -115,7 +115,7 @@ def test_mixed_batches_hold_the_requested_share_of_each_source():
 
 
 def test_training_batches_draw_real_and_synthetic_in_the_configured_ratio(synthetic_dir):
-    from jodiffusion.data.readers import read_folder
+    from jodiffusion.data.readers.folder import read_folder
 
     cfg = load_config(SegRunConfig, group="seg", preset="tiny", overrides=[
         f"synthetic={synthetic_dir}", "mix=real+synthetic", "synthetic_ratio=0.25", "train.batch_size=8"])

@@ -11,7 +11,12 @@ from typing import Any
 
 from jodiffusion.data.base import SegmentationDataset, Transform
 from jodiffusion.data.classes import ClassInfo, check_same_classes
-from jodiffusion.data.readers import read_ade20k, read_camvid, read_cityscapes, read_coco, read_folder, read_voc
+from jodiffusion.data.readers.ade20k import read_ade20k
+from jodiffusion.data.readers.camvid import read_camvid
+from jodiffusion.data.readers.cityscapes import read_cityscapes
+from jodiffusion.data.readers.coco import read_coco
+from jodiffusion.data.readers.folder import read_folder
+from jodiffusion.data.readers.voc import read_voc
 from jodiffusion.data.shapes import ShapesDataset
 from jodiffusion.data.validate import ensure_valid
 from jodiffusion.errors import DatasetError

@@ -27,7 +27,7 @@ from jodiffusion.segmentation.models import load_segmenter
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
 
-__all__ = ["PromptAdherence", "classes_named", "classes_present", "evaluate_model", "evaluate_pairs", "generate_pairs",
+__all__ = ["PromptAdherence", "evaluate_model", "evaluate_pairs", "generate_pairs",
            "not_applicable", "probe_model", "segmenter_predictor"]
 
 

@@ -428,5 +428,5 @@ def _encode_all(dataset, texts, codec, text_encoder, folder: Path, size, batch_s
             "shard_size": shard_size}
 
 
-__all__ = ["CACHE_FORMAT_VERSION", "LatentCache", "dataset_identity", "module_digest", "resize_pair",
+__all__ = ["CACHE_FORMAT_VERSION", "LatentCache", "dataset_identity", "module_digest",
            "sample_latent"]
