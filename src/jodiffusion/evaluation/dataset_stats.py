@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.classes import ClassInfo
@@ -78,6 +77,9 @@ class DatasetStats:
         present = np.flatnonzero(counts[:k])
         self.image_counts[present] += 1
         self.classes_per_image.append(int((~self._background[present]).sum()))
+        # imported here: scipy.ndimage takes a third of a second to import (CLI start-up)
+        from scipy import ndimage
+
         for c in present:
             labels, n = ndimage.label(mask == c, structure=EIGHT_CONNECTED)
             sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]

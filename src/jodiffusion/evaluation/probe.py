@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.shapes import BACKGROUND_TONES, COLOURS, SIZES, TEXTURES, TONE_LEVELS
@@ -66,6 +65,9 @@ def parse_caption(caption: str) -> CaptionAttributes:
 
 def count_objects(mask: np.ndarray, classes: ClassInfo, min_pixels: int = 8) -> int:
     """Connected regions (4-neighbourhood) of one non-background class with at least ``min_pixels``."""
+    # imported here: scipy.ndimage takes a third of a second to import (CLI start-up)
+    from scipy import ndimage
+
     total = 0
     for k in np.unique(mask):
         if classes.is_background(int(k)) or int(k) >= classes.num_classes:
