@@ -30,8 +30,9 @@ import torch
 
 def tiny_model(root: Path, resolution: int) -> Path:
     from jodiffusion.config.loader import load_config
-    from jodiffusion.training.joint import JointRunConfig, train_joint
-    from jodiffusion.training.vae import VAERunConfig, train_vae
+    from jodiffusion.training.config import JointRunConfig, VAERunConfig
+    from jodiffusion.training.joint import train_joint
+    from jodiffusion.training.vae import train_vae
 
     vae = train_vae(load_config(VAERunConfig, group="vae", preset="tiny", overrides=[f"output_dir={root / 'vae'}"]),
                     progress=False)

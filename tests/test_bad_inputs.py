@@ -58,8 +58,9 @@ def assets(tmp_path_factory) -> Assets:
     from jodiffusion.generation.generate import GenerateConfig, generate_dataset
     from jodiffusion.generation.prompts import PromptConfig
     from jodiffusion.segmentation.models import SegmenterConfig, build_segmenter, save_segmenter
-    from jodiffusion.training.joint import JointRunConfig, train_joint
-    from jodiffusion.training.vae import VAERunConfig, train_vae
+    from jodiffusion.training.config import JointRunConfig, VAERunConfig
+    from jodiffusion.training.joint import train_joint
+    from jodiffusion.training.vae import train_vae
 
     root = tmp_path_factory.mktemp("assets")
     with pytest.MonkeyPatch.context() as mp:
@@ -1270,8 +1271,7 @@ def test_full_disk_in_an_atomic_write_keeps_the_earlier_file(tmp_path, monkeypat
 
 
 def test_full_disk_reported_by_safetensors_is_recognised(tmp_path, monkeypatch):
-    import safetensors.torch
-
+    import jodiffusion.utils.io as io
     from jodiffusion.utils.io import save_safetensors_atomic
     from jodiffusion.utils.safe_load import DiskFullError
 
@@ -1279,7 +1279,7 @@ def test_full_disk_reported_by_safetensors_is_recognised(tmp_path, monkeypatch):
         raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
                            '"No space left on device" })')
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr(io, "save_file", full)  # safetensors.torch.save_file, as utils/io.py calls it
     with pytest.raises(DiskFullError, match="weights.safetensors"):
         save_safetensors_atomic({"w": torch.zeros(2)}, tmp_path / "weights.safetensors")
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,6 @@ import pytest
 
 from jodiffusion.cli.main import main
 from jodiffusion.data.captions import (
-    Blip2Captioner,
     caption_dataset,
     read_captions,
     template_caption,
@@ -20,6 +19,7 @@ from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.metadata import CAMVID_CLASSES
 from jodiffusion.data.shapes import ShapesDataset, write_shapes_dataset
 from jodiffusion.errors import CheckpointError, DatasetError
+from jodiffusion.models.captioner import Blip2Captioner
 
 # --- captions files ---------------------------------------------------------------------------
 
@@ -308,7 +308,6 @@ def test_cli_help(capsys):
 
 
 def test_cli_caption_folder(tmp_path, capsys):
-    pytest.importorskip("jodiffusion.data.registry")
     root = write_shapes_dataset(tmp_path / "shapes", num_train=4, num_val=3, resolution=16, progress=False)
     out = tmp_path / "val_captions.jsonl"
     args = ["caption", "--dataset", "folder", "--root", str(root), "--split", "val", "--out", str(out),
@@ -326,7 +325,6 @@ def test_cli_caption_folder(tmp_path, capsys):
 
 
 def test_cli_caption_shapes_own_captions(tmp_path):
-    pytest.importorskip("jodiffusion.data.registry")
     out = tmp_path / "caps.jsonl"
     assert main(["caption", "--dataset", "shapes", "--split", "val", "--method", "dataset", "--out", str(out),
                  "--no-progress"]) == 0

@@ -19,7 +19,8 @@ from jodiffusion.data.metadata import (
     METADATA,
     VOC_CLASSES,
 )
-from jodiffusion.data.readers import read_camvid, read_folder
+from jodiffusion.data.readers.camvid import read_camvid
+from jodiffusion.data.readers.folder import read_folder
 from jodiffusion.data.shapes import SHAPES_CLASSES
 from jodiffusion.errors import DatasetError
 

@@ -3,7 +3,7 @@ import yaml
 
 from jodiffusion.config.loader import config_from_dict, config_to_dict, list_presets, load_config, save_run_config
 from jodiffusion.errors import ConfigError
-from jodiffusion.training.vae import VAERunConfig
+from jodiffusion.training.config import VAERunConfig
 
 
 def test_preset_file_and_overrides_merge_in_order(tmp_path):
@@ -68,7 +68,7 @@ def test_non_finite_numbers_are_config_errors(override, key):
 
 def test_non_finite_numbers_are_refused_for_every_stage_and_in_python():
     from jodiffusion.engine.config import TrainConfig
-    from jodiffusion.segmentation.config import SegRunConfig
+    from jodiffusion.training.config import SegRunConfig
 
     with pytest.raises(ConfigError, match="max_scale=inf"):
         load_config(SegRunConfig, group="seg", preset="tiny", overrides=["max_scale=inf"])
@@ -82,7 +82,7 @@ def test_a_registered_dataset_is_reachable_from_a_config(tmp_path):
     from jodiffusion.data.config import DataConfig
     from jodiffusion.data.registry import DATASETS, build_dataset, dataset_names, register_dataset
     from jodiffusion.data.shapes import ShapesDataset
-    from jodiffusion.training.vae import VAERunConfig
+    from jodiffusion.training.config import VAERunConfig
 
     with pytest.raises(ConfigError, match="not a known dataset.*register_dataset"):
         load_config(VAERunConfig, overrides=["data.name=my-shapes"])

@@ -188,7 +188,7 @@ def test_zero_terminal_snr_is_the_default_wherever_it_is_defined():
     """None means "on for v_prediction and sample": it must survive the preset merge (a resolved default
     once made every preset that switches to `sample` keep the noise leak) and be recorded when exported."""
     from jodiffusion.config.loader import load_config
-    from jodiffusion.training.joint import JointRunConfig
+    from jodiffusion.training.config import JointRunConfig
 
     assert not NoiseScheduleConfig().zero_snr  # epsilon: undefined at SNR 0
     assert NoiseScheduleConfig(prediction_type="sample").zero_snr

@@ -5,10 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jodiffusion.models.annotation_vae import AnnotationVAE
 
 
 # `accelerate launch --cpu --num_processes 2` starts ONE process; torchrun with ACCELERATE_USE_CPU starts two
+@pytest.mark.slow
 def test_train_vae_with_two_processes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "jodiffusion.cli.main",

@@ -12,15 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from jodiffusion.cli.main import main
-from jodiffusion.config.loader import load_config
+from jodiffusion.config.loader import config_changes, load_config
 from jodiffusion.engine import loop
 from jodiffusion.engine.checkpoint import CheckpointManager
-from jodiffusion.engine.run import config_changes, interrupted_start, prepare_run_dir
+from jodiffusion.engine.run import interrupted_start, prepare_run_dir
 from jodiffusion.errors import ConfigError, JoDiffusionError
-from jodiffusion.segmentation.config import SegRunConfig
-from jodiffusion.training.joint import JointRunConfig, train_joint
+from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
+from jodiffusion.training.joint import train_joint
 from jodiffusion.training.segmenter import train_segmenter
-from jodiffusion.training.vae import VAERunConfig, train_vae
+from jodiffusion.training.vae import train_vae
 from jodiffusion.utils.ownership import write_owner
 
 
@@ -85,6 +85,7 @@ def _cli_args(name, tmp_path, tiny_vae, run):
     return ["train-seg", "--preset", "tiny", *common]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STAGES)
 def test_killed_then_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, tiny_vae, name):
     import subprocess

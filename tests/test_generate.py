@@ -34,8 +34,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
 def model_dir(tmp_path_factory):
     """A tiny exported model (shapes, 32 px, 2 training steps): seconds on a CPU."""
     from jodiffusion.config.loader import load_config
-    from jodiffusion.training.joint import JointRunConfig, train_joint
-    from jodiffusion.training.vae import VAERunConfig, train_vae
+    from jodiffusion.training.config import JointRunConfig, VAERunConfig
+    from jodiffusion.training.joint import train_joint
+    from jodiffusion.training.vae import train_vae
 
     root = tmp_path_factory.mktemp("genmodel")
     vae = train_vae(load_config(VAERunConfig, group="vae", preset="tiny", overrides=[f"output_dir={root / 'vae'}"]),
@@ -192,6 +193,7 @@ def test_batch_size_does_not_change_the_files(model_dir, reference, tmp_path):
     assert files(tmp_path / "b1") == files(reference[0])
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_same_files_as_one(model_dir, tmp_path):
     args = ["generate", str(model_dir), "-n", "10", "--out", "OUT", "--steps", str(STEPS), "--batch-size", "2",
             "--filter", "--no-progress"]
@@ -207,6 +209,7 @@ def test_two_processes_write_the_same_files_as_one(model_dir, tmp_path):
     assert sum(r["kept"] for r in manifest) == 10 and not all(r["kept"] for r in manifest)  # several rounds
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_the_uninterrupted_files(model_dir, reference40, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "jodiffusion.cli.main", "generate", str(model_dir), "-n", "40", "--out", str(out),

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from jodiffusion.cli.main import main
-from jodiffusion.data.importer import IMPORT_FILE, ImportOptions, import_folder, parse_value_map
+from jodiffusion.data.importer.folder import import_folder
+from jodiffusion.data.importer.options import IMPORT_FILE, ImportOptions
+from jodiffusion.data.importer.value_map import parse_value_map
 from jodiffusion.data.readers.folder import read_folder
 from jodiffusion.data.validate import validate_dataset
 from jodiffusion.errors import ConfigError, DatasetError, JoDiffusionError

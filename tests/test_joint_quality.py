@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.classes import ClassInfo, classes_named, classes_present
 from jodiffusion.data.metadata import CAMVID_CLASSES
-from jodiffusion.evaluation.joint_quality import classes_named, classes_present, evaluate_pairs
+from jodiffusion.evaluation.joint_quality import evaluate_pairs
 
 CLASSES = ClassInfo(names=("background", "circle", "star", "traffic_light"), background=0)
 

@@ -12,8 +12,9 @@ import torch
 from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.generation.pipeline import JoDiffusionPipeline
-from jodiffusion.training.joint import JointRunConfig, train_joint
-from jodiffusion.training.vae import VAERunConfig, train_vae
+from jodiffusion.training.config import JointRunConfig, VAERunConfig
+from jodiffusion.training.joint import train_joint
+from jodiffusion.training.vae import train_vae
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,7 @@ def test_cli_train_and_sample(tmp_path, tiny_vae, capsys):
 
 
 # `accelerate launch --cpu --num_processes 2` starts ONE process; torchrun with ACCELERATE_USE_CPU starts two
+@pytest.mark.slow
 def test_two_process_training(tmp_path, tiny_vae):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "jodiffusion.cli.main",
            "train", "--preset", "tiny", f"vae={tiny_vae}", f"output_dir={tmp_path / 'run'}", "train.steps=2",

@@ -5,12 +5,12 @@ import pytest
 import torch
 from tiny_clip import save_tiny_clip
 
-from jodiffusion.data.latent_cache import META_NAME, LatentCache, sample_latent
 from jodiffusion.data.shapes import ShapesDataset
 from jodiffusion.data.transforms import resize_pair
 from jodiffusion.errors import DatasetError
 from jodiffusion.models.image_codec import PixelUnshuffleCodec
 from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
+from jodiffusion.training.latent_cache import META_NAME, LatentCache, sample_latent
 
 
 class CountingCodec(PixelUnshuffleCodec):
@@ -175,7 +175,7 @@ def test_missing_caption_names_the_stem_and_the_file(tmp_path, caption_encoder):
 
 
 def test_file_dataset_is_resized_and_rebuilt_when_a_file_changes(tmp_path, caption_encoder):
-    from jodiffusion.data.readers import read_folder
+    from jodiffusion.data.readers.folder import read_folder
     from jodiffusion.data.shapes import write_shapes_dataset
 
     root = write_shapes_dataset(tmp_path / "data", num_train=3, num_val=1, resolution=32, progress=False)

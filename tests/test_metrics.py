@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from jodiffusion.errors import DatasetError
-from jodiffusion.evaluation.metrics import ConfusionMatrix
+from jodiffusion.segmentation.metrics import ConfusionMatrix
 
 # 6 pixels, the last one ignored. Counted (target, prediction) pairs:
 # (0,0) (0,1) (1,1) (1,2) (2,2)  ->  rows = target, columns = prediction:

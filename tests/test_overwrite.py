@@ -171,7 +171,7 @@ def test_a_dataset_split_that_is_not_a_plain_name_is_refused_by_every_reader(tmp
 
 def test_a_preset_is_a_name_not_a_path(tmp_path):
     from jodiffusion.config.loader import load_config
-    from jodiffusion.training.vae import VAERunConfig
+    from jodiffusion.training.config import VAERunConfig
 
     with pytest.raises(ConfigError, match="unknown vae preset '../joint/tiny'"):
         load_config(VAERunConfig, group="vae", preset="../joint/tiny")
@@ -179,7 +179,7 @@ def test_a_preset_is_a_name_not_a_path(tmp_path):
 
 def test_overwrite_still_replaces_a_run_written_before_the_marker_existed(tmp_path):
     from jodiffusion.config.loader import load_config, save_run_config
-    from jodiffusion.training.vae import VAERunConfig
+    from jodiffusion.training.config import VAERunConfig
 
     run = tmp_path / "old_run"
     (run / "checkpoints" / "step_00000004").mkdir(parents=True)

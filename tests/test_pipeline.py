@@ -123,6 +123,7 @@ def test_pipeline_config_is_validated():
     assert cfg.experiments == ["real", "synthetic", "synthetic_x4", "real+synthetic"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="../shared/data/camvid is not present")
 def test_camvid_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
     """The GPU preset's stages, shrunk to seconds: template captions, 1x and 4x synthetic sets, 4 segmenters."""
@@ -145,6 +146,7 @@ def test_camvid_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
     assert "segmenter mIoU" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason="../shared/data/camvid is not present")
 def test_camvid_cpu_pipeline_resizes_the_data_keeping_its_aspect(tmp_path):
     """The CPU preset writes CamVid at 96x128 (3:4 like 360x480) first; every stage then runs at that size."""

@@ -12,8 +12,9 @@ from chromium_helpers import dump_dom, find_chromium, images_loaded
 from PIL import Image
 
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.report.figures import frame_indices, pairs_grid, refinement_figure, trajectory_figure
+from jodiffusion.report.figures import class_histogram, frame_indices, pairs_grid, refinement_figure, trajectory_figure
 from jodiffusion.report.html import SUMMARY_ROWS, format_seconds, format_value, write_report
+from jodiffusion.report.stats_plots import draw_class_histogram
 from jodiffusion.report.viz import CHAR_W, LINE_H, colorize
 
 CLASSES = ClassInfo(("background", "circle", "square"))
@@ -123,17 +124,20 @@ def test_trajectory_figure_has_an_image_and_a_mask_row_per_prompt_and_a_column_p
         trajectory_figure(tiny_pipe, [], seed=0, path=tmp_path / "none.png")
 
 
-def test_class_histogram_uses_the_dataset_stats_figure(tmp_path):
-    try:
-        import jodiffusion.evaluation.dataset_stats  # noqa: F401
-    except ModuleNotFoundError:
-        pytest.skip("jodiffusion.evaluation.dataset_stats (class_histogram_figure) is not written yet")
-    from jodiffusion.report.figures import class_histogram
-
+def test_class_histogram_draws_the_frequencies_it_is_given(tmp_path):
     real, synth = np.array([0.6, 0.3, 0.1]), np.array([0.5, 0.25, 0.25])
     path = class_histogram(real, synth, CLASSES, tmp_path / "hist.png")
     width, height = open_png(path).size
     assert width > 50 and height > 50
+    # the bars the report's figure is drawn from: one per class and set, real first, at the given heights
+    ax = draw_class_histogram(real, synth, CLASSES.names).axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == pytest.approx([*real, *synth])
+    assert [label.get_text() for label in ax.get_xticklabels()] == list(CLASSES.names)
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["real", "synthetic"]
+    # one set alone: only its bars
+    ax = draw_class_histogram(None, synth, CLASSES.names).axes[0]
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx(synth)
 
 
 # -- html ------------------------------------------------------------------------------------------

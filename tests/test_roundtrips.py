@@ -41,9 +41,7 @@ def _repeat(command: str, run: Path, again: Path) -> None:
 
 
 def test_train_vae_train_and_train_seg_runs_repeat_from_their_config_yaml(tmp_path):
-    from jodiffusion.segmentation.config import SegRunConfig
-    from jodiffusion.training.joint import JointRunConfig
-    from jodiffusion.training.vae import VAERunConfig
+    from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
 
     vae = tmp_path / "vae"
     assert main(["train-vae", "--preset", "tiny", f"output_dir={vae}", "train.steps=2"]) == 0
@@ -68,7 +66,7 @@ def test_train_vae_train_and_train_seg_runs_repeat_from_their_config_yaml(tmp_pa
 
 
 def test_a_config_of_another_version_loads_with_a_warning(tmp_path, caplog):
-    from jodiffusion.training.vae import VAERunConfig
+    from jodiffusion.training.config import VAERunConfig
 
     cfg = load_config(VAERunConfig, group="vae", preset="tiny")
     path = save_run_config(cfg, tmp_path)
@@ -175,7 +173,8 @@ def mmseg_base_dir(tmp_path):
 @pytest.fixture
 def imported_dataset(tmp_path):
     """A JPEG dataset brought in by `jodiffusion import` (images copied as .jpg), train and val splits."""
-    from jodiffusion.data.importer import ImportOptions, import_folder
+    from jodiffusion.data.importer.folder import import_folder
+    from jodiffusion.data.importer.options import ImportOptions
 
     src = tmp_path / "download"
     for i in range(6):

@@ -12,12 +12,12 @@ from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import write_classes, write_pair
 from jodiffusion.data.shapes import SHAPES_CLASSES, ShapesDataset, write_shapes_dataset
 from jodiffusion.errors import CheckpointError, ConfigError, DatasetError
-from jodiffusion.segmentation.config import SegRunConfig
-from jodiffusion.segmentation.data import MixedBatchSampler, TrainPairs, batch_split
+from jodiffusion.segmentation.data import MixedBatchSampler, TrainPairs
 from jodiffusion.segmentation.inference import predict, predict_proba
 from jodiffusion.segmentation.mmseg_export import write_mmseg_config
 from jodiffusion.segmentation.models import SEGMENTERS, build_segmenter, load_segmenter
-from jodiffusion.training.segmenter import train_segmenter
+from jodiffusion.training.config import SegRunConfig
+from jodiffusion.training.segmenter import batch_split, train_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_mixed_batches_hold_the_requested_share_of_each_source():
 
 
 def test_training_batches_draw_real_and_synthetic_in_the_configured_ratio(synthetic_dir):
-    from jodiffusion.data.readers import read_folder
+    from jodiffusion.data.readers.folder import read_folder
 
     cfg = load_config(SegRunConfig, group="seg", preset="tiny", overrides=[
         f"synthetic={synthetic_dir}", "mix=real+synthetic", "synthetic_ratio=0.25", "train.batch_size=8"])
@@ -210,6 +210,7 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path, 
                                                                                                "synthetic": 12}
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_mixed_batches(tmp_path, synthetic_dir):
     """Two CPU processes (gloo): each takes its own batches of the mixed stream, across an epoch end."""
     import os
@@ -241,6 +242,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "needs synthetic" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_small_segmenter_learns_the_shapes(tmp_path):
     # the shapes preset shortened to 800 steps: about 35 s on 2 free CPU cores
     cfg = _cfg(tmp_path, "data.resolution=64", "data.num_train=512", "data.num_val=64", "train.steps=800",

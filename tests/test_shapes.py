@@ -258,10 +258,10 @@ def test_write_refuses_non_empty_folder(tmp_path):
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
-    import jodiffusion.data.layout as layout
+    import jodiffusion.data.shapes as shapes
 
     calls = {"n": 0}
-    real = layout.write_pair
+    real = shapes.write_pair  # data.layout.write_pair, as shapes.py calls it
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -269,7 +269,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(layout, "write_pair", failing)
+    monkeypatch.setattr(shapes, "write_pair", failing)
     with pytest.raises(KeyboardInterrupt):
         write_shapes_dataset(tmp_path / "out", 4, 2, 16, progress=False)
     assert list(tmp_path.iterdir()) == []

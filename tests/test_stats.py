@@ -13,11 +13,11 @@ from jodiffusion.evaluation.dataset_stats import (
     PLOT_FILES,
     STATS_FILE,
     DatasetStats,
-    class_histogram_figure,
     compare_stats,
     compute_stats,
     write_stats_report,
 )
+from jodiffusion.report.stats_plots import class_histogram_figure
 
 CLASSES = ClassInfo(names=("background", "cat", "dog"), background=0)
 

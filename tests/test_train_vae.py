@@ -9,7 +9,8 @@ from jodiffusion.config.loader import load_config
 from jodiffusion.data.shapes import ShapesDataset
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.models.annotation_vae import AnnotationVAE
-from jodiffusion.training.vae import VAERunConfig, train_vae
+from jodiffusion.training.config import VAERunConfig
+from jodiffusion.training.vae import train_vae
 
 
 def _cfg(tmp_path, *overrides):
@@ -49,6 +50,7 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
         assert torch.allclose(p, q, atol=1e-5), name
 
 
+@pytest.mark.slow
 def test_learns_on_the_shapes_masks(tmp_path):
     # 250 steps: at 150 the score depends on the seed (35-54 over seeds 0-3, before and after the
     # per-sample augmentation seeds); at 250 seed 0 is at 52.
@@ -92,6 +94,7 @@ def test_training_refuses_a_dataset_that_fails_validation(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_stop_signal_saves_a_checkpoint_that_resumes(tmp_path):
     import os
     import signal

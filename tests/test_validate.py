@@ -13,7 +13,9 @@ from jodiffusion.cli.main import main
 from jodiffusion.data import layout
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.data.readers import read_camvid, read_coco, read_folder
+from jodiffusion.data.readers.camvid import read_camvid
+from jodiffusion.data.readers.coco import read_coco
+from jodiffusion.data.readers.folder import read_folder
 from jodiffusion.data.validate import Problem, ValidationReport, ensure_valid, validate_dataset
 from jodiffusion.errors import DatasetError
 

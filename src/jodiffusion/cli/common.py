@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from jodiffusion.config.loader import list_presets, load_config
+from jodiffusion.data.config import DataConfig
+from jodiffusion.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -24,27 +27,20 @@ def config_from_args(args: argparse.Namespace, schema: type[T], group: str) -> T
     return load_config(schema, group=group, preset=args.preset, files=args.config, overrides=args.overrides)
 
 
-def resolve_object(path: str):
-    """``"package.module:name"`` -> the object (imported when the command runs, not when the CLI starts)."""
-    import importlib
-
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def add_training_command(sub: argparse._SubParsersAction, name: str, *, help: str, description: str, group: str,
-                         default_preset: str, schema: str, train: str, done: str) -> argparse.ArgumentParser:
+                         default_preset: str, schema: type, train: Callable[..., Any],
+                         done: str) -> argparse.ArgumentParser:
     """A training command: ``--preset``/``--config``/overrides of ``group``, ``--resume``, ``--overwrite``;
     it builds ``schema`` and calls ``train(cfg, resume=, overwrite=)``, then prints ``done`` with the result
-    (``schema`` and ``train`` as ``"module:name"``)."""
+    (``schema``: the config class; ``train``: the stage's train function)."""
     p = sub.add_parser(name, help=help, description=description)
     add_config_args(p, group, default_preset=default_preset)
     p.add_argument("--resume", metavar="CKPT", help="'latest' or a checkpoint folder to continue from")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
 
     def run(args: argparse.Namespace) -> int:
-        cfg = config_from_args(args, resolve_object(schema), group)
-        result = resolve_object(train)(cfg, resume=args.resume, overwrite=args.overwrite)
+        cfg = config_from_args(args, schema, group)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
         print(done.format(result))
         return 0
 
@@ -67,9 +63,6 @@ def add_eval_dataset_args(p: argparse.ArgumentParser, shapes_size: bool = False)
 
 def eval_data_config(args: argparse.Namespace):
     """The DataConfig those arguments name; a bad one is a ConfigError naming the flag."""
-    from jodiffusion.data.config import DataConfig
-    from jodiffusion.errors import ConfigError
-
     sizes = {"num_train": args.num_images, "num_val": args.num_images} if hasattr(args, "num_images") else {}
     try:
         return DataConfig(name=args.dataset, root=args.root, val_split=args.split, resolution=args.resolution,

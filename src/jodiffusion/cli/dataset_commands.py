@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 
+from jodiffusion.data.captions import caption_dataset
+from jodiffusion.data.config import DataConfig
 from jodiffusion.data.make_data_guard import (  # noqa: F401 - names kept importable from here
     MAKE_DATA_ENTRIES,
     MAKE_DATA_GENERATOR,
     check_make_data_output,
     made_by_make_data,
 )
-from jodiffusion.data.registry import dataset_names
+from jodiffusion.data.registry import build_dataset, dataset_names
+from jodiffusion.data.shapes import write_shapes_dataset
 from jodiffusion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -75,8 +78,6 @@ def check_make_data_overwrite(out_dir: str) -> None:
 
 
 def run_make_data(args: argparse.Namespace) -> int:
-    from jodiffusion.data.shapes import write_shapes_dataset
-
     if args.resolution < 16 or args.resolution % 8:
         raise ConfigError(f"--resolution {args.resolution}: must be a multiple of 8 and at least 16")
     if args.num_train < 1 or args.num_val < 1:
@@ -92,10 +93,6 @@ def run_make_data(args: argparse.Namespace) -> int:
 
 
 def run_caption(args: argparse.Namespace) -> int:
-    from jodiffusion.data.captions import caption_dataset
-    from jodiffusion.data.config import DataConfig
-    from jodiffusion.data.registry import build_dataset
-
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be positive")
     if args.model and args.method != "blip2":

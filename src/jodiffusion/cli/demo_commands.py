@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from jodiffusion.cli.common import add_config_args, config_from_args
+from jodiffusion.experiments.config import PipelineConfig
+from jodiffusion.experiments.demo import print_summary, run_demo
+from jodiffusion.experiments.experiment import run_pipeline
 
 
 def register(sub) -> None:
@@ -32,19 +37,11 @@ def register(sub) -> None:
 
 
 def _demo(args) -> int:
-    from jodiffusion.experiments.demo import run_demo
-
     run_demo(args.out, overwrite=args.overwrite, quick=args.quick, overrides=tuple(args.overrides), preset=args.preset)
     return 0
 
 
 def _pipeline(args) -> int:
-    from pathlib import Path
-
-    from jodiffusion.experiments.config import PipelineConfig
-    from jodiffusion.experiments.demo import print_summary
-    from jodiffusion.experiments.experiment import run_pipeline
-
     cfg = config_from_args(args, PipelineConfig, "pipeline")
     metrics = run_pipeline(cfg)
     print_summary(metrics, Path(cfg.output_dir), title="jodiffusion pipeline")

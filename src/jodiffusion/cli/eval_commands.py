@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+from jodiffusion.data.captions import dataset_captions
+from jodiffusion.data.config import DataConfig
+from jodiffusion.data.layout import CAPTIONS_FILE
+from jodiffusion.data.registry import build_dataset
+from jodiffusion.errors import JoDiffusionError
+from jodiffusion.evaluation.joint_quality import evaluate_model
+from jodiffusion.utils.io import write_json_atomic
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval-joint", help="generate pairs from dataset captions and score them",
@@ -27,21 +37,10 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    import json
-
-    from jodiffusion.data.config import DataConfig
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.errors import JoDiffusionError
-    from jodiffusion.evaluation.joint_quality import evaluate_model
-    from jodiffusion.utils.io import write_json_atomic
-
     if args.num < 1:
         raise JoDiffusionError("--num must be >= 1")
     dataset = build_dataset(DataConfig(name=args.dataset, root=args.root, val_split=args.split,
                                        resolution=args.resolution), args.split)
-    from jodiffusion.data.captions import dataset_captions
-    from jodiffusion.data.layout import CAPTIONS_FILE
-
     captions = dataset_captions(dataset, args.captions, args.root)
     if captions is None:
         raise JoDiffusionError(f"no captions for dataset '{args.dataset}': pass --captions FILE (or --root of a "

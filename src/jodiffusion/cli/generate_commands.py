@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from jodiffusion.errors import ConfigError
+from jodiffusion.generation.filters import FilterConfig
+from jodiffusion.generation.generate import GenerateConfig, generate_dataset
+from jodiffusion.generation.prompts import PromptConfig, parse_class_weights
+
 GENERATE_HELP = "generate a synthetic segmentation dataset of N (image, mask) pairs"
 
 GENERATE_DESCRIPTION = """\
@@ -104,8 +109,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _filter_config(args: argparse.Namespace):
-    from jodiffusion.generation.filters import FilterConfig
-
     given = {"min_foreground": args.min_foreground, "max_ignore": args.max_ignore,
              "consistency_segmenter": args.consistency_segmenter, "consistency_mode": args.consistency_mode,
              "confidence": args.confidence}
@@ -120,10 +123,6 @@ def _filter_config(args: argparse.Namespace):
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from jodiffusion.errors import ConfigError
-    from jodiffusion.generation.generate import GenerateConfig, generate_dataset
-    from jodiffusion.generation.prompts import PromptConfig, parse_class_weights
-
     source, prompts_file = args.prompts, None
     if source not in ("captions", "templates"):
         source, prompts_file = "file", args.prompts

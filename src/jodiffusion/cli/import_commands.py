@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from jodiffusion.data.importer.folder import import_folder
+from jodiffusion.data.importer.options import ImportOptions
 
 EPILOG = """\
 examples:
@@ -80,10 +84,6 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    import sys
-
-    from jodiffusion.data.importer import ImportOptions, import_folder
-
     options = ImportOptions(images=args.images, masks=args.masks, mask_type=args.mask_type, threshold=args.threshold,
                             value_map=args.value_map, names=_names(args.names), classes_file=args.classes_file,
                             background=args.background, resize=args.resize, aspect_tolerance=args.aspect_tolerance,

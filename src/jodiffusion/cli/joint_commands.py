@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from jodiffusion.generation.sample import sample_to_folder
+from jodiffusion.utils.safe_load import read_text
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="text prompts -> (image, mask) pairs from a trained model",
@@ -27,12 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sample(args) -> int:
-    from jodiffusion.generation.sample import sample_to_folder
-
     prompts = list(args.prompt)
     if args.prompts_file:
-        from jodiffusion.utils.safe_load import read_text
-
         text = read_text(args.prompts_file, "prompts file", "give a UTF-8 text file with one prompt per line")
         prompts += [line.strip() for line in text.splitlines() if line.strip()]
     summary = sample_to_folder(args.model, prompts, args.out, num_per_prompt=args.num, seed=args.seed,

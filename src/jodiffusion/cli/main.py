@@ -4,27 +4,41 @@ and calls into the library; nothing here does real work."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from jodiffusion import __version__
+from jodiffusion.cli import (
+    dataset_commands,
+    demo_commands,
+    eval_commands,
+    generate_commands,
+    import_commands,
+    joint_commands,
+    preset_commands,
+    refine_commands,
+    seg_commands,
+    stats_commands,
+    train_commands,
+    validate_commands,
+)
 from jodiffusion.errors import JoDiffusionError
+from jodiffusion.utils.safe_load import os_error_line
 
 # Each module defines register(subparsers); a parser's `func` default runs the command.
 COMMAND_MODULES = (
-    "jodiffusion.cli.dataset_commands",  # make-data, caption
-    "jodiffusion.cli.validate_commands", # validate
-    "jodiffusion.cli.import_commands",   # import
-    "jodiffusion.cli.train_commands",    # train-vae, train, train-seg, eval-vae, eval-seg
-    "jodiffusion.cli.seg_commands",      # export-mmseg
-    "jodiffusion.cli.refine_commands",   # refine
-    "jodiffusion.cli.joint_commands",    # sample
-    "jodiffusion.cli.eval_commands",     # eval-joint
-    "jodiffusion.cli.generate_commands", # generate
-    "jodiffusion.cli.stats_commands",    # stats
-    "jodiffusion.cli.demo_commands",     # demo
-    "jodiffusion.cli.preset_commands",   # presets
+    dataset_commands,   # make-data, caption
+    validate_commands,  # validate
+    import_commands,    # import
+    train_commands,     # train-vae, train, train-seg, eval-vae, eval-seg
+    seg_commands,       # export-mmseg
+    refine_commands,    # refine
+    joint_commands,     # sample
+    eval_commands,      # eval-joint
+    generate_commands,  # generate
+    stats_commands,     # stats
+    demo_commands,      # demo
+    preset_commands,    # presets
 )
 
 
@@ -32,13 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jodiffusion", description=__doc__.split(":")[0] + ".")
     parser.add_argument("--version", action="version", version=f"jodiffusion {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command module not written yet
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 
@@ -57,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the file system refused (full disk, a file where a folder belongs): one line
-        from jodiffusion.utils.safe_load import os_error_line
-
         _close_distributed(wait=False)
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 1

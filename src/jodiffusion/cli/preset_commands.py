@@ -8,12 +8,18 @@ to compare them. The model architectures a preset names are listed with ``--mode
 from __future__ import annotations
 
 import argparse
+import textwrap
+from importlib import resources
 
 from jodiffusion.cli.train_commands import TRAINING
+from jodiffusion.config.loader import PRESET_PACKAGE, config_changes, config_to_dict, list_presets, load_config
+from jodiffusion.experiments.config import PipelineConfig
+from jodiffusion.models.joint_unet import UNET_PRESETS
+from jodiffusion.models.uvit import UVIT_PRESETS
 
 # preset group -> its command's config class: the training commands' table, and the pipeline's
 GROUPS = {group: schema for _, group, _, schema, *_ in TRAINING}
-GROUPS["pipeline"] = "jodiffusion.experiments.config:PipelineConfig"
+GROUPS["pipeline"] = PipelineConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,18 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def preset_changes(group: str, name: str) -> tuple[str, dict]:
     """(description, {dotted key: value}) of one preset: its opening comment and the settings whose
     resolved value differs from the defaults of its stage's config."""
-    from importlib import resources
-
-    from jodiffusion.cli.common import resolve_object
-    from jodiffusion.config.loader import PRESET_PACKAGE, config_changes, config_to_dict, load_config
-
     text = (resources.files(PRESET_PACKAGE) / group / f"{name}.yaml").read_text(encoding="utf-8")
     comment = []
     for line in text.splitlines():
         if not line.startswith("#"):
             break
         comment.append(line.lstrip("# ").rstrip())
-    schema = resolve_object(GROUPS[group])
+    schema = GROUPS[group]
     values = {"data": {"root": "<data.root>"}}  # presets of datasets need a root (given on the command line)
     preset = config_to_dict(load_config(schema, group=group, preset=name, values=values))
     default = config_to_dict(load_config(schema, values=values))
@@ -48,10 +49,6 @@ def preset_changes(group: str, name: str) -> tuple[str, dict]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import textwrap
-
-    from jodiffusion.config.loader import list_presets
-
     for group in [args.group] if args.group else sorted(GROUPS):
         print(f"== {group} (config/presets/{group}/)")
         for name in list_presets(group):
@@ -62,9 +59,6 @@ def _run(args: argparse.Namespace) -> int:
             for key, value in changes.items():
                 print(f"      {key} = {value}")
     if args.models:
-        from jodiffusion.models.joint_unet import UNET_PRESETS
-        from jodiffusion.models.uvit import UVIT_PRESETS
-
         print("== denoiser architectures (model.preset; model.arch.<field> changes one field)")
         for backbone, presets in (("uvit", UVIT_PRESETS), ("unet", UNET_PRESETS)):
             for name, fields in presets.items():

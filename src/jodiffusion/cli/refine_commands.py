@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
+
+from jodiffusion.data import layout
+from jodiffusion.data.classes import IGNORE_INDEX
+from jodiffusion.errors import DatasetError
+from jodiffusion.masks.folder import SUMMARY_FILE, refine_folder
 
 REFINE_HELP = "remove speckle noise from generated masks (relabel small connected components)"
 
@@ -54,11 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _classes_from(path: str):
     """The ClassInfo of a classes.json / classes.yaml file, or of the folder that holds one."""
-    from pathlib import Path
-
-    from jodiffusion.data import layout
-    from jodiffusion.errors import DatasetError
-
     path = Path(path)
     if path.is_dir():
         return layout.read_classes(path)
@@ -68,9 +69,6 @@ def _classes_from(path: str):
 
 
 def run_refine(args: argparse.Namespace) -> int:
-    from jodiffusion.data.classes import IGNORE_INDEX
-    from jodiffusion.masks.folder import SUMMARY_FILE, refine_folder
-
     classes = _classes_from(args.classes) if args.classes else None
     background_id = args.background_id if args.background_id is not None else (
         classes.background if classes is not None else None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from jodiffusion.segmentation.mmseg_export import write_mmseg_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-mmseg", help="write an MMSegmentation 1.x config for a generated dataset",
@@ -25,8 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args) -> int:
-    from jodiffusion.segmentation.mmseg_export import write_mmseg_config
-
     out = write_mmseg_config(args.dataset_dir, args.out, model=args.model, crop=tuple(args.crop), split=args.split,
                              val_root=args.val_root, val_split=args.val_split, batch_size=args.batch_size,
                              max_iters=args.iters, sync_bn=args.sync_bn, base_dir=args.base_dir)

@@ -6,6 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from jodiffusion.data.config import DataConfig
+from jodiffusion.data.registry import build_dataset, dataset_names
+from jodiffusion.errors import ConfigError, DatasetError
+from jodiffusion.evaluation.dataset_stats import compute_stats, write_stats_report
+
 log = logging.getLogger("jodiffusion")
 
 
@@ -30,10 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _data_config(spec: str, root: str | None, split: str, args, option: str):
     """A DataConfig from a dataset name (+ root) or a folder path."""
-    from jodiffusion.data.config import DataConfig
-    from jodiffusion.data.registry import dataset_names
-    from jodiffusion.errors import ConfigError, DatasetError
-
     if spec in dataset_names() and not Path(spec).is_dir():
         name = spec
     else:
@@ -52,10 +53,6 @@ def _data_config(spec: str, root: str | None, split: str, args, option: str):
 
 
 def _stats(args) -> int:
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.errors import ConfigError
-    from jodiffusion.evaluation.dataset_stats import compute_stats, write_stats_report
-
     if not args.real and not args.synthetic:
         raise ConfigError("give --real, --synthetic or both")
     if args.max_images is not None and args.max_images < 1:

@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import argparse
 
-from jodiffusion.cli.common import add_eval_dataset_args, add_training_command, eval_data_config, resolve_object
+from jodiffusion.cli.common import add_eval_dataset_args, add_training_command, eval_data_config
+from jodiffusion.segmentation.inference import evaluate_segmenter
+from jodiffusion.segmentation.metrics import eval_report
+from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
+from jodiffusion.training.joint import train_joint
+from jodiffusion.training.segmenter import train_segmenter
+from jodiffusion.training.vae import evaluate_vae, train_vae
+from jodiffusion.utils.io import write_json_atomic
 
 # name, preset group, default preset, config class, train function, what it prints, help, description
 TRAINING = (
-    ("train-vae", "vae", "shapes", "jodiffusion.training.vae:VAERunConfig", "jodiffusion.training.vae:train_vae",
+    ("train-vae", "vae", "shapes", VAERunConfig, train_vae,
      "annotation VAE written to {}", "train the annotation VAE (masks -> latents -> class logits)",
      "Train the annotation VAE on a dataset's masks, measure its latent scale factor and export it to "
      "<output_dir>/annotation_vae."),
-    ("train", "joint", "small", "jodiffusion.training.joint:JointRunConfig", "jodiffusion.training.joint:train_joint",
+    ("train", "joint", "small", JointRunConfig, train_joint,
      "model exported to {}", "train the joint image-mask diffusion model",
      "Train the denoiser (U-ViT or conv UNet) of image and mask latents together, conditioned on captions; "
      "exports <output_dir>/export for `sample` and `generate`."),
-    ("train-seg", "seg", "shapes", "jodiffusion.segmentation.config:SegRunConfig",
-     "jodiffusion.training.segmenter:train_segmenter", "segmenter written to {}",
+    ("train-seg", "seg", "shapes", SegRunConfig,
+     train_segmenter, "segmenter written to {}",
      "train a segmenter on real, synthetic or real+synthetic pairs",
      "Train a segmenter (mix=real, synthetic or real+synthetic), score it on the real dataset's val split and "
      "export it to <output_dir>/segmenter with eval.json."),
@@ -26,11 +33,11 @@ TRAINING = (
 
 # name, evaluate function, model folder, the score's label, help, description
 SCORING = (
-    ("eval-vae", "jodiffusion.training.vae:evaluate_vae", "an annotation_vae folder", "reconstruction mIoU ({split})",
+    ("eval-vae", evaluate_vae, "an annotation_vae folder", "reconstruction mIoU ({split})",
      "reconstruction IoU per class and mIoU of a trained annotation VAE",
      "Encode and decode every mask of a split at full resolution and report the reconstruction IoU per class "
      "and the mean."),
-    ("eval-seg", "jodiffusion.segmentation.inference:evaluate_segmenter", "a segmenter folder",
+    ("eval-seg", evaluate_segmenter, "a segmenter folder",
      "mIoU ({dataset} {split})",
      "IoU per class and mIoU of a trained segmenter on a dataset split",
      "Segment every image of a split at full resolution and report the IoU per class and the mean."),
@@ -49,10 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from jodiffusion.evaluation.metrics import eval_report
-    from jodiffusion.utils.io import write_json_atomic
-
-    evaluate = resolve_object(args.evaluate)
+    evaluate = args.evaluate
     cm, names = evaluate(args.model, eval_data_config(args), args.split, batch_size=args.batch_size)
     print(cm.table(names))
     print(f"{args.score.format(dataset=args.dataset, split=args.split)}: {cm.miou():.2f}")

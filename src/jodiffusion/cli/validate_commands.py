@@ -6,8 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from jodiffusion.data.registry import dataset_names
+from jodiffusion.config.loader import config_from_dict
+from jodiffusion.data.config import DataConfig
+from jodiffusion.data.registry import build_dataset, dataset_names
+from jodiffusion.data.validate import validate_dataset
 from jodiffusion.errors import ConfigError, DatasetError
+from jodiffusion.utils.io import write_json_atomic
+from jodiffusion.utils.safe_load import read_yaml
 
 EPILOG = """\
 examples:
@@ -41,10 +46,6 @@ def register(subparsers) -> None:
 
 
 def _data_config(args: argparse.Namespace):
-    from jodiffusion.config.loader import config_from_dict
-    from jodiffusion.data.config import DataConfig
-    from jodiffusion.utils.safe_load import read_yaml
-
     data: dict = {}
     for file in args.config:
         path = Path(file)
@@ -70,10 +71,6 @@ def _data_config(args: argparse.Namespace):
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.validate import validate_dataset
-    from jodiffusion.utils.io import write_json_atomic
-
     if args.json and Path(args.json).is_dir():  # before the (possibly long) checks, not after
         raise ConfigError(f"--json {args.json} is a folder; give a file name such as {Path(args.json) / 'report.json'}")
     cfg = _data_config(args)

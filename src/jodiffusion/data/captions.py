@@ -5,7 +5,7 @@ A captions file is JSON lines, one ``{"stem": ..., "caption": ...}`` per sample 
 
 * ``template``: built from the mask alone, e.g. ``"a photo of road, car and sky"`` (no model needed;
   the dataset's background class, ``ClassInfo.background``, is not named);
-* ``blip2``: a BLIP-2 captioning model (``Blip2Captioner``), from a local folder or a hub id;
+* ``blip2``: a BLIP-2 captioning model (``models/captioner.py``), from a local folder or a hub id;
 * ``dataset``: the dataset's own captions (the embedded shapes dataset has them).
 """
 
@@ -20,16 +20,18 @@ from typing import Any
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.errors import CheckpointError, DatasetError
+from jodiffusion.data.layout import CAPTIONS_FILE
+from jodiffusion.errors import DatasetError
+from jodiffusion.models.captioner import DEFAULT_BLIP2_MODEL, Blip2Captioner
+from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS
 from jodiffusion.utils.io import write_text_atomic
 from jodiffusion.utils.progress import progress_bar
 
 CAPTION_METHODS = ("template", "blip2", "dataset")
-# Longest caption accepted. A text encoder reads 77 tokens (CLIP; the trained caption encoder fewer), a few
+# Longest caption accepted. A text encoder reads CLIP_TEXT_TOKENS tokens (CLIP; the caption encoder fewer), a few
 # hundred characters; anything far beyond is not a caption (a pasted file, a runaway generator) and would
 # be copied into every captions.jsonl and manifest downstream. Refused with its line number.
 MAX_CAPTION_CHARS = 2000
-DEFAULT_BLIP2_MODEL = "Salesforce/blip2-opt-2.7b"
 
 
 # --- captions files ---------------------------------------------------------------------------
@@ -39,8 +41,6 @@ def captions_path(captions: str | os.PathLike | None, root: str | os.PathLike | 
     ``CAPTIONS_FILE``: a dataset root or an exported model), else ``<root>/CAPTIONS_FILE`` when it exists.
     None when neither names an existing file (``captions`` given but missing is left to the reader,
     which names it)."""
-    from jodiffusion.data.layout import CAPTIONS_FILE
-
     if captions:
         path = Path(captions).expanduser()
         return path / CAPTIONS_FILE if path.is_dir() else path
@@ -93,8 +93,8 @@ def read_caption_records(path: str | os.PathLike) -> list[dict]:
             raise DatasetError(f"{where}: empty stem")
         if len(record["caption"]) > MAX_CAPTION_CHARS:
             raise DatasetError(f"{where}: the caption has {len(record['caption']):,} characters, more than the "
-                               f"{MAX_CAPTION_CHARS} accepted (a text encoder reads 77 tokens, a few hundred "
-                               "characters); shorten it")
+                               f"{MAX_CAPTION_CHARS} accepted (a text encoder reads {CLIP_TEXT_TOKENS} tokens, a few "
+                               "hundred characters); shorten it")
         if "split" in record and not isinstance(record["split"], str):
             raise DatasetError(f"{where}: 'split' must be a string")
         record["_line"] = lineno
@@ -201,151 +201,6 @@ def template_caption(mask: np.ndarray, classes: ClassInfo, min_fraction: float =
         return f"{prefix} {empty}".strip()
     names = [classes.names[cid].replace("_", " ") for _, cid in chosen]
     return f"{prefix} {_join(names)}".strip()
-
-
-# --- BLIP-2 ------------------------------------------------------------------------------------
-
-def _resolve_dtype(dtype: Any, device: str):
-    import torch
-
-    if dtype is None:
-        return torch.float16 if str(device).startswith("cuda") else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if str(dtype) not in names:
-        raise ValueError(f"unknown dtype '{dtype}'; choose one of {', '.join(names)}")
-    return names[str(dtype)]
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _as_rgb(image: Any) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"images must be (H, W, 3) arrays, got shape {arr.shape}")
-    arr = arr[..., :3]
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return arr
-
-
-class Blip2Captioner:
-    """Captions images with a BLIP-2 model (``Blip2ForConditionalGeneration`` and its processor).
-
-    Build it with ``Blip2Captioner.from_pretrained(path_or_hub_id)``; the constructor takes objects
-    already loaded. ``prompt`` (e.g. ``"a photo of"``) is given to the language model before the
-    answer; the returned captions do not repeat it.
-    """
-
-    def __init__(self, model: Any, processor: Any, device: str | None = None, dtype: Any = None,
-                 prompt: str | None = None, max_new_tokens: int = 30, num_beams: int = 1,
-                 batch_size: int = 8, generate_kwargs: dict | None = None):
-        self.device = device or _default_device()
-        self.dtype = _resolve_dtype(dtype, self.device) if dtype is not None else model.dtype
-        self.model = model.to(self.device).eval()
-        if self.model.dtype != self.dtype:
-            self.model = self.model.to(self.dtype)
-        self.processor = processor
-        self.prompt = prompt or None
-        self.max_new_tokens = int(max_new_tokens)
-        self.num_beams = int(num_beams)
-        self.batch_size = int(batch_size)
-        self.generate_kwargs = dict(generate_kwargs or {})
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be positive")
-        self._link_image_tokens()
-
-    def _link_image_tokens(self) -> None:
-        """Make processor and model agree on the image placeholder tokens (older saved checkpoints
-        lack ``num_query_tokens`` in the processor or ``image_token_index`` in the model config)."""
-        config = self.model.config
-        if getattr(self.processor, "num_query_tokens", None) is None:
-            self.processor.num_query_tokens = config.num_query_tokens
-        tokenizer = self.processor.tokenizer
-        image_token = getattr(self.processor, "image_token", None)
-        token_text = getattr(image_token, "content", image_token) or "<image>"
-        token_id = tokenizer.convert_tokens_to_ids(str(token_text))
-        if getattr(config, "image_token_index", None) is None:
-            config.image_token_index = token_id
-        embeddings = self.model.get_input_embeddings()
-        if config.image_token_index >= embeddings.num_embeddings:
-            self.model.resize_token_embeddings(len(tokenizer))
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike = DEFAULT_BLIP2_MODEL, device: str | None = None,
-                        dtype: Any = None, local_files_only: bool | None = None, **kwargs: Any
-                        ) -> Blip2Captioner:
-        """Load model and processor from a local folder (as written by ``save_pretrained``) or a hub
-        id. A local folder is never looked up online. ``kwargs`` go to the constructor."""
-        from transformers import AutoProcessor, Blip2ForConditionalGeneration
-
-        source = str(path_or_id)
-        is_local = Path(source).expanduser().is_dir()
-        looks_like_path = source.startswith(("/", ".", "~", "\\")) or source.count("/") > 1 or (
-            len(source) > 1 and source[1] == ":")
-        if not is_local and (looks_like_path or Path(source).expanduser().exists()):
-            raise CheckpointError(f"BLIP-2 model folder '{source}' does not exist (or is not a folder)")
-        if is_local:
-            source = str(Path(source).expanduser())
-            local_files_only = True
-        device = device or _default_device()
-        torch_dtype = _resolve_dtype(dtype, device)
-        try:
-            processor = AutoProcessor.from_pretrained(source, local_files_only=bool(local_files_only))
-            model = Blip2ForConditionalGeneration.from_pretrained(
-                source, dtype=torch_dtype, local_files_only=bool(local_files_only))
-        except (OSError, ValueError) as exc:
-            where = "local folder" if is_local else "hub id"
-            raise CheckpointError(
-                f"cannot load a BLIP-2 captioning model from {where} '{source}': {exc}. Pass a folder "
-                "holding a saved Blip2ForConditionalGeneration and its processor, or a hub id such as "
-                f"'{DEFAULT_BLIP2_MODEL}' (needs internet access the first time).") from None
-        return cls(model, processor, device=device, dtype=torch_dtype, **kwargs)
-
-    def caption(self, images: Sequence[Any], batch_size: int | None = None) -> list[str]:
-        """One caption per image (``(H, W, 3)`` uint8 arrays or PIL images), in order."""
-        import torch
-
-        batch_size = int(batch_size or self.batch_size)
-        images = [_as_rgb(im) for im in images]
-        captions: list[str] = []
-        for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
-            text = [self.prompt] * len(batch) if self.prompt else None
-            inputs = self.processor(images=batch, text=text, return_tensors="pt")
-            inputs = {k: v.to(self.device) for k, v in inputs.items()}
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-            kwargs = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
-                      **self.generate_kwargs}
-            with torch.inference_mode():
-                out = self.model.generate(**inputs, **kwargs)
-            out = self._strip_prompt(out, inputs.get("input_ids"))
-            decoded = self.processor.batch_decode(out, skip_special_tokens=True)
-            captions.extend(" ".join(t.split()) for t in decoded)
-        return captions
-
-    def _strip_prompt(self, out, input_ids):
-        """Decoder-only language models return the prompt (image tokens, BOS, prompt) before the answer."""
-        import torch
-
-        config = self.model.config
-        if input_ids is None:
-            prefix = [config.image_token_index] * config.num_query_tokens + [config.text_config.bos_token_id]
-            input_ids = torch.tensor([prefix] * out.shape[0], dtype=out.dtype)
-        n = input_ids.shape[1]
-        if out.shape[1] >= n and torch.equal(out[:, :n].cpu(), input_ids.to(out.dtype).cpu()):
-            return out[:, n:]
-        return out
 
 
 # --- captioning a dataset ---------------------------------------------------------------------

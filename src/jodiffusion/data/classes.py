@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jodiffusion.errors import DatasetError
+
 IGNORE_INDEX = 255  # the conventional "do not train on this pixel" value, shared by every reader
 MAX_CLASSES = 255  # masks are 8-bit PNGs: class ids 0..254 and one more value for the ignore index
 
@@ -162,3 +164,10 @@ def classes_present(mask: np.ndarray, classes: ClassInfo, min_fraction: float = 
     counts = np.bincount(mask.ravel(), minlength=256)[: classes.num_classes]
     total = max(int(counts.sum()), 1)
     return {k for k in classes.foreground_ids if counts[k] / total >= min_fraction}
+
+
+def check_same_classes(real: ClassInfo, synthetic: ClassInfo, where: str) -> None:
+    if tuple(real.names) != tuple(synthetic.names):
+        raise DatasetError(f"the class names of the synthetic set {where} do not match the real dataset's:\n"
+                           f"  synthetic: {', '.join(synthetic.names)}\n  real:      {', '.join(real.names)}\n"
+                           "generate the set from a model trained on this dataset, or fix its classes.json")

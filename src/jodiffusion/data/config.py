@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from jodiffusion.data.registry import dataset_names, needs_root
+from jodiffusion.data.shapes import DIFFICULTIES
 from jodiffusion.data.transforms import RESIZE_MODES
 
 SHAPES_ONLY = ("num_train", "num_val", "seed", "difficulty")  # settings of the embedded "shapes" generator
@@ -43,8 +45,6 @@ class DataConfig:
     resize: str = "letterbox"
 
     def __post_init__(self):
-        from jodiffusion.data.registry import dataset_names, needs_root
-
         if self.name not in dataset_names():
             raise ValueError(f"data.name='{self.name}' is not a known dataset; "
                              f"choose one of {', '.join(dataset_names())} (or register yours with "
@@ -57,8 +57,6 @@ class DataConfig:
             raise ValueError(f"data.width={self.width} must be a multiple of 8 and at least 16 (or null: square)")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"data.resize='{self.resize}'; choose one of {', '.join(RESIZE_MODES)}")
-        from jodiffusion.data.shapes import DIFFICULTIES
-
         if self.difficulty not in DIFFICULTIES:
             raise ValueError(f"data.difficulty='{self.difficulty}'; choose one of {', '.join(DIFFICULTIES)}")
         if self.seed < 0:

@@ -27,6 +27,7 @@ from PIL import Image
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import DatasetError
 from jodiffusion.utils.io import atomic_path, write_json_atomic
+from jodiffusion.utils.safe_load import parse_yaml
 
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
@@ -92,8 +93,6 @@ def read_classes_file(path: str | Path) -> ClassInfo:
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
         else:
-            from jodiffusion.utils.safe_load import parse_yaml
-
             data = parse_yaml(path.read_text(encoding="utf-8"), f"class file {path}",
                               "expected names, optional palette, ignore_index and background", DatasetError)
         if isinstance(data, list):

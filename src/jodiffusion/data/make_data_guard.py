@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from jodiffusion.errors import DatasetError, JoDiffusionError
+from jodiffusion.utils.ownership import check_replaceable, describe_entries, has_content
 
 MAKE_DATA_COMMAND = "make-data"
 # What make-data writes into its folder (all that overwrite may replace) and how it signs it:
@@ -35,8 +36,6 @@ def check_make_data_output(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     """The absolute output path, once it is known that writing there loses nothing: a new path, an empty
     folder, or (``overwrite``) a dataset make-data wrote holding nothing else. Raises a DatasetError
     naming the path otherwise; nothing is changed either way."""
-    from jodiffusion.utils.ownership import check_replaceable, describe_entries, has_content
-
     out = Path(out_dir).expanduser().absolute()
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():

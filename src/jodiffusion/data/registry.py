@@ -1,14 +1,28 @@
-"""``build_dataset``: from a ``DataConfig`` and a split name to a dataset, by a registry of builders."""
+"""``build_dataset``: from a ``DataConfig`` and a split name to a dataset, by a registry of builders;
+``build_split``: the same, validated (what every stage trains or scores on).
+
+The builders take the ``DataConfig`` typed as ``Any``: ``data/config.py`` imports this registry to check
+``data.name``, so importing ``DataConfig`` here would close a circle."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from jodiffusion.data.base import SegmentationDataset, Transform
-from jodiffusion.data.config import DataConfig
+from jodiffusion.data.classes import ClassInfo, check_same_classes
+from jodiffusion.data.readers.ade20k import read_ade20k
+from jodiffusion.data.readers.camvid import read_camvid
+from jodiffusion.data.readers.cityscapes import read_cityscapes
+from jodiffusion.data.readers.coco import read_coco
+from jodiffusion.data.readers.folder import read_folder
+from jodiffusion.data.readers.voc import read_voc
+from jodiffusion.data.shapes import ShapesDataset
+from jodiffusion.data.validate import ensure_valid
 from jodiffusion.errors import DatasetError
+from jodiffusion.utils.ownership import check_path_component
 
-Builder = Callable[[DataConfig, str], SegmentationDataset]
+Builder = Callable[[Any, str], SegmentationDataset]  # (a DataConfig, split name)
 
 
 class UnknownDatasetError(DatasetError, KeyError):
@@ -18,53 +32,37 @@ class UnknownDatasetError(DatasetError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def _shapes(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from jodiffusion.data.shapes import ShapesDataset
-
+def _shapes(cfg: Any, split: str) -> SegmentationDataset:
     num_images = cfg.num_train if split == cfg.train_split else cfg.num_val
     return ShapesDataset(split=split, num_images=num_images, resolution=cfg.resolution, seed=cfg.seed,
                          difficulty=cfg.difficulty)
 
 
-def _voc(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from jodiffusion.data.readers import read_voc
-
+def _voc(cfg: Any, split: str) -> SegmentationDataset:
     return read_voc(cfg.root, split, trainaug=cfg.voc_trainaug)
 
 
-def _ade20k(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from jodiffusion.data.readers import read_ade20k
-
+def _ade20k(cfg: Any, split: str) -> SegmentationDataset:
     return read_ade20k(cfg.root, split)
 
 
-def _coco_stuff(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from jodiffusion.data.readers import read_coco
-
+def _coco_stuff(cfg: Any, split: str) -> SegmentationDataset:
     return read_coco(cfg.root, split, variant="stuff")
 
 
-def _coco_things(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from jodiffusion.data.readers import read_coco
-
+def _coco_things(cfg: Any, split: str) -> SegmentationDataset:
     return read_coco(cfg.root, split, variant="things")
 
 
-def _cityscapes(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from jodiffusion.data.readers import read_cityscapes
-
+def _cityscapes(cfg: Any, split: str) -> SegmentationDataset:
     return read_cityscapes(cfg.root, split)
 
 
-def _camvid(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from jodiffusion.data.readers import read_camvid
-
+def _camvid(cfg: Any, split: str) -> SegmentationDataset:
     return read_camvid(cfg.root, split)
 
 
-def _folder(cfg: DataConfig, split: str) -> SegmentationDataset:
-    from jodiffusion.data.readers import read_folder
-
+def _folder(cfg: Any, split: str) -> SegmentationDataset:
     return read_folder(cfg.root, split)  # classes from <root>/classes.json|yaml (layout.read_classes)
 
 
@@ -102,7 +100,7 @@ def needs_root(name: str) -> bool:
     return name not in _ROOTLESS
 
 
-def build_dataset(cfg: DataConfig, split: str, transform: Transform | None = None) -> SegmentationDataset:
+def build_dataset(cfg: Any, split: str, transform: Transform | None = None) -> SegmentationDataset:
     """The ``split`` of the dataset ``cfg.name`` with ``transform`` attached.
 
     Raises ``UnknownDatasetError`` (a ``KeyError`` and a ``DatasetError``) listing the valid names for
@@ -114,9 +112,19 @@ def build_dataset(cfg: DataConfig, split: str, transform: Transform | None = Non
     except KeyError:
         raise UnknownDatasetError(
             f"unknown dataset '{cfg.name}'; valid names: {', '.join(sorted(DATASETS))}") from None
-    from jodiffusion.utils.ownership import check_path_component
-
     check_path_component(split, "dataset split")  # it becomes a folder / file name in every reader
     dataset = builder(cfg, split)
     dataset.transform = transform
+    return dataset
+
+
+def build_split(data: Any, split: str, progress: bool = True,
+                same_classes_as: ClassInfo | None = None) -> SegmentationDataset:
+    """``build_dataset``, then ``ensure_valid``: a split every stage can train or score on. With
+    ``same_classes_as`` (a synthetic set beside the real one) the class names are compared first, since
+    a wrong label space is the clearer error."""
+    dataset = build_dataset(data, split)
+    if same_classes_as is not None:
+        check_same_classes(same_classes_as, dataset.classes, str(data.root))
+    ensure_valid(dataset, progress=progress)
     return dataset

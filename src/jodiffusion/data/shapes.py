@@ -34,9 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from jodiffusion import __version__
 from jodiffusion.data.base import SegmentationDataset, Transform
+from jodiffusion.data.captions import write_captions
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.data.layout import CAPTIONS_FILE, SPLITS_DIR
+from jodiffusion.data.layout import CAPTIONS_FILE, SPLITS_DIR, write_classes, write_pair
+from jodiffusion.data.make_data_guard import MAKE_DATA_GENERATOR, check_make_data_output
+from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_atomic
 from jodiffusion.utils.progress import progress_bar
 
 # --- vocabulary -------------------------------------------------------------------------------
@@ -417,11 +421,6 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
     (``jodiffusion.data.make_data_guard``): nothing the caller had is ever deleted.
     """
 
-    from jodiffusion.data.captions import write_captions
-    from jodiffusion.data.layout import write_classes, write_pair
-    from jodiffusion.data.make_data_guard import check_make_data_output
-    from jodiffusion.utils.io import write_text_atomic
-
     out = check_make_data_output(out_dir, overwrite)  # before anything is rendered or written
     if int(num_train) < 1 or int(num_val) < 1:
         raise ValueError("num_train and num_val must be positive")
@@ -446,21 +445,11 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
                     bar.update(1)
                 write_text_atomic(tmp / SPLITS_DIR / f"{split}.txt", "\n".join(stems) + "\n")
         write_captions(tmp / CAPTIONS_FILE, records)
-        from jodiffusion import __version__
-        from jodiffusion.data.make_data_guard import MAKE_DATA_GENERATOR
-        from jodiffusion.utils.io import write_json_atomic
-
         write_json_atomic(tmp / "dataset.json", {
             "generator": f"{MAKE_DATA_GENERATOR} (embedded shapes dataset)", "jodiffusion_version": __version__,
             "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed,
             "difficulty": difficulty})
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, trash / "old")  # out was empty or a dataset folder (checked above)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_folder(tmp, out)  # out was empty or a dataset folder (checked above)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -81,6 +81,7 @@ def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, sch
                   v_pred: bool = False):
     if snr_gamma <= 0 or scheduler.config.prediction_type == "sample":  # min-SNR is defined for eps and v
         return F.mse_loss(pred.float(), target.float())
+    # imported here: diffusers takes seconds to import and only this path needs it (CLI start-up)
     from diffusers.training_utils import compute_snr
 
     snr = compute_snr(scheduler, t)

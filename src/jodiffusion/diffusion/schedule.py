@@ -63,12 +63,14 @@ class NoiseScheduleConfig:
 
 
 def training_scheduler(cfg: NoiseScheduleConfig):
+    # imported here: diffusers takes seconds to import and only this path needs it (CLI start-up)
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(**cfg.kwargs())
 
 
 def sampling_scheduler(cfg: NoiseScheduleConfig, solver_order: int = 2):
+    # imported here: diffusers takes seconds to import and only this path needs it (CLI start-up)
     from diffusers import DPMSolverMultistepScheduler
 
     # Zero terminal SNR: start sampling at the last training timestep ("trailing"), which is pure noise.

@@ -1,7 +1,8 @@
 """The one training loop of every stage (annotation VAE, joint diffusion, segmenter).
 
-A stage hands :func:`fit` its prepared model, optimizer, scheduler and loader and three functions:
-``step`` (one micro-batch -> loss), ``evaluate`` (-> metrics) and ``export`` (-> the model folder). The
+A stage hands :func:`fit` one :class:`TrainingStage`: its prepared model, optimizer, scheduler and loader
+and its functions: ``step`` (one micro-batch -> loss), ``evaluate`` (-> metrics), ``export`` (-> the model
+folder) and, where the stage keeps state of its own, ``after_step``, ``extra_state`` and ``on_resume``. The
 loop owns everything around them, the same for all three: resume from a checkpoint, per-step seeding
 (so a resumed run continues exactly as an uninterrupted one would), gradient accumulation and mixed
 precision, running means in the progress bar and ``metrics.jsonl``, periodic evaluation and
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
+from jodiffusion.diffusion.sampling import sample_seed
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import (
     StopRequest,
@@ -33,30 +37,47 @@ StepFn = Callable[[Any, int], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 def step_seed(seed: int, step: int, micro: int, grad_accum: int, rank: int) -> int:
     """The seed of one micro-step: a function of (run seed, step, micro-step, process) only."""
-    from jodiffusion.diffusion.sampling import sample_seed
-
     return sample_seed(seed, (step * grad_accum + micro) * 4096 + rank)
 
 
-def fit(run: TrainingRun, *, model, optimizer, scheduler, loader, step: StepFn, modules: dict[str, torch.nn.Module],
-        desc: str, evaluate: Callable[[], dict[str, float]] | None = None,
-        export: Callable[[int], Any] | None = None, after_step: Callable[[int], None] | None = None,
-        extra_state: Callable[[], dict] | None = None, on_resume: Callable[[dict], None] | None = None) -> Any:
-    """Train ``model`` for ``run.train.steps`` optimizer steps and return ``export(final_step)``.
+@dataclass
+class TrainingStage:
+    """What one training stage hands to :func:`fit`.
 
     - ``step(batch, seed)`` runs the forward pass of one micro-batch (inside accumulate and autocast;
       the global torch RNG is seeded with ``seed`` first, which the stage may also use for its own
       generator) and returns the loss and a dict of detached extra scalars to log.
     - ``modules``: what a checkpoint holds besides optimizer and scheduler (e.g. ``model``, ``ema``).
+    - ``desc``: the progress bar's label (the command's name).
+    - ``evaluate()``: metrics every ``train.eval_every`` steps (not at the last: ``export`` evaluates).
+    - ``export(step)``: after the final checkpoint, on every process; its result is what ``fit`` returns.
+    - ``after_step(step)``: after each optimizer step, on every process (EMA update, sample grids).
     - ``extra_state()``: JSON-able extras for a checkpoint; called on every process (it may reduce).
     - ``on_resume(extra)``: receives those extras when the run resumes.
-    - ``evaluate()``: metrics every ``train.eval_every`` steps (not at the last: ``export`` evaluates).
-    - ``after_step(step)``: after each optimizer step, on every process (EMA update, sample grids).
-    - ``export(step)``: after the final checkpoint, on every process; its result is returned.
     """
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    step: StepFn
+    modules: dict[str, torch.nn.Module]
+    desc: str
+    evaluate: Callable[[], dict[str, float]] | None = None
+    export: Callable[[int], Any] | None = None
+    after_step: Callable[[int], None] | None = None
+    extra_state: Callable[[], dict] | None = None
+    on_resume: Callable[[dict], None] | None = None
+
+
+def fit(run: TrainingRun, stage: TrainingStage) -> Any:
+    """Train ``stage.model`` for ``run.train.steps`` optimizer steps and return ``stage.export(final_step)``."""
+    model, optimizer, scheduler, loader, step = stage.model, stage.optimizer, stage.scheduler, stage.loader, stage.step
+    modules, desc, evaluate, export = stage.modules, stage.desc, stage.evaluate, stage.export
+    after_step, extra_state, on_resume = stage.after_step, stage.extra_state, stage.on_resume
     train, accelerator, ckpt = run.train, run.accelerator, run.ckpt
     if run.logger is None:
-        raise RuntimeError("TrainingRun.save_config() opens the log: call it before fit()")
+        raise RuntimeError("TrainingRun.start() opens the log: call it before fit()")
     start = 0
     if run.resume_path is not None:
         state = ckpt.load(run.resume_path, modules, optimizer, scheduler)
@@ -118,10 +139,12 @@ def fit(run: TrainingRun, *, model, optimizer, scheduler, loader, step: StepFn, 
     return result
 
 
-def reduce_confusion(cm, accelerator):
-    """Sum a ConfusionMatrix over processes (each evaluated its own share of the split)."""
-    import numpy as np
-
+def evaluate_on_every_rank(evaluate: Callable[..., Any], accelerator, *args: Any, **kwargs: Any):
+    """Score a split with every process: ``evaluate(*args, device=, rank=, world=, **kwargs)`` scores this
+    process's share (every world-th sample) and returns a ConfusionMatrix; the matrices are summed over the
+    processes, so every process returns the whole split's."""
+    cm = evaluate(*args, device=accelerator.device, rank=accelerator.process_index, world=accelerator.num_processes,
+                  **kwargs)
     if accelerator.num_processes > 1:
         total = accelerator.reduce(torch.as_tensor(cm.counts, device=accelerator.device), "sum")
         cm.counts = total.cpu().numpy().astype(np.int64)

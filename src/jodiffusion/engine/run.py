@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+import yaml
 
-from jodiffusion.config.loader import config_changes  # noqa: F401 - also imported from here
+from jodiffusion.config.loader import config_changes, config_to_dict, save_run_config
 from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.runtime import MetricLogger, make_accelerator
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.utils import lock as folder_lock
+from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.ownership import (
     check_replaceable,
     clear_folder,
@@ -36,6 +39,7 @@ from jodiffusion.utils.ownership import (
     write_owner,
 )
 
+T = TypeVar("T")
 log = logging.getLogger("jodiffusion")
 
 # What each training command writes at the top of its run folder (besides the owner marker and
@@ -61,8 +65,6 @@ def _legacy_run(run_dir: Path) -> bool:
     """A run folder written before the owner marker existed: its config.yaml is one ``save_run_config``
     wrote (a mapping with the package version and a train section). Only with nothing but run outputs
     beside it does ``--overwrite`` replace it (``check_replaceable`` still checks every entry)."""
-    import yaml
-
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
@@ -169,19 +171,27 @@ class TrainingRun:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def seed_init(self) -> None:
-        """Identical initial weights on every process (call right before building the model)."""
-        torch.manual_seed(self.train.seed)
+    def start(self, build: Callable[[], T], classes=None) -> T:
+        """Start the run, the same way for every stage, and return what ``build()`` returned:
 
-    def check_config(self) -> None:
+        1. on resume, compare the config with the one the run wrote (a changed setting that alters what is
+           computed is refused, naming it, before anything is built or written);
+        2. seed torch with ``train.seed`` and call ``build()``: the model (and whatever the stage must set up
+           before its first write: a backbone file that may be refused, a latent cache) comes out with
+           identical initial weights on every process;
+        3. write the resolved config (and ``classes``) into the run folder and open the metric log.
+
+        A refusal in 1 or 2 leaves the run folder as it was."""
+        self._check_config()
+        torch.manual_seed(self.train.seed)
+        built = build()
+        self._write_config(classes)
+        return built
+
+    def _check_config(self) -> None:
         """On resume, compare the config with the one the run wrote: a changed setting that alters what is
         computed is refused, naming it; the run-length and reporting settings in ``RESUMABLE_CHANGES`` are
-        applied (and recorded in metrics.jsonl by ``fit``). Writes nothing: a stage whose set-up writes
-        (a cache) calls it before that set-up and ``write_config`` after it."""
-        import yaml
-
-        from jodiffusion.config.loader import config_to_dict
-
+        applied (and recorded in metrics.jsonl by ``fit``). Writes nothing."""
         path = self.run_dir / "config.yaml"
         if self.resume_path is not None and path.is_file():
             try:
@@ -198,16 +208,8 @@ class TrainingRun:
                     f"{', '.join(RESUMABLE_CHANGES)} may change on resume")
             self.resumed_changes = changes
 
-    def save_config(self, classes=None) -> None:
-        """``check_config``, then ``write_config``."""
-        self.check_config()
-        self.write_config(classes)
-
-    def write_config(self, classes=None) -> None:
+    def _write_config(self, classes=None) -> None:
         """Write the resolved config (and the classes) into the run folder and open the metric log."""
-        from jodiffusion.config.loader import save_run_config
-        from jodiffusion.utils.io import write_json_atomic
-
         if self.main:
             save_run_config(self.cfg, self.run_dir)
             if classes is not None:

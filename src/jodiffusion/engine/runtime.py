@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -51,6 +54,7 @@ def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
 
 
 def make_lr_scheduler(optimizer, train: TrainConfig):
+    # imported here: diffusers takes seconds to import and only this path needs it (CLI start-up)
     from diffusers.optimization import get_scheduler
 
     name = {"constant": "constant_with_warmup", "cosine": "cosine"}[train.lr_schedule]
@@ -70,6 +74,7 @@ class MetricLogger:
         self.start = time.time()
         self.writer = None
         if enabled and tensorboard:
+            # imported here: tensorboard takes seconds to import and only the main process writes it
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
@@ -180,7 +185,6 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         order = torch.randperm(self.n, generator=g).tolist()
         if not self.keyed:
             return iter(order)
-        import numpy as np
 
         seeds = np.random.SeedSequence([self.seed, self.epoch]).generate_state(max(self.n, 1), dtype=np.uint32)
         return iter(zip(order, (int(s) for s in seeds), strict=False))
@@ -195,9 +199,6 @@ class StopRequest:
         self._previous = {}
 
     def __enter__(self) -> StopRequest:
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -210,8 +211,6 @@ class StopRequest:
         log.warning("stop requested: saving a checkpoint after this step (signal again to stop at once)")
 
     def __exit__(self, *exc) -> None:
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 

@@ -10,18 +10,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from jodiffusion.data.classes import ClassInfo, classes_named, classes_present
-from jodiffusion.evaluation.metrics import ConfusionMatrix
 from jodiffusion.evaluation.probe import probe_pairs
+from jodiffusion.generation.pipeline import JoDiffusionPipeline
+from jodiffusion.report.viz import colorize, grid, overlay, save_png
+from jodiffusion.segmentation.inference import predict
+from jodiffusion.segmentation.metrics import ConfusionMatrix
+from jodiffusion.segmentation.models import load_segmenter
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
 
-__all__ = ["PromptAdherence", "classes_named", "classes_present", "evaluate_model", "evaluate_pairs", "generate_pairs",
+__all__ = ["PromptAdherence", "evaluate_model", "evaluate_pairs", "generate_pairs",
            "not_applicable", "probe_model", "segmenter_predictor"]
 
 
@@ -122,9 +128,6 @@ def generate_pairs(pipe, prompts: Sequence[str], sampler=None, seed: int = 0, ba
 
 def segmenter_predictor(segmenter_dir, device) -> Callable[[np.ndarray], np.ndarray]:
     """A saved segmenter as ``(B, H, W, 3) uint8 -> (B, H, W) class ids``, loaded once onto ``device``."""
-    from jodiffusion.segmentation.inference import predict
-    from jodiffusion.segmentation.models import load_segmenter
-
     net, seg_cfg = load_segmenter(segmenter_dir)
     net = net.to(device).eval()
     return lambda images: predict(net, images, input_size=seg_cfg.input_size)
@@ -135,8 +138,6 @@ def probe_model(pipe, prompts: Sequence[str], predict: Callable[[np.ndarray], np
     """The cheap quality figures of a model in training (its learning curves): one pair per prompt, then
     prompt adherence, the conditioning probe and, with ``predict`` (a real-data segmenter), image-mask
     agreement with its per-class IoU (shape fidelity). A flat dict of numbers (None: not applicable)."""
-    import torch
-
     images, masks = generate_pairs(pipe, prompts, sampler, seed, batch_size, tau)
     with torch.no_grad():
         result = evaluate_pairs(prompts, images, masks, pipe.classes, predict)
@@ -152,12 +153,6 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
                    guidance: float | None = None, batch_size: int = 16, seed: int = 0, tau: int = 20,
                    device: str | None = None, grid_path=None, progress: bool = True) -> dict:
     """Generate one pair per prompt with a trained model and score the pairs (see module doc)."""
-    import time
-
-    import torch
-
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)
     sampler = pipe.sampler.override(steps, guidance)
@@ -170,8 +165,6 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
     result.update(steps=sampler.steps, guidance_scale=sampler.guidance_scale, tau=tau, seed=seed,
                   seconds=round(seconds, 2), pairs_per_second=len(prompts) / max(seconds, 1e-9))
     if grid_path is not None:
-        from jodiffusion.report.viz import colorize, grid, overlay, save_png
-
         rows = [[images[i], colorize(masks[i], pipe.classes), overlay(images[i], masks[i], pipe.classes)]
                 for i in range(min(12, len(images)))]
         save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:48] for p in prompts[:12]]), grid_path)

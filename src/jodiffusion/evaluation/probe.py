@@ -65,6 +65,7 @@ def parse_caption(caption: str) -> CaptionAttributes:
 
 def count_objects(mask: np.ndarray, classes: ClassInfo, min_pixels: int = 8) -> int:
     """Connected regions (4-neighbourhood) of one non-background class with at least ``min_pixels``."""
+    # imported here: scipy.ndimage takes a third of a second to import (CLI start-up)
     from scipy import ndimage
 
     total = 0

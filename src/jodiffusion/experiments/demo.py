@@ -13,10 +13,14 @@ import logging
 from pathlib import Path
 
 from jodiffusion.config.loader import load_config
+from jodiffusion.data.shapes import write_shapes_dataset
 from jodiffusion.data.transforms import describe_fit
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.experiments.config import PipelineConfig
+from jodiffusion.experiments.experiment import run_pipeline
 from jodiffusion.experiments.stages import StageRunner
+from jodiffusion.utils.lock import folder_lock
+from jodiffusion.utils.ownership import check_replaceable, clear_folder, read_owner, write_owner
 
 log = logging.getLogger("jodiffusion")
 DATA_DIR = "data"
@@ -29,11 +33,6 @@ def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, prog
              overrides: tuple[str, ...] = (), preset: str | None = None) -> dict:
     """Run (or finish) the demo in ``out``; returns its metrics (``<out>/report/metrics.json``).
     ``preset``: another pipeline preset on the embedded dataset (``shapes-cpu``: the longer proof)."""
-    from jodiffusion.data.shapes import write_shapes_dataset
-    from jodiffusion.experiments.experiment import run_pipeline
-    from jodiffusion.utils.lock import folder_lock
-    from jodiffusion.utils.ownership import check_replaceable, clear_folder, read_owner, write_owner
-
     out = Path(out)
     preset = preset or ("demo-quick" if quick else "demo")
     cfg = load_config(PipelineConfig, group="pipeline", preset=preset,

@@ -19,10 +19,28 @@ import logging
 from pathlib import Path
 
 from jodiffusion.config.loader import config_to_dict, load_config
+from jodiffusion.data.captions import (
+    caption_dataset,
+    captions_path,
+    read_caption_records,
+    read_captions,
+    write_captions,
+)
 from jodiffusion.data.config import DataConfig
-from jodiffusion.data.transforms import fit_counts
+from jodiffusion.data.layout import CAPTIONS_FILE, write_classes, write_pair
+from jodiffusion.data.registry import build_dataset
+from jodiffusion.data.transforms import FitCounter, describe_fit, fit_counts, resize_pair
+from jodiffusion.evaluation.joint_quality import evaluate_model
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
+from jodiffusion.experiments.report_stage import write_pipeline_report
 from jodiffusion.experiments.stages import StageRunner, has_checkpoint
+from jodiffusion.generation.generate import GenerateConfig, generate_dataset
+from jodiffusion.generation.prompts import PromptConfig
+from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
+from jodiffusion.training.joint import train_joint
+from jodiffusion.training.segmenter import train_segmenter
+from jodiffusion.training.vae import train_vae
+from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
@@ -47,8 +65,6 @@ def _stage_config(schema, group: str, spec, **fields):
 
 def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner | None = None) -> dict:
     """Run (or finish) every stage; returns the metrics (also in ``<output_dir>/report/metrics.json``)."""
-    from jodiffusion.data.registry import build_dataset
-
     root = Path(cfg.output_dir)
     runner = runner or StageRunner(root)
     fit = None
@@ -59,8 +75,6 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     data = _captions_stage(cfg, runner, real_train, progress)
 
     # -- annotation VAE -----------------------------------------------------------------------------
-    from jodiffusion.training.vae import VAERunConfig, train_vae
-
     def vae_stage(folder: Path, resume: bool) -> dict:
         vcfg = _stage_config(VAERunConfig, "vae", cfg.vae, data=data, output_dir=str(folder))
         export = train_vae(vcfg, progress=progress, **_train_args(folder, resume))
@@ -74,8 +88,6 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
                               lambda f, r: _segment(cfg, data, "real", None, f, r, progress))}
 
     # -- joint diffusion model ------------------------------------------------------------------------
-    from jodiffusion.training.joint import JointRunConfig, train_joint
-
     def joint_stage(folder: Path, resume: bool) -> dict:
         jcfg = _stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
                              probe_segmenter=seg["real"]["export"], output_dir=str(folder))
@@ -125,8 +137,6 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         "eval_joint": quality,
     }
     if cfg.report:
-        from jodiffusion.experiments.report_stage import write_pipeline_report
-
         runner.seconds["report"] = 0.0
         metrics = write_pipeline_report(cfg, data, joint, synthetic["synthetic"], metrics, runner, progress)
     return metrics
@@ -141,11 +151,6 @@ def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool
     """The real train and val splits at ``cfg.data.size``, as a folder dataset (captions kept), with
     each pair's aspect ratio kept as ``data.resize`` says; returns it and what fitting changed, per split
     (also in the stage record)."""
-    from jodiffusion.data.captions import captions_path, read_caption_records, write_captions
-    from jodiffusion.data.layout import CAPTIONS_FILE, write_classes, write_pair
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.transforms import FitCounter, describe_fit, resize_pair
-
     size, mode = cfg.data.size, cfg.data.resize
 
     def make(folder: Path, resume: bool) -> dict:
@@ -177,16 +182,11 @@ def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool
 def _captions_stage(cfg: PipelineConfig, runner: StageRunner, real_train, progress: bool) -> DataConfig:
     """Datasets without captions (CamVid, Cityscapes, most folders) get template captions from their
     masks; the joint model is conditioned on them and generation draws its prompts from them."""
-    from jodiffusion.data.captions import captions_path
-
     has_own = callable(getattr(real_train, "captions", None)) or captions_path(cfg.data.captions, cfg.data.root)
     if has_own:
         return cfg.data
 
     def make(folder: Path, resume: bool) -> dict:
-        from jodiffusion.data.captions import caption_dataset
-        from jodiffusion.data.layout import CAPTIONS_FILE
-
         path = folder / CAPTIONS_FILE
         caption_dataset(real_train, path, method="template", progress=progress, overwrite=True,
                         split=cfg.data.train_split, min_fraction=cfg.caption_min_fraction)
@@ -202,10 +202,6 @@ def _gen_settings(cfg: PipelineConfig, joint: dict, num: int, data: DataConfig) 
 
 
 def _generate(cfg: PipelineConfig, joint: dict, data: DataConfig, folder: Path, num: int, progress: bool) -> dict:
-    from jodiffusion.data.captions import captions_path
-    from jodiffusion.generation.generate import GenerateConfig, generate_dataset
-    from jodiffusion.generation.prompts import PromptConfig
-
     g = cfg.generate
     found = captions_path(data.captions, data.root)
     captions = str(found) if found else None  # None: the captions the exported model carries
@@ -225,9 +221,6 @@ def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: st
 
 def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
              progress: bool, synthetic_ratio: float | None = None) -> dict:
-    from jodiffusion.segmentation.config import SegRunConfig
-    from jodiffusion.training.segmenter import train_segmenter
-
     fields = dict(data=data, mix=mix, synthetic=synthetic, synthetic_split=SYNTHETIC_SPLIT, output_dir=str(folder))
     if synthetic_ratio is not None:  # at least one sample of each source per batch
         batch = _stage_config(SegRunConfig, "seg", cfg.seg, **fields).train.batch_size
@@ -241,10 +234,6 @@ def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | N
 def _evaluate_joint(cfg: PipelineConfig, data: DataConfig, joint: dict, seg_real: dict, folder: Path,
                     progress: bool) -> dict:
     """Prompt adherence and image-mask agreement of fresh pairs drawn from the training captions."""
-    from jodiffusion.data.captions import captions_path, read_captions
-    from jodiffusion.evaluation.joint_quality import evaluate_model
-    from jodiffusion.utils.io import write_json_atomic
-
     source = captions_path(data.captions, data.root) or captions_path(joint["export"])  # the export carries them
     prompts = list(read_captions(source, split=data.train_split).values())
     prompts = [prompts[i % len(prompts)] for i in range(cfg.eval_pairs)]

@@ -17,10 +17,28 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
+from jodiffusion.data.captions import dataset_captions
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR
+from jodiffusion.data.registry import build_dataset
+from jodiffusion.data.transforms import resize_pair
+from jodiffusion.evaluation.dataset_stats import compute_stats
+from jodiffusion.evaluation.probe import probe_pairs
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
+from jodiffusion.generation.pipeline import JoDiffusionPipeline
+from jodiffusion.masks.refine import refine_mask
+from jodiffusion.report.curves import learning_curves_figure, read_curves
+from jodiffusion.report.figures import (
+    class_histogram,
+    pairs_grid,
+    real_vs_generated,
+    refinement_figure,
+    trajectory_figure,
+)
+from jodiffusion.report.html import write_report
 from jodiffusion.utils.io import write_json_atomic
 
 REPORT_DIR = "report"
@@ -28,8 +46,6 @@ REPORT_DIR = "report"
 
 def _first_pairs(folder: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """The first ``n`` generated pairs and their prompts, in index order (from manifest.jsonl)."""
-    from PIL import Image
-
     images, masks, prompts = [], [], []
     with open(folder / "manifest.jsonl", encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
@@ -47,24 +63,6 @@ def _first_pairs(folder: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarra
 
 def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, synthetic: dict, metrics: dict,
                           runner, progress: bool, title: str = "JoDiffusion pipeline report") -> dict:
-    import torch
-
-    from jodiffusion.data.captions import dataset_captions
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.evaluation.dataset_stats import compute_stats
-    from jodiffusion.evaluation.probe import probe_pairs
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
-    from jodiffusion.masks.refine import refine_mask
-    from jodiffusion.report.curves import learning_curves_figure, read_curves
-    from jodiffusion.report.figures import (
-        class_histogram,
-        pairs_grid,
-        real_vs_generated,
-        refinement_figure,
-        trajectory_figure,
-    )
-    from jodiffusion.report.html import write_report
-
     start = time.time()
     out = Path(cfg.output_dir) / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +79,6 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     real = [(real_train.load_image(i), real_train.load_mask(i)) for i in range(0, len(real_train), step)][:6]
     gen_size = images[0].shape[:2]
     if real[0][0].shape[:2] != gen_size:  # another size than the model's: show them at the model's size
-        from jodiffusion.data.transforms import resize_pair
 
         real = [resize_pair(i, m, gen_size, data.resize, real_train.classes.ignore_index) for i, m in real]
     real_vs_generated(real, list(zip(images, masks, strict=True)), pipe.classes, out / "real_vs_generated.png",

@@ -36,9 +36,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from jodiffusion.data.classes import ClassInfo, classes_present
 from jodiffusion.errors import CheckpointError, ConfigError
+from jodiffusion.segmentation.inference import predict_proba
+from jodiffusion.segmentation.models import load_segmenter
 
 log = logging.getLogger("jodiffusion")
 
@@ -252,11 +255,6 @@ def build_pair_filter(cfg: FilterConfig, classes: ClassInfo, device=None) -> Pai
         return None
     pair_filter = PairFilter(cfg, classes)  # checks the class names before a segmenter is loaded
     if cfg.consistency_segmenter is not None:
-        import torch
-
-        from jodiffusion.segmentation.inference import predict_proba
-        from jodiffusion.segmentation.models import load_segmenter
-
         folder = Path(cfg.consistency_segmenter).expanduser()
         if not folder.is_dir():
             raise CheckpointError(f"filter.consistency_segmenter: {folder} is not a folder; give the segmenter "

@@ -34,13 +34,16 @@ from pathlib import Path
 import torch
 
 from jodiffusion import __version__
+from jodiffusion.diffusion.sampling import SamplerConfig, sample_seed
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.generation import output as store
+from jodiffusion.generation.card import finish
 from jodiffusion.generation.config import GENERATION_FORMAT, GenerateConfig
 from jodiffusion.generation.filters import build_pair_filter
 from jodiffusion.generation.model_identity import model_fingerprint, read_model_classes
 from jodiffusion.generation.output_folder import COMMAND as OUTPUT_COMMAND
 from jodiffusion.generation.output_folder import prepare_output
+from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.generation.postprocess import Batch, PostProcessor
 from jodiffusion.generation.process_group import ProcessGroup
 from jodiffusion.generation.prompts import PromptSource, build_prompt_source
@@ -93,8 +96,6 @@ class _Runner:
         self._close_shard()
 
     def _sample(self, unit: int, indices: list[int], missing: set[int]) -> None:
-        from jodiffusion.diffusion.sampling import sample_seed
-
         prompts = [self.source(i) for i in indices]
         seeds = [sample_seed(self.cfg.seed, i) for i in indices]
         lat = self.pipe.generate_latents([p.text for p in prompts], seeds, self.sampler, self.autocast)
@@ -146,8 +147,6 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
     Run it in several processes (``torchrun --nproc_per_node K -m jodiffusion.cli.main generate ...``) to
     share the work; rerun it after an interruption to finish. ``pair_filter`` replaces the filter that
     ``cfg.filters`` describes (an object with ``__call__(image, mask, prompt_classes) -> FilterResult``)."""
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
-
     started = time.perf_counter()
     model_dir, out = Path(model_dir), Path(cfg.out).expanduser()
     group = ProcessGroup()
@@ -160,7 +159,6 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
         filters_id = {"custom": type(pair_filter).__name__, **getattr(pair_filter, "identity", {})}
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=dev)  # a broken model changes nothing
     model_sampler = json.loads((model_dir / "jodiffusion.json").read_text()).get("sampler", {})
-    from jodiffusion.diffusion.sampling import SamplerConfig
 
     sampler = SamplerConfig(**model_sampler).override(cfg.steps, cfg.guidance)
     identity = {"format": GENERATION_FORMAT, "jodiffusion_version": __version__,
@@ -215,8 +213,6 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
             runner.close()
         seconds = time.perf_counter() - started
         if group.rank == 0:
-            from jodiffusion.generation.card import finish
-
             finish(out, records, cfg, identity, classes, source, pair_filter, seconds=seconds,
                    generated=sum(1 for i in records if i < end and i not in first_done), world=group.world)
         group.barrier()

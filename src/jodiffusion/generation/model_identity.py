@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.errors import CheckpointError
+from jodiffusion.generation.pipeline import MANIFEST
 from jodiffusion.utils.io import write_json_atomic
 
 log = logging.getLogger("jodiffusion")
@@ -53,13 +55,9 @@ def model_fingerprint(model_dir: str | Path) -> str:
 
 
 def read_model_classes(model_dir: str | Path) -> ClassInfo:
-    from jodiffusion.generation.pipeline import MANIFEST
-
     path = Path(model_dir) / MANIFEST
     try:
         return ClassInfo.from_dict(json.loads(path.read_text())["classes"])
     except (OSError, ValueError, KeyError, TypeError):
-        from jodiffusion.errors import CheckpointError
-
         raise CheckpointError(f"{model_dir} is not a JoDiffusion model folder (no readable {MANIFEST}); pass the "
                               "folder written by `jodiffusion train` (its export/ sub-folder)") from None

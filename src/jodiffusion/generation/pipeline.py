@@ -18,10 +18,13 @@ import numpy as np
 import torch
 
 from jodiffusion import __version__
+from jodiffusion.data.captions import write_captions
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.data.layout import CAPTIONS_FILE
 from jodiffusion.diffusion.sampling import SamplerConfig, sample_latents, sample_seed
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig
 from jodiffusion.errors import CheckpointError
+from jodiffusion.masks.refine import refine_mask
 from jodiffusion.models.annotation_vae import AnnotationVAE
 from jodiffusion.models.denoisers import load_denoiser
 from jodiffusion.models.image_codec import ImageCodec, build_image_codec
@@ -72,9 +75,6 @@ class JoDiffusionPipeline:
         ``captions.jsonl`` beside the weights, where ``generate``'s caption prompts are found; ``dataset``
         (the training data config) is recorded in the manifest, so the folder names everything
         generation needs and nothing is looked up in the training run around it."""
-        from jodiffusion.data.captions import write_captions
-        from jodiffusion.data.layout import CAPTIONS_FILE
-
         folder = Path(folder)
         self.denoiser.save_pretrained(folder / DENOISER_DIR)
         self.vae.save_pretrained(folder / "annotation_vae")
@@ -178,8 +178,6 @@ class JoDiffusionPipeline:
     def generate(self, prompts: list[str], seed: int = 0, start_index: int = 0, sampler: SamplerConfig | None = None,
                  min_confidence: float = 0.0, refine_tau: int = 0, autocast_dtype: torch.dtype | None = None):
         """Prompts -> list of (image, mask, refine stats). Sample i uses sample_seed(seed, start_index + i)."""
-        from jodiffusion.masks.refine import refine_mask
-
         seeds = [sample_seed(seed, start_index + i) for i in range(len(prompts))]
         lat = self.generate_latents(prompts, seeds, sampler, autocast_dtype)
         images, masks = self.decode(lat["img"], lat["mask"], min_confidence)

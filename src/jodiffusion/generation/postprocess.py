@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.diffusion.sampling import sample_seed
 from jodiffusion.generation import output as store
 from jodiffusion.generation.config import GenerateConfig
+from jodiffusion.masks.refine import refine_mask
 
 log = logging.getLogger("jodiffusion")
 
@@ -38,9 +40,6 @@ class PostProcessor:
         return [self.pair_filter(i, m, c) for i, m, c in zip(images, masks, prompt_classes, strict=True)]
 
     def __call__(self, batch: Batch) -> list[tuple[dict, bytes | None, bytes | None]]:
-        from jodiffusion.diffusion.sampling import sample_seed
-        from jodiffusion.masks.refine import refine_mask
-
         cfg, names = self.cfg, self.classes.names
         masks, stats = [], []
         for mask in batch.masks:

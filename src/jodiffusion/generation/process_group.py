@@ -16,6 +16,7 @@ class ProcessGroup:
     def __init__(self):
         self.state = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # imported here: accelerate only under a launcher (several processes); the CLI imports this module at start
             from accelerate import PartialState
 
             # a CPU-only group (gloo) must be asked for: accelerate reads the flag, torchrun does not set it

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jodiffusion.data.captions import captions_path, read_caption_records
 from jodiffusion.data.classes import ClassInfo, classes_named
 from jodiffusion.data.layout import CAPTIONS_FILE
 from jodiffusion.errors import ConfigError, DatasetError
@@ -248,8 +249,6 @@ def read_prompt_file(path: str | Path, classes: ClassInfo) -> tuple[list[str], l
 
 
 def _read_captions(path: Path, split: str | None) -> tuple[list[str], str]:
-    from jodiffusion.data.captions import read_caption_records
-
     records = read_caption_records(path)
     texts = [r["caption"] for r in records if split is None or r.get("split", split) == split]
     return texts, str(path.resolve())
@@ -258,8 +257,6 @@ def _read_captions(path: Path, split: str | None) -> tuple[list[str], str]:
 def training_captions(cfg: PromptConfig, model_dir: str | Path | None) -> tuple[list[str], str]:
     """The caption prompts: ``cfg.captions`` (a captions file or a folder holding one), else the
     training captions the exported model folder carries (``JoDiffusionPipeline.save_pretrained``)."""
-    from jodiffusion.data.captions import captions_path
-
     if cfg.captions:
         path = captions_path(cfg.captions)
         if not path.is_file():

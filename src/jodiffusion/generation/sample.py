@@ -10,6 +10,8 @@ import torch
 
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
 from jodiffusion.errors import JoDiffusionError
+from jodiffusion.generation.pipeline import JoDiffusionPipeline
+from jodiffusion.report.viz import colorize, grid, overlay, save_png
 from jodiffusion.utils.io import write_text_atomic
 from jodiffusion.utils.lock import folder_lock
 from jodiffusion.utils.ownership import check_replaceable, clear_folder, has_content, write_owner
@@ -25,8 +27,6 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
                      steps: int | None = None, guidance: float | None = None, batch_size: int = 8,
                      min_confidence: float = 0.0, tau: int = 20, device: str | None = None,
                      overwrite: bool = False, progress: bool = True) -> dict:
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
-
     if not prompts:
         raise JoDiffusionError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")
     if num_per_prompt < 1 or batch_size < 1:
@@ -62,8 +62,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _write_samples(pipe, sampler, prompts, out: Path, num_per_prompt, seed, batch_size, min_confidence, tau,
                    device, overwrite, progress) -> dict:
-    from jodiffusion.report.viz import colorize, grid, overlay, save_png
-
     _check_out(out, overwrite)  # another run may have written there since the first check
     clear_folder(out)  # all but the lock (and temporary files of a killed first write)
     write_owner(out, COMMAND)

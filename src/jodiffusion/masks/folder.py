@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from jodiffusion import __version__
 from jodiffusion.errors import ConfigError, DatasetError, JoDiffusionError
 from jodiffusion.masks.refine import RefineStats, refine_mask
 from jodiffusion.utils.io import atomic_path, write_json_atomic
@@ -161,8 +162,6 @@ def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: in
                     masks_changed += stats["pixels_changed"] > 0
                     pixels_total += n_pixels
                 bar.update()
-
-        from jodiffusion import __version__
 
         summary = {
             "jodiffusion_version": __version__, "in_dir": str(in_dir), "out_dir": str(out_dir), "tau": int(tau),

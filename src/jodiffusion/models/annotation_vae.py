@@ -13,7 +13,7 @@ noise added to the latents in training (``latent_noise`` in the training config)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -169,4 +169,4 @@ class AnnotationVAE(PretrainedMixin, nn.Module):
 
 
 
-__all__ = ["AnnotationVAE", "AnnotationVAEConfig", "field"]
+__all__ = ["AnnotationVAE", "AnnotationVAEConfig"]

@@ -8,13 +8,13 @@ from pathlib import Path
 from torch import nn
 
 from jodiffusion.errors import CheckpointError
+from jodiffusion.models import joint_unet, uvit
+from jodiffusion.models.joint_unet import UNET_PRESETS, JointUNet, JointUNetConfig
 from jodiffusion.models.persistence import CONFIG_NAME
+from jodiffusion.models.uvit import UVIT_PRESETS, JointUViT, UViTConfig
 
 
 def denoiser_classes() -> dict[str, type]:
-    from jodiffusion.models.joint_unet import JointUNet
-    from jodiffusion.models.uvit import JointUViT
-
     return {JointUViT.__name__: JointUViT, JointUNet.__name__: JointUNet}
 
 
@@ -36,12 +36,8 @@ def load_denoiser(folder: str | Path) -> nn.Module:
 def backbone_presets(backbone: str) -> tuple[dict[str, dict], tuple[str, ...]]:
     """(architecture presets, architecture fields) of a backbone: ``"uvit"`` or ``"unet"``."""
     if backbone == "unet":
-        from jodiffusion.models.joint_unet import ARCH_FIELDS, UNET_PRESETS
-
-        return UNET_PRESETS, ARCH_FIELDS
-    from jodiffusion.models.uvit import ARCH_FIELDS, UVIT_PRESETS
-
-    return UVIT_PRESETS, ARCH_FIELDS
+        return UNET_PRESETS, joint_unet.ARCH_FIELDS
+    return UVIT_PRESETS, uvit.ARCH_FIELDS
 
 
 def build_denoiser(backbone: str, preset: str, arch: dict, **shapes) -> nn.Module:
@@ -51,9 +47,17 @@ def build_denoiser(backbone: str, preset: str, arch: dict, **shapes) -> nn.Modul
     presets, _ = backbone_presets(backbone)
     fields = {**presets[preset], **arch, **shapes}
     if backbone == "unet":
-        from jodiffusion.models.joint_unet import JointUNet, JointUNetConfig
-
         return JointUNet(JointUNetConfig(**fields))
-    from jodiffusion.models.uvit import JointUViT, UViTConfig
-
     return JointUViT(UViTConfig(**fields))
+
+
+class DenoiserWithText(nn.Module):
+    """The trained parts as one module (one DDP wrapper, one EMA, one checkpoint entry)."""
+
+    def __init__(self, denoiser: nn.Module, text_encoder: nn.Module | None):
+        super().__init__()
+        self.denoiser = denoiser  # a JointUViT or a JointUNet
+        self.text_encoder = text_encoder  # None when the text encoder is frozen (its outputs are cached)
+
+    def forward(self, img, mask, t_img, t_mask, text):
+        return self.denoiser(img, mask, t_img, t_mask, text)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jodiffusion.errors import CheckpointError, ConfigError
+from jodiffusion.utils.specs import build_from_spec
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -183,6 +184,7 @@ class StableDiffusionVAECodec(ImageCodec):
                         ) -> StableDiffusionVAECodec:
         """Load a VAE folder (``config.json`` + weights), or a full pipeline folder / hub id holding a
         ``vae/`` subfolder. A local folder is never looked up online."""
+        # imported here: diffusers takes seconds to import and only this path needs it (CLI start-up)
         from diffusers import AutoencoderKL
 
         source, local, subfolder, folder = pretrained_source(
@@ -358,8 +360,6 @@ IMAGE_CODECS: dict[str, Callable[[dict[str, Any]], ImageCodec]] = {
 
 def build_image_codec(spec: dict[str, Any]) -> ImageCodec:
     """Rebuild a codec from ``to_dict()`` output (or a config section of the same shape)."""
-    from jodiffusion.utils.specs import build_from_spec
-
     return build_from_spec(IMAGE_CODECS, spec, "image codec")
 
 

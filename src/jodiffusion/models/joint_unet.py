@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from jodiffusion.models.persistence import PretrainedMixin
+from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS
 from jodiffusion.models.uvit import SHAPE_FIELDS
 from jodiffusion.utils.safe_load import UnknownPresetError
 
@@ -82,7 +83,7 @@ UNET_PRESETS = {
 }
 # The shapes each preset was designed at, used when a preset is built without data (tests, benchmarks).
 REFERENCE_SHAPES = {"tiny": dict(text_dim=32, num_text_tokens=8), "small": {},
-                    "base": dict(text_dim=768, num_text_tokens=77)}
+                    "base": dict(text_dim=768, num_text_tokens=CLIP_TEXT_TOKENS)}
 ARCH_FIELDS = tuple(f.name for f in fields(JointUNetConfig) if f.name not in SHAPE_FIELDS)
 
 
@@ -98,6 +99,7 @@ class JointUNet(PretrainedMixin, nn.Module):
 
     def __init__(self, config: JointUNetConfig):
         super().__init__()
+        # imported here: diffusers takes seconds to import and only this path needs it (CLI start-up)
         from diffusers import UNet2DConditionModel
 
         self.config = config

@@ -29,7 +29,8 @@ from torch import nn
 from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.models.image_codec import dtype_name, pretrained_source, resolve_dtype
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
-from jodiffusion.utils.safe_load import one_line
+from jodiffusion.utils.safe_load import load_safetensors, one_line
+from jodiffusion.utils.specs import build_from_spec
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
@@ -156,6 +157,7 @@ class CLIPTextEncoder(TextEncoder):
 
     @classmethod
     def _load(cls, source, subfolder, tokenizer_subfolder, dtype, max_length, local_files_only):
+        # imported here: transformers takes seconds to import; only this path needs it (CLI start-up)
         from transformers import CLIPTextModel, CLIPTokenizer
 
         def sub_kwargs(sub):
@@ -328,8 +330,6 @@ class CaptionTextEncoder(TextEncoder):
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, map_location: str = "cpu") -> CaptionTextEncoder:
-        from jodiffusion.utils.safe_load import load_safetensors
-
         folder = Path(folder).expanduser().absolute()
         paths = [folder / CONFIG_NAME, folder / VOCAB_NAME, folder / WEIGHTS_NAME]
         for p in paths:
@@ -380,8 +380,6 @@ TEXT_ENCODERS: dict[str, Callable[[dict[str, Any]], TextEncoder]] = {
 
 def build_text_encoder(spec: dict[str, Any]) -> TextEncoder:
     """Rebuild a text encoder from ``to_dict()`` output (or a config section of the same shape)."""
-    from jodiffusion.utils.specs import build_from_spec
-
     return build_from_spec(TEXT_ENCODERS, spec, "text encoder")
 
 

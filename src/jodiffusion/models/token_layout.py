@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: CLIP's context length: the text tokens of a CLIP text encoder, of the U-ViT and UNet "base" presets and of
+#: UniDiffuser-v1 (whose position embedding holds this many text positions). Defined here only.
+CLIP_TEXT_TOKENS = 77
+
 #: Single tokens a layout always has, first in the sequence.
 TIMESTEP_TOKENS = ("t_img", "t_mask")
 #: The multi-token segments, last in the sequence.

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from jodiffusion.errors import CheckpointError
+from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS
+from jodiffusion.utils.safe_load import open_safetensors
 
-UNIDIFFUSER_TEXT_TOKENS = 77  # CLIP's context length; UniDiffuser's pos_embed holds this many text positions
 DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                           "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin")
 WHAT_TO_PASS = ("pass UniDiffuser-v1's uvit_v1.pth (thu-ml release, .pth or .safetensors) or a diffusers "
@@ -85,7 +86,7 @@ class UniDiffuserLoadReport:
 
 def unidiffuser_state_shapes(width: int = 1536, depth: int = 30, patch_size: int = 2, latent_size: int = 64,
                              in_channels: int = 4, text_dim: int = 64,
-                             num_text_tokens: int = UNIDIFFUSER_TEXT_TOKENS, clip_img_dim: int = 512,
+                             num_text_tokens: int = CLIP_TEXT_TOKENS, clip_img_dim: int = 512,
                              mlp_ratio: float = 4.0, qkv_bias: bool = False,
                              data_type_token: bool = True) -> dict[str, tuple[int, ...]]:
     """Key -> shape of UniDiffuser's U-ViT state dict (release names). ``depth`` is UniDiffuser's:
@@ -234,10 +235,10 @@ def convert_unidiffuser_state_dict(state: dict[str, torch.Tensor], model: nn.Mod
 
 
 def _assemble_pos_embed(take, cfg, layout, report: UniDiffuserLoadReport, source: str) -> torch.Tensor:
-    """UniDiffuser orders positions [t_img, t_text, text(77), clip_img, img(N)] plus a separate data-type
+    """UniDiffuser orders positions [t_img, t_text, text(CLIP_TEXT_TOKENS), clip_img, img(N)] plus a separate data-type
     position; ours follow ``layout``. Attention has no notion of order, so only the pairing matters."""
     pos = take("pos_embed")
-    t = UNIDIFFUSER_TEXT_TOKENS
+    t = CLIP_TEXT_TOKENS
     n_img = pos.shape[1] - (t + 3) if pos.ndim == 3 else -1
     side = math.isqrt(max(n_img, 0))
     if pos.ndim != 3 or pos.shape[0] != 1 or n_img < 1 or side * side != n_img:
@@ -320,8 +321,6 @@ def diffusers_to_original(state: dict[str, torch.Tensor]
 def _load_tensors(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """A flat tensor dict from .safetensors or a torch file, without executing pickled code."""
     if path.suffix == ".safetensors":
-        from jodiffusion.utils.safe_load import open_safetensors
-
         with open_safetensors(path, WHAT_TO_PASS) as f:
             wanted = [k for k in f.keys() if keys is None or k.removeprefix("module.") in keys]
             return {k: f.get_tensor(k) for k in wanted}

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from jodiffusion.models.persistence import PretrainedMixin
-from jodiffusion.models.token_layout import UNIDIFFUSER_EXTRA, TokenLayout
+from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS, UNIDIFFUSER_EXTRA, TokenLayout
 from jodiffusion.utils.safe_load import UnknownPresetError
 
 
@@ -39,7 +39,7 @@ class UViTConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     text_dim: int = 768              # width of the text encoder's token embeddings (CLIP-L: 768)
-    num_text_tokens: int = 77
+    num_text_tokens: int = CLIP_TEXT_TOKENS
     text_bottleneck: int = 0         # >0: text_dim -> text_bottleneck -> width (UniDiffuser: 64); 0: one Linear
     post_norm: bool = False          # post-LN blocks (UniDiffuser-v1); False: pre-LN (U-ViT)
     unidiffuser_tokens: bool = False  # add UniDiffuser's text-timestep, data-type and CLIP-image tokens
@@ -114,8 +114,8 @@ REFERENCE_SHAPES = {
     "tiny": dict(text_dim=32, num_text_tokens=8),
     "small": dict(img_channels=48, mask_channels=4, latent_height=16, latent_width=16, text_dim=128,
                   num_text_tokens=16),
-    "base": dict(latent_height=32, latent_width=32, text_dim=768, num_text_tokens=77),
-    "unidiffuser-v1": dict(latent_height=64, latent_width=64, text_dim=768, num_text_tokens=77),
+    "base": dict(latent_height=32, latent_width=32, text_dim=768, num_text_tokens=CLIP_TEXT_TOKENS),
+    "unidiffuser-v1": dict(latent_height=64, latent_width=64, text_dim=768, num_text_tokens=CLIP_TEXT_TOKENS),
 }
 ARCH_FIELDS = tuple(f.name for f in fields(UViTConfig) if f.name not in SHAPE_FIELDS)
 

@@ -50,6 +50,7 @@ def read_curves(metrics_path: str | Path) -> dict[str, tuple[list[float], list[f
 def learning_curves_figure(curves: Mapping[str, tuple[list[float], list[float]]], path: str | Path,
                            reference: Mapping[str, float] | None = None, title: str = "learning curves") -> Path:
     """Panels of quality against training samples; ``reference``: the real data's probe figures (dashed)."""
+    # imported here: matplotlib takes a second to import; only the figures need it (CLI start-up)
     from matplotlib.figure import Figure  # the Agg canvas: no pyplot, no display
     from matplotlib.ticker import FuncFormatter
 

@@ -8,8 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.diffusion.sampling import sample_seed
+from jodiffusion.diffusion.schedule import sampling_scheduler
+from jodiffusion.report.stats_plots import class_histogram_figure
 from jodiffusion.report.viz import LINE_H, colorize, grid, overlay, save_png
 
 
@@ -88,11 +92,6 @@ def trajectory_figure(pipe, prompts: Sequence[str], seed: int, path: str | Path,
                       sampler=None, scale: int = 2) -> Path:
     """The denoising trajectory (the paper's Fig. 4): for each prompt, a row of predicted clean images and a
     row of predicted clean masks at ``num_frames`` steps; columns are titled with the step and timestep."""
-    import torch
-
-    from jodiffusion.diffusion.sampling import sample_seed
-    from jodiffusion.diffusion.schedule import sampling_scheduler
-
     prompts = list(prompts)
     if not prompts:
         raise ValueError("trajectory_figure needs at least one prompt")
@@ -124,10 +123,7 @@ def trajectory_figure(pipe, prompts: Sequence[str], seed: int, path: str | Path,
 
 
 def class_histogram(real_freq, synth_freq, classes: ClassInfo | Sequence[str], path: str | Path, **kwargs) -> Path:
-    """Real vs synthetic class frequencies. The drawing lives in ``evaluation.dataset_stats`` (imported here,
-    lazily, so the report's other figures work without it); ``kwargs`` go to its ``class_histogram_figure``."""
-    from jodiffusion.evaluation.dataset_stats import class_histogram_figure
-
+    """Real vs synthetic class frequencies; ``kwargs`` go to ``stats_plots.class_histogram_figure``."""
     names = list(classes.names) if isinstance(classes, ClassInfo) else list(classes)
     result = class_histogram_figure(real_freq, synth_freq, names, path, **kwargs)
     return Path(result) if result is not None else Path(path)

@@ -16,34 +16,12 @@ import torch
 from PIL import Image
 
 from jodiffusion.data.base import SegmentationDataset
-from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.transforms import resize_pair
-from jodiffusion.errors import ConfigError, DatasetError
-from jodiffusion.segmentation.config import SegRunConfig
-
-
-def build_split(data: DataConfig, split: str, progress: bool = True,
-                 same_classes_as: ClassInfo | None = None) -> SegmentationDataset:
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.validate import ensure_valid
-
-    dataset = build_dataset(data, split)
-    if same_classes_as is not None:  # before validation: a wrong label space is the clearer error
-        check_same_classes(same_classes_as, dataset.classes, str(data.root))
-    ensure_valid(dataset, progress=progress)
-    return dataset
 
 
 def synthetic_data_config(folder: str, split: str = "train") -> DataConfig:
     return DataConfig(name="folder", root=folder, train_split=split)
-
-
-def check_same_classes(real: ClassInfo, synthetic: ClassInfo, where: str) -> None:
-    if tuple(real.names) != tuple(synthetic.names):
-        raise DatasetError(f"the class names of the synthetic set {where} do not match the real dataset's:\n"
-                           f"  synthetic: {', '.join(synthetic.names)}\n  real:      {', '.join(real.names)}\n"
-                           "generate the set from a model trained on this dataset, or fix its classes.json")
 
 
 def frame_size(dataset: SegmentationDataset, input_size: int) -> tuple[int, int]:
@@ -181,18 +159,3 @@ class MixedBatchSampler:
         start = self.epoch * self.batches_per_epoch
         for b in range(self.batches_per_epoch):
             yield self.batch(start + b)
-
-
-def batch_split(cfg: SegRunConfig) -> tuple[int, int]:
-    """(real, synthetic) samples in every batch."""
-    b = cfg.train.batch_size
-    if cfg.mix == "real":
-        return b, 0
-    if cfg.mix == "synthetic":
-        return 0, b
-    n_syn = round(cfg.synthetic_ratio * b)
-    if not 0 < n_syn < b:
-        raise ConfigError(f"synthetic_ratio={cfg.synthetic_ratio} of train.batch_size={b} gives {n_syn} synthetic "
-                          "samples per batch; mixing needs at least one of each: raise the batch size or "
-                          "move the ratio towards 0.5")
-    return b - n_syn, n_syn

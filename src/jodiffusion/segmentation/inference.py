@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.config import DataConfig
+from jodiffusion.data.registry import build_split
 from jodiffusion.errors import ConfigError
-from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report  # noqa: F401 - eval_report re-exported
-from jodiffusion.segmentation.data import build_split
+from jodiffusion.segmentation.metrics import ConfusionMatrix
 from jodiffusion.segmentation.models import load_segmenter
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar

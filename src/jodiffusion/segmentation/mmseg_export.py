@@ -16,6 +16,7 @@ from jodiffusion.data import layout
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import ConfigError, DatasetError
 from jodiffusion.utils.io import write_text_atomic
+from jodiffusion.utils.ownership import check_path_component
 
 # name -> (base model config inside mmseg's configs/, backbone depth, ImageNet-pretrained backbone)
 MMSEG_MODELS: dict[str, tuple[str, int, str]] = {
@@ -75,7 +76,6 @@ def write_mmseg_config(dataset_dir: str | Path, out_file: str | Path, classes: C
         raise ConfigError(f"unknown mmseg model '{model}'; choose one of {', '.join(MMSEG_MODELS)}")
     if len(crop) != 2 or min(crop) < 1 or batch_size < 1 or max_iters < 1:
         raise ConfigError("crop must be (height, width) > 0 and batch_size, max_iters >= 1")
-    from jodiffusion.utils.ownership import check_path_component
 
     check_path_component(split, "split")  # both become folder names in the config
     check_path_component(val_split, "val split")

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
+from jodiffusion import __version__
 from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
+from jodiffusion.utils.safe_load import load_safetensors, read_json
 
 log = logging.getLogger("jodiffusion")
 
@@ -99,6 +102,7 @@ class DeepLabV3(nn.Module):
 
     def __init__(self, depth: int, num_classes: int, aux_loss: bool = False):
         super().__init__()
+        # imported here: torchvision only for the DeepLabV3 models; the CLI imports this module at start
         from torchvision.models import segmentation
 
         build = {50: segmentation.deeplabv3_resnet50, 101: segmentation.deeplabv3_resnet101}[depth]
@@ -159,8 +163,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                               "ResNet state dict (.pth or .safetensors)")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -238,7 +240,6 @@ class SegmenterConfig:
 def save_segmenter(model: nn.Module, config: SegmenterConfig, folder: str | Path) -> Path:
     folder = Path(folder)
     save_safetensors_atomic(model.state_dict(), folder / WEIGHTS_NAME)
-    from jodiffusion import __version__
 
     write_json_atomic(folder / CONFIG_NAME, {"class": "Segmenter", "jodiffusion_version": __version__,
                                              **asdict(config)})
@@ -247,8 +248,6 @@ def save_segmenter(model: nn.Module, config: SegmenterConfig, folder: str | Path
 
 def load_segmenter(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Module, SegmenterConfig]:
     """Rebuild a segmenter saved by :func:`save_segmenter` (eval mode)."""
-    from jodiffusion.utils.safe_load import load_safetensors, read_json
-
     folder = Path(folder)
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for p in (cfg_path, w_path):

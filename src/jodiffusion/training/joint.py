@@ -10,162 +10,42 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
+from PIL import Image
 
 from jodiffusion.config.loader import config_to_dict
+from jodiffusion.data.captions import dataset_captions
 from jodiffusion.data.config import DataConfig
-from jodiffusion.diffusion.objective import JointObjectiveConfig, joint_loss
+from jodiffusion.data.layout import CAPTIONS_FILE
+from jodiffusion.data.registry import build_split
+from jodiffusion.data.transforms import resize_pair
+from jodiffusion.diffusion.objective import joint_loss
 from jodiffusion.diffusion.sampling import SamplerConfig
-from jodiffusion.diffusion.schedule import NoiseScheduleConfig, training_scheduler
-from jodiffusion.engine.config import TrainConfig
+from jodiffusion.diffusion.schedule import training_scheduler
 from jodiffusion.engine.ema import EMA
-from jodiffusion.engine.loop import fit
+from jodiffusion.engine.loop import TrainingStage, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
-from jodiffusion.errors import ConfigError
+from jodiffusion.errors import ConfigError, DatasetError
+from jodiffusion.evaluation.joint_quality import probe_model, segmenter_predictor
+from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.models.annotation_vae import AnnotationVAE
+from jodiffusion.models.denoisers import DenoiserWithText, build_denoiser
+from jodiffusion.models.image_codec import PatchPCACodec, build_image_codec
+from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
+from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
+from jodiffusion.report.viz import colorize, grid, overlay, save_png
+from jodiffusion.training.config import JointRunConfig
+from jodiffusion.training.latent_cache import LatentCache, sample_latent
 
 log = logging.getLogger("jodiffusion")
 
 EXPORT_DIR = "export"
-CODEC_KINDS = ("pixel-unshuffle", "pca", "sd-vae")
-TEXT_KINDS = ("caption", "clip")
-
-
-@dataclass
-class CodecConfig:
-    # "pixel-unshuffle": weight-free; "pca": patch PCA fitted on the training images (no training stage);
-    # "sd-vae": Stable Diffusion's (or any diffusers) AutoencoderKL folder
-    kind: str = "pixel-unshuffle"
-    factor: int = 4                 # pixel-unshuffle and pca: the patch side
-    components: int = 12            # pca: latent channels per patch
-    fit_images: int = 512           # pca: training images the principal axes are fitted on
-    path: str | None = None      # sd-vae: a VAE or pipeline folder, or a hub id already in the local cache
-    subfolder: str | None = None
-
-    def __post_init__(self):
-        if self.kind not in CODEC_KINDS:
-            raise ValueError(f"codec.kind='{self.kind}'; choose one of {', '.join(CODEC_KINDS)}")
-        if self.kind == "sd-vae" and not self.path:
-            raise ValueError("codec.path is required for codec.kind=sd-vae (a local folder or cached hub id)")
-
-
-@dataclass
-class TextConfig:
-    kind: str = "caption"           # "caption": small encoder trained with the model; "clip": frozen CLIP
-    path: str | None = None      # clip: a folder (or pipeline folder) or cached hub id
-    dim: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    max_tokens: int = 16
-
-    def __post_init__(self):
-        if self.kind not in TEXT_KINDS:
-            raise ValueError(f"text.kind='{self.kind}'; choose one of {', '.join(TEXT_KINDS)}")
-        if self.kind == "clip" and not self.path:
-            raise ValueError("text.path is required for text.kind=clip (a local folder or cached hub id)")
-
-
-BACKBONES = ("uvit", "unet")
-
-
-@dataclass
-class JointModelConfig:
-    # "uvit": the UniDiffuser-style transformer (models/uvit.py; the path for pretrained UniDiffuser
-    # weights); "unet": diffusers' conv UNet with both latents as channels (models/joint_unet.py), which
-    # learns far sooner from scratch on a CPU (docs/results.md).
-    backbone: str = "uvit"
-    preset: str = "small"           # an architecture preset of the backbone (UVIT_PRESETS or UNET_PRESETS)
-    # Architecture fields replacing the preset's, e.g. {width: 512, depth: 13} (U-ViT: width, depth,
-    # num_heads, patch_size, final_conv, gradient_checkpointing, pos_embed_init, ...; UNet: block_channels,
-    # attention_levels, layers_per_block, attention_head_dim, norm_num_groups). The shape fields (latent
-    # channels and grid, text width and length) always come from the codec, the VAE, the data and the text.
-    arch: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None   # UniDiffuser-v1 weights: original checkpoint or diffusers folder
-
-    def __post_init__(self):
-        from jodiffusion.models.denoisers import backbone_presets
-        from jodiffusion.models.uvit import SHAPE_FIELDS
-
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"model.backbone='{self.backbone}'; choose one of {', '.join(BACKBONES)}")
-        presets, arch_fields = backbone_presets(self.backbone)
-        if self.preset not in presets:
-            raise ValueError(f"model.preset='{self.preset}' is not a {self.backbone} preset; choose one of "
-                             f"{', '.join(presets)}")
-        self.arch = dict(self.arch)
-        for key in self.arch:
-            if key in SHAPE_FIELDS:
-                raise ValueError(f"model.arch.{key} is set from the data, the codec, the VAE and the text encoder "
-                                 "(resolution, codec.*, text.*), not by the model config")
-            if key not in arch_fields:
-                raise ValueError(f"model.arch.{key} is not a {self.backbone} architecture field; valid fields: "
-                                 f"{', '.join(arch_fields)}")
-        if self.backbone == "unet" and self.init_from:
-            raise ValueError("model.init_from loads UniDiffuser weights into the U-ViT: use model.backbone=uvit")
-
-
-@dataclass
-class JointRunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    vae: str = "runs/vae-shapes/annotation_vae"   # a trained annotation VAE folder
-    codec: CodecConfig = field(default_factory=CodecConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    model: JointModelConfig = field(default_factory=JointModelConfig)
-    schedule: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)
-    objective: JointObjectiveConfig = field(default_factory=JointObjectiveConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, weight_decay=0.03, warmup_steps=100))
-    ema_decay: float = 0.999
-    # Conv UNet only: weights and latents in channels_last memory format, 1.2x the training throughput of
-    # the demo's UNet on a 2-core CPU (benchmarks/bench_cpu_precision.py, docs/benchmarks.md).
-    channels_last: bool = True
-    random_flip: bool = True
-    sample_every: int = 0        # sample grids every N steps (0: only at the end)
-    sample_count: int = 4
-    # Learning curves: every N steps (0: never) the EMA model draws one pair for each of ``probe_pairs``
-    # training captions (``probe_steps`` solver steps) and logs prompt adherence, the conditioning probe
-    # (evaluation/probe.py) and, with ``probe_segmenter`` (a real-data segmenter folder), image-mask
-    # agreement and its per-class IoU to metrics.jsonl and TensorBoard as ``probe/<figure>``.
-    probe_every: int = 0
-    probe_pairs: int = 32
-    probe_steps: int = 10
-    probe_segmenter: str | None = None
-    cache_dir: str | None = None   # default: <output_dir>/cache
-    output_dir: str = "runs/joint"
-
-    def __post_init__(self):
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
-        if self.sample_every < 0 or self.sample_count < 0:
-            raise ValueError("sample_every and sample_count must be >= 0")
-        if self.probe_every < 0 or self.probe_pairs < 1 or self.probe_steps < 1:
-            raise ValueError(f"probe_every={self.probe_every} must be >= 0 (0: off), probe_pairs={self.probe_pairs} "
-                             f"and probe_steps={self.probe_steps} >= 1")
-
-
-class DenoiserWithText(nn.Module):
-    """The trained parts as one module (one DDP wrapper, one EMA, one checkpoint entry)."""
-
-    def __init__(self, denoiser: nn.Module, text_encoder: nn.Module | None):
-        super().__init__()
-        self.denoiser = denoiser  # a JointUViT or a JointUNet
-        self.text_encoder = text_encoder  # None when the text encoder is frozen (its outputs are cached)
-
-    def forward(self, img, mask, t_img, t_mask, text):
-        return self.denoiser(img, mask, t_img, t_mask, text)
-
-
 def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
-    from jodiffusion.data.captions import dataset_captions
-    from jodiffusion.data.layout import CAPTIONS_FILE
-    from jodiffusion.errors import DatasetError
-
     captions = dataset_captions(dataset, data.captions, data.root)
     if captions is None:
         where = Path(data.root) / CAPTIONS_FILE if data.root else "data.captions"
@@ -176,13 +56,8 @@ def _load_captions(dataset, data: DataConfig) -> dict[str, str]:
 
 def build_components(cfg: JointRunConfig, captions: dict[str, str]):
     """The frozen annotation VAE and codec, the text encoder, and a fresh denoiser sized for them."""
-    from jodiffusion.models.image_codec import build_image_codec
-    from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
-
     vae = AnnotationVAE.from_pretrained(cfg.vae).eval().requires_grad_(False)
     if cfg.codec.kind == "pca":
-        from jodiffusion.models.image_codec import PatchPCACodec
-
         codec = PatchPCACodec(factor=cfg.codec.factor, components=cfg.codec.components)  # fitted in train_joint
     else:
         codec = build_image_codec({"kind": cfg.codec.kind, "factor": cfg.codec.factor, "path": cfg.codec.path,
@@ -197,15 +72,12 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
                                                 max_tokens=cfg.text.max_tokens)
     else:
         text = CLIPTextEncoder.from_pretrained(cfg.text.path)
-    from jodiffusion.models.denoisers import build_denoiser
 
     h, w = cfg.data.size
     net = build_denoiser(cfg.model.backbone, cfg.model.preset, cfg.model.arch, img_channels=codec.latent_channels,
                          mask_channels=vae.config.latent_channels, latent_height=h // codec.downsample,
                          latent_width=w // codec.downsample, text_dim=text.dim, num_text_tokens=text.num_tokens)
     if cfg.model.init_from:
-        from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
-
         report = load_unidiffuser_weights(net, cfg.model.init_from)
         log.info("initialised from %s: %s", cfg.model.init_from, report)
     return vae, codec, text, net
@@ -219,36 +91,36 @@ def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool 
 
 
 def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
-    from jodiffusion.data.latent_cache import LatentCache, sample_latent
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.validate import ensure_valid
-
     accelerator, main, run_dir = run.accelerator, run.main, run.run_dir
 
-    dataset = build_dataset(cfg.data, cfg.data.train_split)
-    ensure_valid(dataset, progress=run.progress)
+    dataset = build_split(cfg.data, cfg.data.train_split, progress=run.progress)
     captions = _load_captions(dataset, cfg.data)
-    run.check_config()  # on resume: changed settings are refused here, before the cache is touched
-    run.seed_init()
-    vae, codec, text_encoder, denoiser = build_components(cfg, captions)
-    if vae.config.num_classes != dataset.classes.num_classes:
-        raise ConfigError(f"the annotation VAE at {cfg.vae} knows {vae.config.num_classes} classes but the dataset "
-                          f"has {dataset.classes.num_classes}")
     device = accelerator.device
-    vae.to(device)
-    if codec.kind == "pca":
-        _fit_pca_codec(codec, dataset, cfg, run.progress)
-    codec.to(device)
 
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
-    with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
-        cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
-                                          resolution=cfg.data.size, device=device,
-                                          progress=run.progress, random_flip=cfg.random_flip,
-                                          resize=cfg.data.resize)
-    if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
-        mean, std = cache.latent_stats()
-        codec.shift_factor, codec.scaling_factor = mean, 1.0 / max(std, 1e-6)
+    def build():  # the networks, then the latent cache (written by rank 0): see TrainingRun.start
+        vae, codec, text_encoder, denoiser = build_components(cfg, captions)
+        if vae.config.num_classes != dataset.classes.num_classes:
+            raise ConfigError(f"the annotation VAE at {cfg.vae} knows {vae.config.num_classes} classes but the dataset "
+                              f"has {dataset.classes.num_classes}")
+        vae.to(device)
+        if codec.kind == "pca":
+            _fit_pca_codec(codec, dataset, cfg, run.progress)
+        codec.to(device)
+
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
+        with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
+            cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
+                                              resolution=cfg.data.size, device=device,
+                                              progress=run.progress, random_flip=cfg.random_flip,
+                                              resize=cfg.data.resize)
+        if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
+            mean, std = cache.latent_stats()
+            codec.shift_factor, codec.scaling_factor = mean, 1.0 / max(std, 1e-6)
+        return vae, codec, text_encoder, denoiser, cache
+
+    # start() checks a resume's settings before the cache is touched and writes the config only after it
+    # was built, so a refused dataset or caption leaves the run folder as it was.
+    vae, codec, text_encoder, denoiser, cache = run.start(build)
     trainable_text = text_encoder if text_encoder.trainable else None
     if trainable_text is None:
         text_encoder.to(device).eval().requires_grad_(False)
@@ -257,7 +129,6 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
         denoiser.to(memory_format=memory_format)
     model = DenoiserWithText(denoiser, trainable_text)
     ema = EMA(model, cfg.ema_decay)
-    run.write_config()  # checked above
     if main:
         log.info("joint %s: %.2fM parameters (%s), %d training pairs, latents %s + %s", cfg.model.backbone,
                  denoiser.num_parameters() / 1e6, cfg.model.preset, len(cache), tuple(cache.latent_shape),
@@ -322,9 +193,10 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
             log.info("exported the model to %s", path)
         return path
 
-    return fit(run, model=model, optimizer=optimizer, scheduler=lr_scheduler, loader=loader, step=step,
-               modules={"model": raw, "ema": ema.module}, desc="train", after_step=after_step,
-               extra_state=lambda: {"ema_updates": ema.updates}, on_resume=on_resume, export=export)
+    return fit(run, TrainingStage(model, optimizer, lr_scheduler, loader, step,
+                                  modules={"model": raw, "ema": ema.module}, desc="train", after_step=after_step,
+                                  extra_state=lambda: {"ema_updates": ema.updates}, on_resume=on_resume,
+                                  export=export))
 
 
 class _Probe:
@@ -332,11 +204,6 @@ class _Probe:
     spread evenly over the training captions, with the same seeds every time."""
 
     def __init__(self, cfg: JointRunConfig, captions: dict[str, str], device):
-        import numpy as np
-
-        from jodiffusion.diffusion.sampling import SamplerConfig
-        from jodiffusion.evaluation.joint_quality import probe_model, segmenter_predictor
-
         texts = list(captions.values())
         picks = np.linspace(0, len(texts) - 1, min(cfg.probe_pairs, len(texts))).round().astype(int)
         self.prompts = [texts[i] for i in picks]
@@ -366,10 +233,6 @@ def _eval_mode(pipe):
 def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
     """Fit the patch-PCA codec on up to ``codec.fit_images`` training images (evenly spread), at the
     training size. Deterministic: a resumed run or another process fits the same axes."""
-    import numpy as np
-
-    from jodiffusion.data.transforms import resize_pair
-
     n = min(len(dataset), cfg.codec.fit_images)
     picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)
     images = [resize_pair(dataset.load_image(int(i)), dataset.load_mask(int(i)), cfg.data.size,
@@ -381,8 +244,6 @@ def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
 
 
 def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, cfg: JointRunConfig):
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
-
     text = ema_module.text_encoder if ema_module.text_encoder is not None else text_encoder
     res = cfg.data.size
     return JoDiffusionPipeline(ema_module.denoiser, vae, codec, text, dataset.classes, res, cfg.schedule, cfg.sampler)
@@ -390,8 +251,6 @@ def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, c
 
 def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: Path, step: int, logger) -> Path:
     """A grid of generated (image | mask | overlay) for the first training captions."""
-    from jodiffusion.report.viz import colorize, grid, overlay, save_png
-
     prompts = list(captions.values())[: cfg.sample_count]
     with _eval_mode(pipe):
         pairs = pipe.generate(prompts, seed=cfg.train.seed)
@@ -399,9 +258,6 @@ def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: P
     path = save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:40] for p in prompts]),
                     run_dir / "samples" / f"step_{step:08d}.png")
     logger.log(step, sample_grid=str(path))
-    import numpy as np
-    from PIL import Image
-
     with Image.open(path) as im:
         logger.add_image("samples", np.asarray(im.convert("RGB")), step)
     return path

@@ -18,32 +18,42 @@ import torch
 import torch.nn.functional as F
 
 from jodiffusion.data.base import SegmentationDataset
-from jodiffusion.engine.loop import fit, reduce_confusion
+from jodiffusion.data.registry import build_split
+from jodiffusion.engine.loop import TrainingStage, evaluate_on_every_rank, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import make_lr_scheduler, make_optimizer
-from jodiffusion.evaluation.metrics import ConfusionMatrix
+from jodiffusion.errors import ConfigError
 from jodiffusion.models.persistence import num_parameters
-from jodiffusion.segmentation.config import MODEL_DIR, SegRunConfig
 from jodiffusion.segmentation.data import (
     MixedBatchSampler,
     TrainPairs,
-    batch_split,
-    build_split,
     frame_size,
     synthetic_data_config,
 )
-from jodiffusion.segmentation.inference import eval_report, evaluate
+from jodiffusion.segmentation.inference import evaluate
+from jodiffusion.segmentation.metrics import eval_report
 from jodiffusion.segmentation.models import RANDOM_INIT, SegmenterConfig, build_segmenter, save_segmenter
+from jodiffusion.training.config import SegRunConfig
 from jodiffusion.utils.io import write_json_atomic
 
 log = logging.getLogger("jodiffusion")
 
+MODEL_DIR = "segmenter"  # the exported model inside a run folder
 
-def _distributed_eval(model, dataset, input_size, cfg: SegRunConfig, accelerator, progress: bool) -> ConfusionMatrix:
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
-    cm = evaluate(model, dataset, input_size, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
-                  accelerator.num_processes, amp_dtype=amp, progress=progress)
-    return reduce_confusion(cm, accelerator)
+
+def batch_split(cfg: SegRunConfig) -> tuple[int, int]:
+    """(real, synthetic) samples in every batch."""
+    b = cfg.train.batch_size
+    if cfg.mix == "real":
+        return b, 0
+    if cfg.mix == "synthetic":
+        return 0, b
+    n_syn = round(cfg.synthetic_ratio * b)
+    if not 0 < n_syn < b:
+        raise ConfigError(f"synthetic_ratio={cfg.synthetic_ratio} of train.batch_size={b} gives {n_syn} synthetic "
+                          "samples per batch; mixing needs at least one of each: raise the batch size or "
+                          "move the ratio towards 0.5")
+    return b - n_syn, n_syn
 
 
 def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: bool = False,
@@ -78,13 +88,13 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
                                          persistent_workers=cfg.train.num_workers > 0)
     num_train = {"real": len(sources[0][0]) if n_real else 0, "synthetic": len(sources[-1][0]) if n_syn else 0}
 
-    run.seed_init()
-    # A resumed run takes its weights from the checkpoint: the backbone file is not needed again.
-    model, backbone = build_segmenter(cfg.model, classes.num_classes,
-                                      None if run.resume_path else cfg.backbone_weights, cfg.aux_loss)
+    # A resumed run takes its weights from the checkpoint: the backbone file is not needed again. It is read
+    # inside start(), before the config is written, so a refused file leaves nothing behind.
+    model, backbone = run.start(lambda: build_segmenter(cfg.model, classes.num_classes,
+                                                        None if run.resume_path else cfg.backbone_weights,
+                                                        cfg.aux_loss), classes)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    run.save_config(classes)  # after the backbone file was read: a refused file leaves nothing behind
     if main:
         log.info("segmenter %s: %.2fM parameters, %s; %d classes; frame %dx%d, crops %dx%d; %d real + %d synthetic "
                  "train pairs, %d real + %d synthetic per batch; %d val images", cfg.model,
@@ -117,11 +127,16 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
     def extra_state() -> dict:
         return {"samples_seen": accelerator.reduce(seen.clone(), "sum").tolist(), "backbone": backbone}
 
+    def score(progress: bool):  # the val split's confusion matrix, scored by every process
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+        return evaluate_on_every_rank(evaluate, accelerator, raw_model, val_set, frame, cfg.eval_batch_size,
+                                      amp_dtype=amp, progress=progress)
+
     def evaluate_now() -> dict[str, float]:
-        return {"val_miou": _distributed_eval(raw_model, val_set, frame, cfg, accelerator, progress=False).miou()}
+        return {"val_miou": score(progress=False).miou()}
 
     def export(final_step: int) -> Path:
-        cm = _distributed_eval(raw_model, val_set, frame, cfg, accelerator, progress=show)
+        cm = score(progress=show)
         total_seen = accelerator.reduce(seen.clone(), "sum").tolist()
         model_dir = run.run_dir / MODEL_DIR
         if main:
@@ -143,6 +158,6 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
                      cfg.data.val_split, cfg.mix, cm.miou())
         return model_dir
 
-    return fit(run, model=model, optimizer=optimizer, scheduler=scheduler, loader=loader, step=step,
-               modules={"model": raw_model}, desc="train-seg", evaluate=evaluate_now, export=export,
-               extra_state=extra_state, on_resume=on_resume)
+    return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw_model},
+                                  desc="train-seg", evaluate=evaluate_now, export=export, extra_state=extra_state,
+                                  on_resume=on_resume))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,45 +10,21 @@ import torch
 import torch.nn.functional as F
 
 from jodiffusion.data.config import DataConfig
+from jodiffusion.data.registry import build_split
 from jodiffusion.data.transforms import MaskDataset, pad_collate
-from jodiffusion.engine.config import TrainConfig
-from jodiffusion.engine.loop import fit, reduce_confusion
+from jodiffusion.engine.loop import TrainingStage, evaluate_on_every_rank, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
-from jodiffusion.evaluation.metrics import ConfusionMatrix, eval_report
-from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
+from jodiffusion.models.annotation_vae import AnnotationVAE
+from jodiffusion.segmentation.metrics import ConfusionMatrix, eval_report
+from jodiffusion.training.config import VAERunConfig
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
 
 MODEL_DIR = "annotation_vae"  # the exported model inside a run folder
-
-
-@dataclass
-class VAERunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: AnnotationVAEConfig = field(default_factory=AnnotationVAEConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=2e-4, weight_decay=0.05))
-    crop_size: int = 0            # random square crops in training; 0 = whole masks
-    hflip: bool = True
-    latent_noise: float = 0.1     # noise (relative to latent std) added in training
-    # Weight the cross-entropy by inverse square-root class frequency, so rare thin classes (poles,
-    # signs) are learned early instead of last; the weights are measured from the training masks.
-    class_balance: bool = False
-    eval_batch_size: int = 8
-    scale_samples: int = 512      # masks used to measure the latent scale factor
-    output_dir: str = "runs/vae"
-
-    def __post_init__(self):
-        if self.crop_size < 0 or (self.crop_size and self.crop_size % self.model.downsample):
-            raise ValueError(f"crop_size={self.crop_size} must be 0 or a positive multiple of "
-                             f"model.downsample={self.model.downsample}")
-        if self.latent_noise < 0:
-            raise ValueError(f"latent_noise={self.latent_noise} must be >= 0")
-        if self.eval_batch_size < 1 or self.scale_samples < 1:
-            raise ValueError("eval_batch_size and scale_samples must be >= 1")
 
 
 def balanced_class_weights(masks: MaskDataset, num_classes: int, clip: float = 10.0) -> torch.Tensor:
@@ -64,15 +39,6 @@ def balanced_class_weights(masks: MaskDataset, num_classes: int, clip: float = 1
     weights = np.clip(weights / np.median(weights[freq > 0]), 1.0 / clip, clip)
     weights /= max((weights * freq).sum(), 1e-12)
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def build_split(data: DataConfig, split: str):
-    from jodiffusion.data.registry import build_dataset
-    from jodiffusion.data.validate import ensure_valid
-
-    dataset = build_dataset(data, split)
-    ensure_valid(dataset)
-    return dataset
 
 
 def evaluate(model: AnnotationVAE, masks: MaskDataset, batch_size: int, device, rank: int = 0,
@@ -133,7 +99,6 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the dataset has {classes.num_classes} "
                           "classes; set model.num_classes=0 to take it from the dataset")
     cfg.model.ignore_index = classes.ignore_index
-    run.save_config(classes)
 
     train_masks = MaskDataset(train_set, crop_size=cfg.crop_size, hflip=cfg.hflip)
     class_weights = None
@@ -151,8 +116,7 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         drop_last=len(train_masks) >= cfg.train.batch_size * accelerator.num_processes,
         collate_fn=pad_collate(f, classes.ignore_index), persistent_workers=cfg.train.num_workers > 0)
 
-    run.seed_init()
-    model = AnnotationVAE(cfg.model)
+    model = run.start(lambda: AnnotationVAE(cfg.model), classes)
     optimizer = make_optimizer(model.parameters(), cfg.train)
     scheduler = make_lr_scheduler(optimizer, cfg.train)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -167,8 +131,9 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         loss = F.cross_entropy(logits.float(), masks, weight=class_weights, ignore_index=classes.ignore_index)
         return loss, {}
 
-    def evaluate() -> dict[str, float]:
-        return {"val_miou": _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=False).miou()}
+    def evaluate_now() -> dict[str, float]:
+        return {"val_miou": evaluate_on_every_rank(evaluate, accelerator, raw_model, val_masks, cfg.eval_batch_size,
+                                                   progress=False).miou()}
 
     def export(final_step: int) -> Path:
         # Measure the latent scale on the (un-augmented) training masks, evaluate, export.
@@ -177,7 +142,8 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
                                          accelerator.device)
         raw_model.config.shift_factor = float(mean)
         raw_model.config.scale_factor = float(1.0 / std)
-        cm = _distributed_eval(raw_model, val_masks, cfg, accelerator, progress=run.progress)
+        cm = evaluate_on_every_rank(evaluate, accelerator, raw_model, val_masks, cfg.eval_batch_size,
+                                    progress=run.progress)
         model_dir = run.run_dir / MODEL_DIR
         if main:
             raw_model.save_pretrained(model_dir)
@@ -189,14 +155,8 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
             log.info("%s\nreconstruction mIoU on %s: %.2f", cm.table(classes.names), cfg.data.val_split, cm.miou())
         return model_dir
 
-    return fit(run, model=model, optimizer=optimizer, scheduler=scheduler, loader=loader, step=step,
-               modules={"model": raw_model}, desc="train-vae", evaluate=evaluate, export=export)
-
-
-def _distributed_eval(model, masks, cfg: VAERunConfig, accelerator, progress: bool) -> ConfusionMatrix:
-    cm = evaluate(model, masks, cfg.eval_batch_size, accelerator.device, accelerator.process_index,
-                  accelerator.num_processes, progress=progress)
-    return reduce_confusion(cm, accelerator)
+    return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw_model},
+                                  desc="train-vae", evaluate=evaluate_now, export=export))
 
 
 def evaluate_vae(model_dir: str | Path, data: DataConfig, split: str | None = None, batch_size: int = 8,

@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from safetensors.torch import save_file
 
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.safe_load import disk_full_error, is_disk_full
@@ -60,8 +63,27 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def save_safetensors_atomic(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+
+
+def replace_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Rename the finished folder ``tmp`` onto ``out`` (beside it, on the same file system). A folder
+    already at ``out`` is first renamed aside and deleted only once ``tmp`` is in place; if that rename
+    fails it is put back, so ``out`` is always either the old folder or the new one, never half of each.
+    A kill in between leaves at most a hidden ``.OUT.*.old`` folder beside ``out``."""
+    tmp, out = Path(tmp), Path(out)
+    trash = None
+    if out.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, trash / "old")
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if trash is not None and not out.exists():
+            os.replace(trash / "old", out)
+        raise
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)

@@ -18,6 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file
+
 from jodiffusion.errors import CheckpointError, ConfigError, JoDiffusionError
 
 _MAX_DETAIL = 240  # characters of a library's message quoted in ours
@@ -107,8 +111,6 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", hint: str = "",
 
 def parse_yaml(text: str, source: str, hint: str = "", error: type[JoDiffusionError] = ConfigError) -> Any:
     """``yaml.safe_load(text)``; a syntax error raises ``error`` with its position on one line."""
-    import yaml
-
     tail = f"; {hint}" if hint else ""
     try:
         return yaml.safe_load(text)
@@ -169,8 +171,6 @@ def load_safetensors(path: str | os.PathLike, device: str = "cpu", hint: str = "
                      error: type[JoDiffusionError] = CheckpointError) -> dict:
     """``safetensors.torch.load_file`` raising ``error`` (one line, naming the file) instead of
     SafetensorError / OSError for a missing, truncated, garbage or pickled file."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     try:
         return load_file(str(path), device=device)
@@ -181,8 +181,6 @@ def load_safetensors(path: str | os.PathLike, device: str = "cpu", hint: str = "
 @contextmanager
 def open_safetensors(path: str | os.PathLike, hint: str = "", error: type[JoDiffusionError] = CheckpointError):
     """``safetensors.safe_open(path, framework="pt")``; a file that cannot be opened raises ``error``."""
-    from safetensors import safe_open
-
     path = Path(path)
     try:
         handle = safe_open(str(path), framework="pt")

@@ -17,6 +17,7 @@ Conventions:
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from jodiffusion.errors import DatasetError
 
@@ -35,8 +36,6 @@ def _check_integer(x, what: str) -> None:
 
 
 def _torch():
-    import torch
-
     return torch
 
 

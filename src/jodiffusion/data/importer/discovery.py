@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from jodiffusion.data.importer.options import SHOWN
 from jodiffusion.errors import DatasetError
 
 SOURCE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -421,6 +422,25 @@ def _nothing_pairs(src: Path, found: list[_Family], fixed_images: Side | None, f
             f"of single-channel or palette files with few values shares file names with a family of pictures. "
             f"Found:\n{listed}{given}\nName them with --images FOLDER_OR_GLOB --masks FOLDER_OR_GLOB "
             f"(relative to {src}).")
+
+
+# --- pairing the files -----------------------------------------------------------------------------
+
+def index_by_stem(files: list[SourceFile], by_split: bool, what: str) -> dict:
+    out: dict = {}
+    duplicates = []
+    for f in files:
+        key = (f.split, f.stem) if by_split else f.stem
+        if key in out:
+            duplicates.append((out[key].rel, f.rel))
+        else:
+            out[key] = f
+    if duplicates:
+        listed = "\n".join(f"  {a}  and  {b}" for a, b in duplicates[:SHOWN])
+        more = f"\n  ... and {len(duplicates) - SHOWN} more" if len(duplicates) > SHOWN else ""
+        raise DatasetError(f"{len(duplicates)} {what} share a stem, so they cannot be paired by stem:\n{listed}{more}\n"
+                           "Name one folder or glob per side with --images / --masks (e.g. --images 'images/*.jpg').")
+    return out
 
 
 __all__ = ["Found", "IMAGE_FOLDERS", "MASK_FOLDERS", "SOURCE_SUFFIXES", "SPLIT_ALIASES", "Side", "SourceFile",

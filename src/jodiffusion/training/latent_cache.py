@@ -36,13 +36,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.utils.data
+from safetensors import safe_open
+from safetensors.torch import load_file
 
+from jodiffusion import __version__
 from jodiffusion.data.base import FileSegmentationDataset, SegmentationDataset
+from jodiffusion.data.captions import read_captions
+from jodiffusion.data.shapes import ShapesDataset
 from jodiffusion.data.transforms import resize_pair
 from jodiffusion.errors import DatasetError
 from jodiffusion.models.image_codec import ImageCodec
 from jodiffusion.models.text_encoder import TextEncoder
-from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
+from jodiffusion.utils.io import replace_folder, save_safetensors_atomic, write_json_atomic
 from jodiffusion.utils.progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
@@ -75,8 +80,6 @@ def dataset_identity(dataset: SegmentationDataset) -> dict[str, Any]:
     """What tells this dataset's samples apart from any other's, cheaply (no image is decoded,
     except one rendered probe of the procedural ``shapes`` dataset, which catches generator changes).
     A dataset class may define ``cache_identity() -> dict`` to describe itself."""
-    from jodiffusion.data.shapes import ShapesDataset
-
     custom = getattr(dataset, "cache_identity", None)
     if callable(custom):
         return {"type": type(dataset).__name__, **custom()}
@@ -159,8 +162,6 @@ class LatentCache(torch.utils.data.Dataset):
             preload = sum(p.stat().st_size for p in self._shards) <= PRELOAD_MAX_BYTES
         self._data: dict[str, torch.Tensor] | None = None
         if preload:
-            from safetensors.torch import load_file
-
             parts = [load_file(str(p)) for p in self._shards]
             self._data = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
         self._handles: dict[int, Any] = {}
@@ -179,8 +180,6 @@ class LatentCache(torch.utils.data.Dataset):
             self._handles, self._pid = {}, os.getpid()
         shard = int(np.searchsorted(self._starts, index, side="right")) - 1
         if shard not in self._handles:
-            from safetensors import safe_open
-
             self._handles[shard] = safe_open(str(self._shards[shard]), framework="pt")
         return self._handles[shard].get_slice(key)[int(index - self._starts[shard])]
 
@@ -232,8 +231,6 @@ class LatentCache(torch.utils.data.Dataset):
         says (``data.transforms.resize_pair``). ``dataset.transform`` is not applied: the cache resizes
         and flips by itself, and random transforms cannot be cached."""
         if isinstance(captions, (str, os.PathLike)):
-            from jodiffusion.data.captions import read_captions
-
             captions_file = captions
             captions = read_captions(captions, split=getattr(dataset, "split", None))
         size = _resolve_resolution(dataset, resolution)
@@ -262,8 +259,6 @@ class LatentCache(torch.utils.data.Dataset):
             meta = _encode_all(dataset, texts, codec, text_encoder, tmp, size, batch_size, device, progress,
                                storage_dtype, shard_size, desc=f"caching latents ({final.name})", resize=resize)
             write_json_atomic(tmp / SAMPLES_NAME, {"stems": stems, "captions": texts})
-            from jodiffusion import __version__
-
             meta.update(format_version=CACHE_FORMAT_VERSION, fingerprint=digest, identity=fingerprint,
                         codec=codec.to_dict(), text_encoder=text_encoder.to_dict(), jodiffusion_version=__version__,
                         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -296,8 +291,6 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 
 def _is_valid(folder: Path, digest: str) -> bool:
     """A complete cache with this fingerprint: meta, samples and every shard's header in order."""
-    from safetensors import safe_open
-
     if not (folder / META_NAME).is_file():
         return False
     try:
@@ -352,14 +345,10 @@ def _remove_stale_builds(cache_dir: Path) -> None:
 
 
 def _move_into_place(tmp: Path, final: Path, digest: str) -> None:
-    if final.exists():
-        if _is_valid(final, digest):  # another process finished the same cache first
-            return
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-        os.replace(final, trash / "old")
-        shutil.rmtree(trash, ignore_errors=True)
+    if final.exists() and _is_valid(final, digest):  # another process finished the same cache first
+        return
     try:
-        os.replace(tmp, final)
+        replace_folder(tmp, final)
     except OSError:
         if not _is_valid(final, digest):
             raise
@@ -439,5 +428,5 @@ def _encode_all(dataset, texts, codec, text_encoder, folder: Path, size, batch_s
             "shard_size": shard_size}
 
 
-__all__ = ["CACHE_FORMAT_VERSION", "LatentCache", "dataset_identity", "module_digest", "resize_pair",
+__all__ = ["CACHE_FORMAT_VERSION", "LatentCache", "dataset_identity", "module_digest",
            "sample_latent"]

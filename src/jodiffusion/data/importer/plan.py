@@ -1,0 +1,182 @@
+"""The mask plan: how every mask becomes class ids. ``make_plan`` chooses the mask type (flag, or what the
+scans show) and checks the value map against it; one function per mask type builds its plan."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jodiffusion.data.classes import IGNORE_INDEX, ClassInfo
+from jodiffusion.data.importer.mask_scan import MaskScan, colour_clusters, hex_colour, is_colour, unpack
+from jodiffusion.data.importer.options import BINARY_NAMES, ImportOptions
+from jodiffusion.data.importer.value_map import (
+    background_id,
+    given_names,
+    legacy_background,
+    make_classes,
+    read_class_file,
+    resolve_target,
+    value_list,
+)
+from jodiffusion.errors import ConfigError
+
+
+@dataclass
+class MaskPlan:
+    """How every mask is turned into class ids."""
+
+    mask_type: str
+    reason: str
+    classes: ClassInfo
+    threshold: int
+    value_map: dict[int, int] = field(default_factory=dict)   # ids: raw value -> class id / ignore
+    palette_colours: np.ndarray | None = None                 # colour: (P,) packed colours
+    palette_targets: np.ndarray | None = None                 # colour: (P,) class id / ignore of each
+    palette_rows: list[dict] = field(default_factory=list)
+
+
+def choose_type(options: ImportOptions, scans: list[MaskScan], value_map: dict) -> tuple[str, str]:
+    if options.mask_type != "auto":
+        return options.mask_type, "--mask-type"
+    colour = [s for s in scans if is_colour(s)]
+    if colour:
+        return "colour", f"auto: {len(colour)} of {len(scans)} masks are colour-coded RGB"
+    if value_map:
+        return "ids", "auto: a value map was given"
+    if any(s.kind == "index" for s in scans):
+        return "ids", "auto: palette PNGs, whose indices are class ids"
+    names = given_names(options)
+    if names is not None and len(names) != 2:
+        return "ids", f"auto: {len(names)} class names"
+    values = set()
+    for s in scans:
+        values.update(int(v) for v in s.values)
+    lossy = sum(s.lossy for s in scans)
+    if lossy:
+        return "binary", f"auto: {lossy} lossy JPEG masks, thresholded at {options.threshold}"
+    if values <= {0, 1}:
+        return "binary", "auto: values 0 and 1 only"
+    if values <= {0, 255}:
+        return "binary", "auto: values 0 and 255 only"
+    return "ids", f"auto: values {value_list(values)}"
+
+
+
+def make_plan(options: ImportOptions, scans: dict[str, MaskScan], value_map_raw: dict) -> MaskPlan:
+    scan_list = list(scans.values())
+    mask_type, reason = choose_type(options, scan_list, value_map_raw)
+    file_info, file_palette = (None, False)
+    if options.classes_file is not None:
+        file_info, file_palette = read_class_file(Path(options.classes_file))
+    colour_keys = {k: v for k, v in value_map_raw.items() if isinstance(k, tuple)}
+    value_keys = {k: v for k, v in value_map_raw.items() if not isinstance(k, tuple)}
+    if mask_type == "colour" and value_keys:
+        raise ConfigError("colour masks take --value-map keys as colours (#rrggbb=TARGET), not numbers: "
+                          + ", ".join(f"{k}={v}" for k, v in value_keys.items()))
+    if mask_type != "colour" and colour_keys:
+        raise ConfigError(f"--value-map names colours but the masks are read as {mask_type}; "
+                          "add --mask-type colour or give numeric values (255=1)")
+    if mask_type == "binary" and value_map_raw:
+        raise ConfigError("--value-map with --mask-type binary: a value map reads masks as class ids; drop "
+                          "--mask-type binary (e.g. --value-map 255=1 turns 0/255 masks into ids 0/1)")
+    if mask_type == "binary":
+        return binary_plan(options, reason, file_info)
+    if mask_type == "ids":
+        return ids_plan(options, reason, scan_list, file_info, value_keys)
+    return colour_plan(options, reason, scan_list, file_info, file_palette, colour_keys)
+
+
+def binary_plan(options: ImportOptions, reason: str, file_info: ClassInfo | None) -> MaskPlan:
+    """Binary figure-ground masks: two classes, foreground from the threshold."""
+    if file_info is not None:
+        classes = file_info
+    else:
+        names = options.names or BINARY_NAMES
+        classes = make_classes(names, background=background_id(options.background, names, 0))
+    if classes.num_classes != 2:
+        raise ConfigError(f"binary masks give 2 classes, but {classes.num_classes} class names were given "
+                          f"({', '.join(classes.names)}); use --mask-type ids or colour for more")
+    if file_info is not None and options.background is not None:
+        classes = make_classes(classes.names, classes.palette, classes.ignore_index,
+                                background_id(options.background, classes.names, classes.background))
+    return MaskPlan("binary", reason, classes, options.threshold)
+
+
+def ids_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], file_info: ClassInfo | None,
+             value_keys: dict) -> MaskPlan:
+    """Masks of class ids: the names come from --names or --classes; the value map rewrites raw values."""
+    for s in scan_list:
+        if s.kind == "rgb" and is_colour(s):
+            raise ConfigError("colour-coded RGB masks cannot be read as class ids: use --mask-type colour "
+                              "(or auto)")
+    if file_info is None and options.names is None:
+        values = set()
+        for s in scan_list:
+            values.update(int(v) for v in s.values)
+        raise ConfigError(f"masks of class ids need the class names: the masks hold the values "
+                          f"{value_list(values)}. Give --names NAME0,NAME1,... (one per id, in id order; "
+                          f"{IGNORE_INDEX} is the ignore index) or --classes FILE, and --value-map for values "
+                          "that are not ids (e.g. 255=1 or 0=ignore)")
+    if file_info is not None:
+        classes = file_info
+        if options.background is not None:
+            classes = make_classes(classes.names, classes.palette, classes.ignore_index,
+                                    background_id(options.background, classes.names, classes.background))
+    else:
+        names = options.names
+        classes = make_classes(names, background=background_id(options.background, names,
+                                                              legacy_background(names)))
+    vmap = {k: resolve_target(t, classes, f"{k}={t}") for k, t in value_keys.items()}
+    return MaskPlan("ids", reason, classes, options.threshold, value_map=vmap)
+
+
+def colour_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], file_info: ClassInfo | None,
+                file_palette: bool, colour_keys: dict) -> MaskPlan:
+    """Colour-coded RGB masks: a palette (the classes file's, or the distinct colours found) maps colours to
+    class ids."""
+    counts: Counter[int] = Counter()
+    for s in scan_list:
+        counts.update(dict(zip(s.colours.tolist(), s.colour_counts.tolist(), strict=True)))
+    total = sum(counts.values())
+    names = file_info.names if file_info is not None else options.names
+    if file_info is not None and file_palette:
+        palette = [c[0] << 16 | c[1] << 8 | c[2] for c in file_info.palette]
+        classes = file_info
+        how = "palette of the classes file"
+    else:
+        mapped = {k[1] for k in colour_keys}
+        clusters = colour_clusters([(c, n) for c, n in counts.most_common() if c not in mapped])
+        found = [(c, n) for c, n in clusters if n >= options.min_colour_fraction * total][:256]
+        if names is None:
+            listed = ", ".join(f"{hex_colour(c)} ({100 * n / max(total, 1):.1f}%)" for c, n in sorted(found))
+            raise ConfigError(f"colour masks need the class names: {len(found)} colours cover at least "
+                              f"{100 * options.min_colour_fraction:g}% of the mask pixels: {listed}. Give --names "
+                              "with one name per colour in this order (colours sorted by value), or --classes FILE "
+                              "with names and a palette")
+        if len(clusters) < len(names):
+            raise ConfigError(f"{len(names)} class names but only {len(clusters)} distinct colours in the masks ("
+                              + ", ".join(hex_colour(c) for c, _ in clusters)
+                              + "); give a --classes FILE with the palette")
+        palette = sorted(c for c, _ in clusters[:len(names)])
+        rgb = [tuple(int(x) for x in unpack(c)) for c in palette]
+        if file_info is not None:
+            classes = make_classes(file_info.names, rgb, file_info.ignore_index, file_info.background)
+        else:
+            classes = make_classes(names, rgb, background=legacy_background(names))
+        how = "distinct colours found, sorted by value"
+    if options.background is not None:
+        classes = make_classes(classes.names, classes.palette, classes.ignore_index,
+                                background_id(options.background, classes.names, classes.background))
+    colours = list(palette)
+    targets = list(range(len(palette)))
+    for (_, packed), target in colour_keys.items():
+        colours.append(packed)
+        targets.append(resolve_target(target, classes, f"{hex_colour(packed)}={target}"))
+    rows = [{"class": classes.names[t] if t < classes.num_classes else "ignore", "colour": hex_colour(c),
+             "pixels": int(counts.get(c, 0))} for c, t in zip(colours, targets, strict=True)]
+    return MaskPlan("colour", f"{reason}; palette: {how}", classes, options.threshold,
+                 palette_colours=np.asarray(colours, dtype=np.int64), palette_targets=np.asarray(targets),
+                 palette_rows=rows)
