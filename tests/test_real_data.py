@@ -15,6 +15,8 @@ from PIL import Image
 from jodiffusion.cli.main import main
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.config import DataConfig
+from jodiffusion.data.importer.folder import import_folder
+from jodiffusion.data.importer.options import ImportOptions
 from jodiffusion.data.layout import write_classes, write_pair
 from jodiffusion.data.transforms import FitCounter, describe_fit, fit_change, resize_pair
 from jodiffusion.engine.config import TrainConfig
@@ -228,8 +230,6 @@ CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 @pytest.mark.skipif(not (CAMVID / "trainannot").is_dir(), reason="../shared/data/camvid is not present")
 def test_segnet_camvid_imports_without_naming_a_folder(tmp_path):
     """The real download (train/ + trainannot/, val/ + valannot/): found by content, splits kept."""
-    from jodiffusion.data.importer import ImportOptions, import_folder
-
     names = "Sky,Building,Pole,Road,Pavement,Tree,SignSymbol,Fence,Car,Pedestrian,Bicyclist".split(",")
     summary = import_folder(CAMVID, tmp_path / "camvid", ImportOptions(names=names, value_map="11=ignore"),
                             progress=False)

@@ -2,11 +2,13 @@
 
 What a source folder may look like (every case is read, none needs converting by hand):
 
-* images and masks in two folders (default: the first of ``images/``, ``imgs/``, ``JPEGImages/``, ... and
-  of ``masks/``, ``labels/``, ``annotations/``, ``SegmentationClass/``, ... found in SRC), or in any two
-  folders or globs the user names (``--images 'photos/*.jpg' --masks gt``), matched by file stem; PNG,
-  JPEG, BMP or TIFF on either side. A first sub-folder named after a split (``train``/``training``,
-  ``val``/``valid``/``validation``, ``test``/``testing``) gives the split;
+* images and masks in any two folders or globs the user names (``--images 'photos/*.jpg' --masks gt``);
+  else the first of ``images/``, ``imgs/``, ``JPEGImages/``, ... and of ``masks/``, ``labels/``,
+  ``annotations/``, ``SegmentationClass/``, ... found in SRC; else found by content (``discovery.py``:
+  the single-channel or palette files with few values are the masks, the pictures sharing their names
+  the images; Cityscapes' name tags, SegNet's ``trainannot/`` and ``_mask`` suffixes included). Pairs are
+  matched by file stem; PNG, JPEG, BMP or TIFF on either side. A first sub-folder named after a split
+  (``train``/``training``, ``val``/``valid``/``validation``, ``test``/``testing``) gives the split;
 * masks as class ids (single-channel or palette PNGs), as binary figure-ground masks (0/255, 0/1, or
   lossy JPEG, thresholded), or as colour-coded RGB (mapped through a palette: the classes file's, or the
   distinct colours found; any other colour is snapped to the nearest palette colour and counted). An
