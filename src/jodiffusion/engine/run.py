@@ -38,6 +38,7 @@ from jodiffusion.utils.ownership import (
     remove_temp_files,
     write_owner,
 )
+from jodiffusion.utils.ranks import main_decides
 
 T = TypeVar("T")
 log = logging.getLogger("jodiffusion")
@@ -143,13 +144,16 @@ class TrainingRun:
         self.progress = progress and self.main
         self._lock: Path | None = None
         self._created = not self.run_dir.exists()
-        if self.main:
+        def take_folder() -> None:
             self._lock = folder_lock.acquire(self.run_dir, command)  # released by close()
             try:
                 prepare_run_dir(self.run_dir, resume, overwrite, command=command)
             except BaseException:
                 self.close()
                 raise
+
+        # the main process takes the folder; a refusal stops every process at once, not at a barrier
+        main_decides(self.main, self.accelerator.num_processes, take_folder)
         self.accelerator.wait_for_everyone()
         self.ckpt = CheckpointManager(self.run_dir, keep=cfg.train.keep_checkpoints)
         # No checkpoint left after preparing means an interrupted start began again from step 0.

@@ -172,7 +172,7 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
     if pair_filter is None and cfg.filters.enabled:  # nor a broken --consistency-segmenter
         pair_filter = build_pair_filter(cfg.filters, classes, dev)
     # one writer at a time: a second run into this folder is refused, naming the first
-    with folder_lock(out, OUTPUT_COMMAND, enabled=group.rank == 0):
+    with folder_lock(out, OUTPUT_COMMAND, enabled=group.rank == 0, world=group.world):
         meta = prepare_output(group, out, identity, cfg, classes, overwrite)
         if meta and meta.get("complete") and meta.get("num") == cfg.num and (out / store.SUMMARY_FILE).is_file():
             log.info("%s already holds the %d pairs of this generation", out, cfg.num)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jodiffusion.errors import JoDiffusionError
+from jodiffusion.utils.ranks import main_decides
 
 LOCK_FILE = ".jodiffusion-lock.json"
 _UNREADABLE_GRACE_S = 10.0  # an unreadable lock file younger than this may be one being written elsewhere
@@ -145,16 +146,17 @@ def release(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, command: str, enabled: bool = True) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike, command: str, enabled: bool = True, world: int = 1) -> Iterator[None]:
     """Hold the lock on ``folder`` for the block. A folder the lock created that is empty again when the
     block ends (a refused run) is removed, so that a refusal leaves nothing behind. ``enabled=False``:
-    a process that is not the main one of its group (the main one holds the lock for all)."""
-    if not enabled:
-        yield
-        return
+    a process that is not the main one of its group of ``world`` (the main one holds the lock for all;
+    when it is refused, every process raises at once: ``utils.ranks.main_decides``)."""
     folder = Path(folder)
     created = not folder.exists()
-    path = acquire(folder, command)
+    path = main_decides(enabled, world, lambda: acquire(folder, command))
+    if path is None:
+        yield
+        return
     try:
         yield
     finally:
