@@ -807,6 +807,25 @@ def _(ws, a):
         [str(ws / "captions.jsonl"), "line 2", "100,000 characters"]
 
 
+@case("prompts: generate --prompts FILE with a 100 000-character line")
+def _(ws, a):
+    (ws / "prompts.txt").write_text("a circle\n" + "x" * 100_000 + "\n")
+    return gen_args(a.model, ws / "out", "--prompts", str(ws / "prompts.txt")), \
+        [str(ws / "prompts.txt"), "line 2", "100,000 characters"]
+
+
+@case("prompts: sample --prompts-file with a 100 000-character line")
+def _(ws, a):
+    (ws / "prompts.txt").write_text("a circle\n\n" + "x" * 100_000 + "\n")
+    return sample_args(a.model, ws / "out", "--prompts-file", str(ws / "prompts.txt")), \
+        [str(ws / "prompts.txt"), "line 3", "100,000 characters"]
+
+
+@case("prompts: sample --prompt of 100 000 characters")
+def _(ws, a):
+    return sample_args(a.model, ws / "out", "--prompt", "x" * 100_000), ["prompt 1", "100,000 characters"]
+
+
 # seeds and sampling values ----------------------------------------------------------------------------
 
 @case("seed: generate --seed -1")

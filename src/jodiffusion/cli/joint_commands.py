@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from jodiffusion.data.captions import check_caption_length
 from jodiffusion.generation.sample import sample_to_folder
 from jodiffusion.utils.safe_load import read_text
 
@@ -33,7 +34,10 @@ def _sample(args) -> int:
     prompts = list(args.prompt)
     if args.prompts_file:
         text = read_text(args.prompts_file, "prompts file", "give a UTF-8 text file with one prompt per line")
-        prompts += [line.strip() for line in text.splitlines() if line.strip()]
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                check_caption_length(line.strip(), f"{args.prompts_file}, line {lineno}", "prompt")
+                prompts.append(line.strip())
     summary = sample_to_folder(args.model, prompts, args.out, num_per_prompt=args.num, seed=args.seed,
                                steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
                                min_confidence=args.min_confidence, tau=args.tau, device=args.device,

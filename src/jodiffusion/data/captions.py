@@ -34,6 +34,14 @@ CAPTION_METHODS = ("template", "blip2", "dataset")
 MAX_CAPTION_CHARS = 2000
 
 
+def check_caption_length(text: str, where: str, what: str = "caption") -> None:
+    """Refuse a caption or prompt longer than ``MAX_CAPTION_CHARS``, naming ``where`` (file and line)."""
+    if len(text) > MAX_CAPTION_CHARS:
+        raise DatasetError(f"{where}: the {what} has {len(text):,} characters, more than the {MAX_CAPTION_CHARS} "
+                           f"accepted (a text encoder reads {CLIP_TEXT_TOKENS} tokens, a few hundred characters); "
+                           "shorten it")
+
+
 # --- captions files ---------------------------------------------------------------------------
 
 def captions_path(captions: str | os.PathLike | None, root: str | os.PathLike | None = None) -> Path | None:
@@ -91,10 +99,7 @@ def read_caption_records(path: str | os.PathLike) -> list[dict]:
                 raise DatasetError(f"{where}: '{key}' must be a string, got {type(record[key]).__name__}")
         if not record["stem"]:
             raise DatasetError(f"{where}: empty stem")
-        if len(record["caption"]) > MAX_CAPTION_CHARS:
-            raise DatasetError(f"{where}: the caption has {len(record['caption']):,} characters, more than the "
-                               f"{MAX_CAPTION_CHARS} accepted (a text encoder reads {CLIP_TEXT_TOKENS} tokens, a few "
-                               "hundred characters); shorten it")
+        check_caption_length(record["caption"], where)
         if "split" in record and not isinstance(record["split"], str):
             raise DatasetError(f"{where}: 'split' must be a string")
         record["_line"] = lineno

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jodiffusion.data.captions import captions_path, read_caption_records
+from jodiffusion.data.captions import captions_path, check_caption_length, read_caption_records
 from jodiffusion.data.classes import ClassInfo, classes_named
 from jodiffusion.data.layout import CAPTIONS_FILE
 from jodiffusion.errors import ConfigError, DatasetError
@@ -243,6 +243,7 @@ def read_prompt_file(path: str | Path, classes: ClassInfo) -> tuple[list[str], l
             if unknown:
                 raise unknown_class_error(unknown, classes, f"{path}, line {lineno}")
             ids, line = tuple(classes.names.index(n) for n in names), text
+        check_caption_length(line, f"{path}, line {lineno}", "prompt")
         prompts.append(line)
         explicit.append(ids)
     return prompts, explicit

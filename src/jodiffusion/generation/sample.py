@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from jodiffusion.data.captions import check_caption_length
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.generation.pipeline import JoDiffusionPipeline
@@ -29,6 +30,8 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
                      overwrite: bool = False, progress: bool = True) -> dict:
     if not prompts:
         raise JoDiffusionError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")
+    for i, prompt in enumerate(prompts, start=1):
+        check_caption_length(prompt, f"prompt {i}", "prompt")
     if num_per_prompt < 1 or batch_size < 1:
         raise JoDiffusionError("--num and --batch-size must be >= 1")
     check_seed(seed, "--seed", error=JoDiffusionError)
