@@ -1251,6 +1251,40 @@ def test_the_lock(tmp_path):
     assert not (tmp_path / "new").exists()  # created for the lock and left empty: removed
 
 
+def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp_path, capsys):
+    """Issue 20 follow-up: import and make-data build OUT in a hidden folder beside it and rename it into
+    place. A kill left that folder behind for good, and two runs at once both did all the work (the last
+    rename won). Now a lock file beside OUT keeps out a second run, naming the first, and the build
+    folders of killed runs are removed by the next run."""
+    from jodiffusion.utils import lock
+
+    src = tmp_path / "src"
+    for i in range(4):
+        rgb = np.random.default_rng(i).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        ids = np.zeros((12, 16), np.uint8)
+        ids[:6] = 1
+        (src / "images").mkdir(parents=True, exist_ok=True)
+        (src / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(src / "images" / f"{i}.png")
+        Image.fromarray(ids).save(src / "masks" / f"{i}.png")
+    for command, argv, out in (
+            ("import", ["import", str(src), "--out", str(tmp_path / "imported"), "--names", "a,b", "--no-progress"],
+             tmp_path / "imported"),
+            ("make-data", ["make-data", str(tmp_path / "shapes"), "--num-train", "2", "--num-val", "1"],
+             tmp_path / "shapes")):
+        killed = tmp_path / f".{out.name}.import-0a1b2c3d.tmp" if command == "import" else \
+            tmp_path / f".{out.name}.k1ll3d.tmp"
+        with lock.beside_lock(out, command):  # another run is building OUT (this process holds its lock)
+            (killed / "images").mkdir(parents=True)  # what a kill during a build leaves beside OUT
+            code, _, err = run_cli(argv, capsys)
+            line, _ = error_message(err)
+            assert code == 1 and f"{out} is being written by another run: `jodiffusion {command}`" in line
+            assert not out.exists() and killed.is_dir()  # refused: nothing changed
+        code, _, err = run_cli(argv, capsys)
+        assert code == 0, err
+        assert out.is_dir() and not killed.exists() and not lock.beside_lock_path(out).exists()
+
+
 # --- a full disk ----------------------------------------------------------------------------------------
 
 def enospc(*_args, **_kwargs):

@@ -41,6 +41,7 @@ from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE, SPLITS_DIR, write_classes, write_pair
 from jodiffusion.data.make_data_guard import MAKE_DATA_GENERATOR, check_make_data_output
 from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_atomic
+from jodiffusion.utils.lock import beside_lock
 from jodiffusion.utils.progress import progress_bar
 
 # --- vocabulary -------------------------------------------------------------------------------
@@ -427,30 +428,31 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
     splits = {"train": ShapesDataset("train", num_train, resolution, seed, difficulty=difficulty),
               "val": ShapesDataset("val", num_val, resolution, seed, difficulty=difficulty)}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        write_classes(tmp, SHAPES_CLASSES)
-        records = []
-        with progress_bar(total=sum(len(d) for d in splits.values()), desc="rendering shapes", unit="img",
-                  disable=not progress) as bar:
-            for split, ds in splits.items():
-                stems = []
-                for i in range(len(ds)):
-                    sample = ds.render(i)
-                    stem = ds.stem(i)
-                    write_pair(tmp, split, stem, sample.image, sample.mask, SHAPES_CLASSES)
-                    records.append({"stem": stem, "caption": sample.caption, "split": split})
-                    stems.append(stem)
-                    bar.update(1)
-                write_text_atomic(tmp / SPLITS_DIR / f"{split}.txt", "\n".join(stems) + "\n")
-        write_captions(tmp / CAPTIONS_FILE, records)
-        write_json_atomic(tmp / "dataset.json", {
-            "generator": f"{MAKE_DATA_GENERATOR} (embedded shapes dataset)", "jodiffusion_version": __version__,
-            "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed,
-            "difficulty": difficulty})
-        replace_folder(tmp, out)  # out was empty or a dataset folder (checked above)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with beside_lock(out, "make-data"):  # one run into out at a time; leftovers of killed runs are removed
+        out = check_make_data_output(out_dir, overwrite)  # again: another run may have written out meanwhile
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            write_classes(tmp, SHAPES_CLASSES)
+            records = []
+            total = sum(len(d) for d in splits.values())
+            with progress_bar(total=total, desc="rendering shapes", unit="img", disable=not progress) as bar:
+                for split, ds in splits.items():
+                    stems = []
+                    for i in range(len(ds)):
+                        sample = ds.render(i)
+                        stem = ds.stem(i)
+                        write_pair(tmp, split, stem, sample.image, sample.mask, SHAPES_CLASSES)
+                        records.append({"stem": stem, "caption": sample.caption, "split": split})
+                        stems.append(stem)
+                        bar.update(1)
+                    write_text_atomic(tmp / SPLITS_DIR / f"{split}.txt", "\n".join(stems) + "\n")
+            write_captions(tmp / CAPTIONS_FILE, records)
+            write_json_atomic(tmp / "dataset.json", {
+                "generator": f"{MAKE_DATA_GENERATOR} (embedded shapes dataset)", "jodiffusion_version": __version__,
+                "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed,
+                "difficulty": difficulty})
+            replace_folder(tmp, out)  # out was empty or a dataset folder (checked above)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -123,7 +124,10 @@ def acquire(folder: str | os.PathLike, command: str) -> Path:
     if folder.exists() and not folder.is_dir():
         raise JoDiffusionError(f"{folder} exists and is not a folder; choose another output folder")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
+    return _acquire_at(folder / LOCK_FILE, folder, command)
+
+
+def _acquire_at(path: Path, folder: Path, command: str) -> Path:
     content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                           "started": round(time.time(), 3)}) + "\n"
     for _ in range(3):  # a stale lock is taken over, then the name is tried again
@@ -164,3 +168,27 @@ def folder_lock(folder: str | os.PathLike, command: str, enabled: bool = True, w
         if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty
+
+
+def beside_lock_path(out: str | os.PathLike) -> Path:
+    """Where ``beside_lock`` keeps the lock of ``out``: a hidden file next to it."""
+    out = Path(out)
+    return out.parent / f".{out.name}{LOCK_FILE}"
+
+
+@contextlib.contextmanager
+def beside_lock(out: str | os.PathLike, command: str) -> Iterator[None]:
+    """The lock of a command that builds ``out`` in a hidden folder beside it and renames it into place at
+    the end (``import``, ``make-data``): the lock file sits beside ``out`` too, so the rename never moves
+    it. Holding it, no other run is building ``out``, so the hidden build folders of ``out`` left there
+    (``.OUT.*.tmp``, ``.OUT.*.old``) belong to killed runs and are removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = _acquire_at(beside_lock_path(out), out, command)
+    try:
+        for leftover in [*out.parent.glob(f".{out.name}.*.tmp"), *out.parent.glob(f".{out.name}.*.old")]:
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+        yield
+    finally:
+        release(path)

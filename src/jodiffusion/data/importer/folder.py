@@ -31,6 +31,7 @@ from jodiffusion.data.readers.folder import read_folder
 from jodiffusion.data.validate import validate_dataset
 from jodiffusion.errors import DatasetError
 from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_atomic
+from jodiffusion.utils.lock import beside_lock
 from jodiffusion.utils.ownership import check_replaceable, is_blank, read_owner, write_owner
 from jodiffusion.utils.progress import progress_bar
 
@@ -102,6 +103,13 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
     out_path = Path(out).expanduser().absolute()
     out_path = out_path.parent.resolve() / out_path.name
     _check_out(src_path, out_path, overwrite)
+    with beside_lock(out_path, IMPORT_COMMAND):  # one import into OUT at a time; leftovers of killed ones go
+        _check_out(src_path, out_path, overwrite)  # again: another run may have written OUT meanwhile
+        return _import(src_path, out_path, options, progress)
+
+
+def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bool) -> ImportSummary:
+    """The import itself, holding OUT's lock: find, scan, plan, write into a hidden folder, swap it in."""
     value_map_raw = parse_value_map(options.value_map)
 
     found = find_sides(src_path, options.images, options.masks)
