@@ -35,8 +35,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 # The 8 offsets (dy, dx) of the 3x3 neighbourhood that defines a component's ring.
 _RING_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
@@ -121,6 +119,11 @@ def _label_runs(flat: np.ndarray, h: int, w: int, connectivity: int):
             src, dst = src[ok], dst[ok]
     else:
         src = dst = np.zeros(0, dtype=np.intp)
+    # scipy.sparse loads in about 0.4 s: imported here, not at the top, so that every CLI start (which
+    # imports this module with the `refine` command) does not pay for it.
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     # `src` is sorted, so the edge list is already in CSR order (no COO sort needed).
     indptr = np.zeros(n_runs + 1, dtype=np.int32)
     np.cumsum(np.bincount(src, minlength=n_runs), out=indptr[1:])
