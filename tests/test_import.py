@@ -561,6 +561,24 @@ def test_content_finds_a_voc_layout_one_level_down(tmp_path):
     assert obj and "also masks of the same images" in obj[0]["reason"]
 
 
+
+def test_content_prefers_the_folder_named_most_like_class_masks(tmp_path):
+    """Two palette-PNG folders pair the same images; SegmentationAux sorts first, but SegmentationClass
+    carries more mask hints (segmentationclass, seg) and is the one read (found by content: one level
+    down, no folder name matches)."""
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    truth = {}
+    for i in range(4):
+        stem = f"2007_{i:06d}"
+        ids = blob(i, k=3)
+        truth[stem] = ids
+        save(picture(i), root / "JPEGImages" / f"{stem}.jpg")
+        save_palette(ids, root / "SegmentationClass" / f"{stem}.png")
+        save_palette((ids > 0).astype(np.uint8), root / "SegmentationAux" / f"{stem}.png")
+    summary = run(tmp_path / "VOCdevkit", tmp_path / "out", names=["background", "a", "b"])
+    assert summary.found_by == "content" and "SegmentationClass" in summary.masks_from
+    check_pairs(tmp_path / "out", truth)
+
 def test_content_finds_an_ade20k_layout(tmp_path):
     src = tmp_path / "ADEChallengeData2016"
     truth = {}

@@ -42,7 +42,8 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
 IMAGE_FOLDERS = ("images", "image", "imgs", "img", "JPEGImages", "photos", "Images")
 MASK_FOLDERS = ("masks", "mask", "labels", "label", "annotations", "SegmentationClass", "gt", "ground_truth",
                 "groundtruth", "Masks", "Labels")
-# Words in a folder or tag that hint at masks (lower case, matched inside words: "gtFine_labelIds").
+# Words in a folder or tag that hint at masks (lower case, matched inside words: "gtFine_labelIds"); a family
+# containing more of them is the likelier one ("segmentationclass" and "seg" over "seg" alone).
 MASK_HINTS = ("segmentationclass", "label", "mask", "annot", "ground", "gt", "figure_ground", "seg")
 IMAGE_HINTS = ("jpegimages", "image", "img", "photo", "rgb", "leftimg8bit")
 SAMPLED_FILES = 5         # files opened per family to tell masks from pictures
@@ -184,9 +185,11 @@ class _Family:
     def has_splits(self) -> bool:
         return all(f.split for f in self.files)
 
-    def hint(self, words: Sequence[str]) -> bool:
+    def hint(self, words: Sequence[str]) -> int:
+        """How many of ``words`` the family's folder and tag contain: ``SegmentationClass`` (segmentationclass,
+        seg) hints at class masks more strongly than ``SegmentationObject`` (seg)."""
         text = (self.base + "/" + self.tag).lower()
-        return any(w in text for w in words)
+        return sum(w in text for w in words)
 
 
 _WORD = re.compile(r"[_\-.]")
@@ -404,7 +407,7 @@ def _why_unused(f: _Family, images: _Family, masks: _Family) -> str:
         return f"{f.note}; no file name shared with the images ({images.where}) or masks ({masks.where})"
     if f.kind in ("ids", "colour"):
         chosen = "single-channel" if masks.kind == "ids" and f.kind == "colour" else "named as masks" \
-            if masks.hint(MASK_HINTS) and not f.hint(MASK_HINTS) else "first found"
+            if masks.hint(MASK_HINTS) > f.hint(MASK_HINTS) else "first found"
         return (f"also masks of the same images ({f.note}); {masks.where} was used ({chosen}); "
                 f"name it with --masks to use it instead")
     if f.kind == "grey-photo" and images.kind == "photo":
