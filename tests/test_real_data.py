@@ -149,6 +149,19 @@ def test_prompt_adherence_is_not_applicable_for_one_caption_or_one_class():
     assert "not_applicable" not in varied
 
 
+def test_nothing_drawn_leaves_recall_a_real_zero(tmp_path, capsys):
+    """No class in any generated mask: precision (present classes asked for) is undefined, but recall
+    (asked-for classes drawn) is 0, a score that says the model failed, not n/a."""
+    three = ClassInfo(names=("background", "horse", "person"), background=0)
+    empty = [np.zeros((8, 8), np.uint8)] * 2
+    result = evaluate_pairs(["a horse", "a person"], [np.zeros((8, 8, 3), np.uint8)] * 2, empty, three)
+    assert result["prompt_precision"] is None and result["prompt_recall"] == 0.0
+    assert result["not_applicable"] == {"prompt_precision": "no class present in any generated mask"}
+    print_summary({**result, "agreement_miou": None}, tmp_path)
+    text = capsys.readouterr().out
+    assert "precision   n/a   recall   0.0" in text and "(precision n/a: no class present" in text
+
+
 def test_summary_and_report_say_why_a_figure_is_not_applicable(tmp_path, capsys):
     reason = "every prompt names the same classes (horse), so the figure cannot tell a prompt followed from one ignored"
     metrics = {"prompt_precision": None, "prompt_recall": None, "agreement_miou": 55.0,

@@ -98,14 +98,15 @@ def not_applicable(classes: ClassInfo, named_sets: set[frozenset], adherence: Pr
         names = ", ".join(classes.names[i] for i in only) or "no class"
         reason = (f"every prompt names the same classes ({names}), so the figure cannot tell a prompt followed "
                   "from one ignored")
-    elif not adherence.present:
-        reason = "no class present in any generated mask"
     else:
         reason = None
     if reason is not None:
         out["prompt_precision"] = out["prompt_recall"] = reason
-    elif not adherence.named:
-        out["prompt_recall"] = "the prompts name no class of the dataset"
+    else:  # each undefined alone: no class drawn leaves recall a real 0, no class named leaves precision
+        if not adherence.present:
+            out["prompt_precision"] = "no class present in any generated mask"
+        if not adherence.named:
+            out["prompt_recall"] = "the prompts name no class of the dataset"
     if classes.num_classes < 2:
         out["agreement_miou"] = "the dataset has one class: every labelled pixel agrees"
     return out

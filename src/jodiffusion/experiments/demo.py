@@ -87,11 +87,13 @@ def _probe_lines(probe: dict | None, real: dict | None) -> list[str]:
 def _adherence_lines(metrics: dict) -> list[str]:
     """Prompt adherence and agreement; a figure that cannot discriminate says why instead of a number."""
     reasons = metrics.get("not_applicable") or {}
-    if metrics.get("prompt_precision") is None and reasons.get("prompt_precision"):
-        lines = [f"  generated pairs: prompted-class precision / recall   n/a ({reasons['prompt_precision']})"]
+    precision, recall = reasons.get("prompt_precision"), reasons.get("prompt_recall")
+    if precision and precision == recall:  # one reason for both (one class, or one caption for all)
+        lines = [f"  generated pairs: prompted-class precision / recall   n/a ({precision})"]
     else:
         lines = [f"  generated pairs: prompted-class precision {_fmt(metrics.get('prompt_precision'))}"
                  f"   recall {_fmt(metrics.get('prompt_recall'))}"]
+        lines += [f"    ({name} n/a: {why})" for name, why in (("precision", precision), ("recall", recall)) if why]
     if metrics.get("agreement_miou") is None and reasons.get("agreement_miou"):
         lines.append(f"  generated pairs: image-mask agreement mIoU  n/a ({reasons['agreement_miou']})")
     else:
