@@ -256,7 +256,7 @@ def test_channels_last_trains_the_conv_unet_to_the_same_weights(tmp_path, tiny_v
     gradient can move a weight by up to one step; a different model would differ by about 0.1), and the
     export loads and samples."""
     common = ("model.backbone=unet", "train.steps=2", "sample_count=0")
-    fast = train_joint(_cfg(tmp_path / "cl", tiny_vae, *common), progress=False)
+    fast = train_joint(_cfg(tmp_path / "cl", tiny_vae, *common, "channels_last=true"), progress=False)
     plain = train_joint(_cfg(tmp_path / "plain", tiny_vae, *common, "channels_last=false"), progress=False)
     a = JoDiffusionPipeline.from_pretrained(fast)
     b = JoDiffusionPipeline.from_pretrained(plain).denoiser.state_dict()
@@ -264,3 +264,58 @@ def test_channels_last_trains_the_conv_unet_to_the_same_weights(tmp_path, tiny_v
         assert torch.allclose(value, b[key], atol=2.5e-3), key
     image, mask, _ = a.generate(["a red circle"], seed=0)[0]
     assert image.shape == (32, 32, 3) and mask.shape == (32, 32)
+
+
+def test_channels_last_auto_follows_the_number_format(tmp_path, tiny_vae):
+    """auto: channels_last for the conv UNet in fp32 (faster there), not under bf16 (slower there); true and
+    false force it; the U-ViT never; anything else is refused by name."""
+    from jodiffusion.errors import ConfigError
+    from jodiffusion.training.joint import memory_format_for
+
+    unet = _cfg(tmp_path, tiny_vae, "model.backbone=unet")
+    assert memory_format_for(unet, bf16=False) is torch.channels_last
+    assert memory_format_for(unet, bf16=True) is None
+    forced = _cfg(tmp_path, tiny_vae, "model.backbone=unet", "channels_last=true")
+    assert memory_format_for(forced, bf16=True) is torch.channels_last
+    assert memory_format_for(_cfg(tmp_path, tiny_vae, "model.backbone=unet", "channels_last=false"), False) is None
+    assert memory_format_for(_cfg(tmp_path, tiny_vae, "model.backbone=uvit"), bf16=False) is None
+    with pytest.raises(ConfigError, match="channels_last"):
+        _cfg(tmp_path, tiny_vae, "channels_last=sometimes")
+
+
+def test_mask_latents_encoded_once_match_the_per_step_encoding(tmp_path, tiny_vae):
+    """The table of mask latents holds what the VAE gives each mask and its mirror image, and training
+    from it gives the weights the per-step encoding gives (up to float rounding of batched convolutions)."""
+    from jodiffusion.data.registry import build_split
+    from jodiffusion.models.annotation_vae import AnnotationVAE
+    from jodiffusion.models.image_codec import build_image_codec
+    from jodiffusion.models.text_encoder import CaptionTextEncoder
+    from jodiffusion.training.latent_cache import LatentCache
+    from jodiffusion.training.mask_latents import MaskLatentTable
+
+    cfg = _cfg(tmp_path, tiny_vae)
+    ds = build_split(cfg.data, "train", progress=False)
+    captions = {ds.stem(i): f"caption {i}" for i in range(len(ds))}
+    codec = build_image_codec({"kind": "pixel-unshuffle", "factor": 4})
+    cache = LatentCache.build_or_load(ds, captions, codec, CaptionTextEncoder.from_captions(list(captions.values())),
+                                      tmp_path / "c", resolution=cfg.data.size, progress=False)
+    vae = AnnotationVAE.from_pretrained(tiny_vae).eval()
+    table = MaskLatentTable.build(cache, vae, "cpu", batch_size=5, progress=False)
+    assert len(table) == len(cache)
+    with torch.no_grad():
+        for i in (0, 3, len(cache) - 1):
+            mask = cache.get(i)["mask"][None]
+            assert torch.allclose(table.lookup(torch.tensor([i]), torch.tensor([False])), vae.encode(mask), atol=1e-5)
+            assert torch.allclose(table.lookup(torch.tensor([i]), torch.tensor([True])), vae.encode(mask.flip(-1)),
+                                  atol=1e-5)
+    assert MaskLatentTable.build(cache, vae, "cpu", max_bytes=1, progress=False) is None  # too big: per step
+
+    # the same run either way: the mask loss of every step agrees (a wrong latent would move it far more)
+    common = ("train.steps=3", "train.log_every=1", "sample_count=0")
+    losses = {}
+    for name, extra in (("table", ()), ("step", ("cache_mask_latents=false",))):
+        train_joint(_cfg(tmp_path / name, tiny_vae, *common, *extra), progress=False)
+        rows = [json.loads(r) for r in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [r["loss_mask"] for r in rows if "loss_mask" in r]
+    assert len(losses["table"]) == 3
+    assert np.allclose(losses["table"], losses["step"], rtol=1e-4), losses

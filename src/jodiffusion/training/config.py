@@ -124,6 +124,9 @@ class JointModelConfig:
             raise ValueError("model.init_from loads UniDiffuser weights into the U-ViT: use model.backbone=uvit")
 
 
+CHANNELS_LAST = ("auto", "true", "false")
+
+
 @dataclass
 class JointRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -136,10 +139,15 @@ class JointRunConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, weight_decay=0.03, warmup_steps=100))
     ema_decay: float = 0.999
-    # Conv UNet only: weights and latents in channels_last memory format, 1.2x the training throughput of
-    # the demo's UNet on a 2-core CPU (benchmarks/bench_cpu_precision.py, docs/benchmarks.md).
-    channels_last: bool = True
+    # Conv UNet only: weights and latents in channels_last memory format. Its worth depends on the number
+    # format: on a CPU it sped fp32 training up and slowed bf16 down (benchmarks/bench_joint_stage.py,
+    # docs/benchmarks.md), so ``auto`` uses it where the run computes in fp32 and not under bf16;
+    # ``true`` / ``false`` force it.
+    channels_last: str = "auto"
     random_flip: bool = True
+    # Encode every training mask (and its mirror image) once with the frozen annotation VAE when training
+    # starts, instead of at every step (training/mask_latents.py); false: the per-step encoding.
+    cache_mask_latents: bool = True
     sample_every: int = 0        # sample grids every N steps (0: only at the end)
     sample_count: int = 4
     # Learning curves: every N steps (0: never) the EMA model draws one pair for each of ``probe_pairs``
@@ -154,6 +162,9 @@ class JointRunConfig:
     output_dir: str = "runs/joint"
 
     def __post_init__(self):
+        self.channels_last = str(self.channels_last).strip().lower()
+        if self.channels_last not in CHANNELS_LAST:
+            raise ValueError(f"channels_last={self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
         if self.sample_every < 0 or self.sample_count < 0:

@@ -41,6 +41,7 @@ from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
 from jodiffusion.report.viz import colorize, grid, overlay, save_png
 from jodiffusion.training.config import JointRunConfig
 from jodiffusion.training.latent_cache import LatentCache, sample_latent
+from jodiffusion.training.mask_latents import MaskLatentTable
 
 log = logging.getLogger("jodiffusion")
 
@@ -121,10 +122,11 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
     # start() checks a resume's settings before the cache is touched and writes the config only after it
     # was built, so a refused dataset or caption leaves the run folder as it was.
     vae, codec, text_encoder, denoiser, cache = run.start(build)
+    mask_table = MaskLatentTable.build(cache, vae, device, progress=run.progress) if cfg.cache_mask_latents else None
     trainable_text = text_encoder if text_encoder.trainable else None
     if trainable_text is None:
         text_encoder.to(device).eval().requires_grad_(False)
-    memory_format = torch.channels_last if cfg.channels_last and cfg.model.backbone == "unet" else None
+    memory_format = memory_format_for(cfg, accelerator.mixed_precision == "bf16")
     if memory_format is not None:
         denoiser.to(memory_format=memory_format)
     model = DenoiserWithText(denoiser, trainable_text)
@@ -161,7 +163,10 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
         gen = torch.Generator(device).manual_seed(seed)
         with torch.no_grad():
             img = codec.scale(sample_latent(batch["img_mean"], batch["img_std"], gen))
-            mask = vae.scale(vae.encode(batch["mask"]))
+            if mask_table is not None:
+                mask = vae.scale(mask_table.lookup(batch["index"], batch["flip"]).to(device))
+            else:
+                mask = vae.scale(vae.encode(batch["mask"]))
             if memory_format is not None:
                 img, mask = img.contiguous(memory_format=memory_format), mask.contiguous(memory_format=memory_format)
         text, null = encode_text(batch["caption"], batch)
@@ -197,6 +202,13 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
                                   modules={"model": raw, "ema": ema.module}, desc="train", after_step=after_step,
                                   extra_state=lambda: {"ema_updates": ema.updates}, on_resume=on_resume,
                                   export=export))
+
+
+def memory_format_for(cfg: JointRunConfig, bf16: bool):
+    """channels_last for the conv UNet where it is faster (``JointRunConfig.channels_last``), else None."""
+    if cfg.model.backbone != "unet" or cfg.channels_last == "false":
+        return None
+    return torch.channels_last if cfg.channels_last == "true" or not bf16 else None
 
 
 class _Probe:

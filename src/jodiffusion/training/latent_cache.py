@@ -191,7 +191,7 @@ class LatentCache(torch.utils.data.Dataset):
         std = self._row("img_std", index)[k].float() if self.meta["has_std"] else torch.zeros_like(mean)
         mask = self._row("mask", index).long()
         item = {"img_mean": mean, "img_std": std, "mask": mask.flip(-1) if flip else mask,
-                "caption": self.captions[index], "stem": self.stems[index], "flip": bool(flip)}
+                "caption": self.captions[index], "stem": self.stems[index], "flip": bool(flip), "index": index}
         if self.has_text_embeddings:
             item["text_emb"] = self._row("text_emb", index).float()
         return item
