@@ -158,9 +158,50 @@ def test_min_snr_weighting_scales_each_sample_by_its_noise_level():
 def test_sample_prediction_trains_on_the_clean_latent():
     sched, img, t, noise, parts = _loss_with("sample")
     assert torch.allclose(parts["loss_img"], (img ** 2).mean(), atol=1e-6)
-    # min-SNR weighting is defined for eps / v targets only: the clean-sample loss stays the plain MSE
-    _, img2, _, _, weighted = _loss_with("sample", snr_gamma=5.0)
-    assert torch.allclose(weighted["loss_img"], (img2 ** 2).mean(), atol=1e-6)
+    # min-SNR weighting of the clean-sample error: min(SNR, gamma) per sample (it was silently ignored)
+    sched, img2, t, _, weighted = _loss_with("sample", snr_gamma=5.0)
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    expected = (torch.clamp(snr, max=5.0) * (img2 ** 2).flatten(1).mean(1)).mean()
+    assert torch.allclose(weighted["loss_img"], expected, atol=1e-5)
+    assert not torch.allclose(weighted["loss_img"], (img2 ** 2).mean(), atol=1e-3)
+
+
+def test_immiscible_noise_is_a_permutation_closer_to_the_batch():
+    """Immiscible diffusion reorders the batch's noise draws (the same draws, each used once) so that the
+    summed distance to the clean latents is the least of all orders."""
+    from itertools import permutations
+
+    from jodiffusion.diffusion.objective import immiscible_order
+
+    gen = torch.Generator().manual_seed(0)
+    clean, noise = torch.randn(5, 12, generator=gen) + 3 * torch.eye(5, 12), torch.randn(5, 12, generator=gen)
+    order = immiscible_order(clean, noise)
+    assert sorted(order.tolist()) == list(range(5))
+    cost = lambda o: float((clean - noise[list(o)]).norm(dim=1).sum())  # noqa: E731
+    assert abs(cost(order.tolist()) - min(cost(p) for p in permutations(range(5)))) < 1e-4
+    assert cost(order.tolist()) < cost(range(5))
+    # in the loss: the network sees the clean latents noised with the reordered draws
+    sched = training_scheduler(NoiseScheduleConfig(prediction_type="epsilon"))
+    img, mask = torch.randn(6, 4, 4, 4) + torch.arange(6.0).view(6, 1, 1, 1), torch.randn(6, 2, 4, 4)
+    seen = []
+
+    class Recorder(EchoNet):
+        def forward(self, img, mask, t_img, t_mask, text):
+            seen.append(img)
+            return super().forward(img, mask, t_img, t_mask, text)
+
+    net = Recorder(torch.zeros_like(img), torch.zeros_like(mask))
+    for flag in (False, True):
+        joint_loss(net, sched, img, mask, torch.zeros(6, 3, 8), torch.zeros(1, 3, 8),
+                   JointObjectiveConfig(caption_dropout=0.0, immiscible=flag), torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    t, _ = draw_timesteps(6, 1000, 0.0, "cpu", gen)
+    noise_img, noise_mask = torch.randn(img.shape, generator=gen), torch.randn(mask.shape, generator=gen)
+    order = immiscible_order(torch.cat([img.flatten(1), mask.flatten(1)], 1),
+                             torch.cat([noise_img.flatten(1), noise_mask.flatten(1)], 1))
+    assert order.tolist() != list(range(6))
+    assert torch.allclose(seen[0], sched.add_noise(img, noise_img, t), atol=1e-6)
+    assert torch.allclose(seen[1], sched.add_noise(img, noise_img[order], t), atol=1e-6)
 
 
 def test_zero_terminal_snr_schedule():

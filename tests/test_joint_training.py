@@ -319,3 +319,47 @@ def test_mask_latents_encoded_once_match_the_per_step_encoding(tmp_path, tiny_va
         losses[name] = [r["loss_mask"] for r in rows if "loss_mask" in r]
     assert len(losses["table"]) == 3
     assert np.allclose(losses["table"], losses["step"], rtol=1e-4), losses
+
+
+def test_self_conditioning_trains_exports_and_samples_with_its_own_estimate(tmp_path, tiny_vae):
+    """A self-conditioning UNet gets twice the input channels; training feeds it its first pass's clean
+    estimate for a share of batches (never with self_condition_prob=0), and the sampler feeds it the
+    previous step's estimate: zeros at the first step, its own estimate after."""
+    from jodiffusion.diffusion.objective import JointObjectiveConfig, joint_loss
+    from jodiffusion.diffusion.schedule import NoiseScheduleConfig, training_scheduler
+
+    common = ("model.backbone=unet", "model.arch.self_condition=true", "train.steps=2", "sample_count=0")
+    export = train_joint(_cfg(tmp_path, tiny_vae, *common), progress=False)
+    pipe = JoDiffusionPipeline.from_pretrained(export)
+    unet = pipe.denoiser
+    assert unet.config.self_condition and unet.unet.config.in_channels == 2 * (unet.config.img_channels +
+                                                                                 unet.config.mask_channels)
+    calls = []
+    original = unet.forward
+
+    def spy(img, mask, t_img, t_mask, text, self_cond=None):
+        calls.append(None if self_cond is None else float(self_cond[0].abs().sum() + self_cond[1].abs().sum()))
+        return original(img, mask, t_img, t_mask, text, self_cond=self_cond)
+
+    unet.forward = spy
+    image, mask, _ = pipe.generate(["a red circle"], seed=0)[0]
+    assert image.shape == (32, 32, 3) and mask.shape == (32, 32)
+    assert calls[0] is None and all(c is not None and c > 0 for c in calls[1:]) and len(calls) > 2
+
+    # training: a first pass without gradients, then the main pass with its estimate
+    sched = training_scheduler(NoiseScheduleConfig(prediction_type="sample"))
+    c = unet.config
+    img, m = torch.randn(2, c.img_channels, c.latent_height, c.latent_width), torch.randn(
+        2, c.mask_channels, c.latent_height, c.latent_width)
+    text = torch.randn(2, c.num_text_tokens, c.text_dim)
+    for prob, expected in ((1.0, [None, "estimate"]), (0.0, [None])):
+        calls.clear()
+        joint_loss(unet, sched, img, m, text, text[:1], JointObjectiveConfig(self_condition_prob=prob),
+                   torch.Generator().manual_seed(0))
+        assert [None if v is None else "estimate" for v in calls] == expected
+    with pytest.raises(ValueError, match="self-conditioning"):
+        other = train_joint(_cfg(tmp_path / "plain", tiny_vae, "model.backbone=unet", "train.steps=1",
+                                 "sample_count=0"), progress=False)
+        plain = JoDiffusionPipeline.from_pretrained(other).denoiser
+        plain(img, m, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), text,
+              self_cond=(img, m))

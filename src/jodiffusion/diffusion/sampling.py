@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from jodiffusion.diffusion.objective import clean_estimate
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig, sampling_scheduler
 
 MODES = ("joint", "img2mask", "mask2img")
@@ -55,14 +56,24 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device, dtype=torch.
 
 def guided_eps(model, img, mask, t_img, t_mask, text, null_text, guidance_scale: float):
     """Classifier-free guidance with both branches in one batch: eps_u + s * (eps_c - eps_u)."""
+    guided, _ = _guided(model, img, mask, t_img, t_mask, text, null_text, guidance_scale)
+    return guided
+
+
+def _guided(model, img, mask, t_img, t_mask, text, null_text, guidance_scale: float, self_cond=None):
+    """The guided (img, mask) outputs and the network's raw outputs (both branches, 2B rows, or B rows
+    without guidance), which a self-conditioning model's next step takes as its own estimate."""
+    extra = {} if self_cond is None else {"self_cond": self_cond}
     if guidance_scale == 1.0:
-        return model(img, mask, t_img, t_mask, text)
+        out = model(img, mask, t_img, t_mask, text, **extra)
+        return out, out
     b = img.shape[0]
     eps_img, eps_mask = model(torch.cat([img, img]), torch.cat([mask, mask]), torch.cat([t_img, t_img]),
-                              torch.cat([t_mask, t_mask]), torch.cat([text, null_text.expand_as(text)]))
+                              torch.cat([t_mask, t_mask]), torch.cat([text, null_text.expand_as(text)]), **extra)
     cond_i, unc_i = eps_img[:b], eps_img[b:]
     cond_m, unc_m = eps_mask[:b], eps_mask[b:]
-    return unc_i + guidance_scale * (cond_i - unc_i), unc_m + guidance_scale * (cond_m - unc_m)
+    guided = unc_i + guidance_scale * (cond_i - unc_i), unc_m + guidance_scale * (cond_m - unc_m)
+    return guided, (eps_img, eps_mask)
 
 
 @torch.no_grad()
@@ -93,6 +104,8 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
     x = noise * scheduler.init_noise_sigma
     zeros = torch.zeros(b, device=device, dtype=torch.long)
     trajectory = []
+    self_conditioning = bool(getattr(model, "self_conditioning", False))
+    previous = None  # a self-conditioning model's estimate of the clean latents from the step before
     for i, t in enumerate(scheduler.timesteps):
         img, mask = split(x)
         tt = t.to(device=device, dtype=torch.long).reshape(1).expand(b)  # no host sync per step
@@ -102,8 +115,13 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
             mask, t_img, t_mask = given, tt, zeros
         else:
             t_img = t_mask = tt
-        eps_img, eps_mask = guided_eps(model, img.to(dtype), mask.to(dtype), t_img, t_mask, text, null_text,
-                                       sampler.guidance_scale)
+        (eps_img, eps_mask), raw = _guided(model, img.to(dtype), mask.to(dtype), t_img, t_mask, text, null_text,
+                                           sampler.guidance_scale, previous)
+        if self_conditioning:
+            rows = raw[0].shape[0] // b  # 2 with guidance: each branch keeps its own estimate
+            kind, ac = schedule.prediction_type, scheduler.alphas_cumprod
+            previous = (clean_estimate(raw[0], img.to(dtype).repeat(rows, 1, 1, 1), t_img.repeat(rows), ac, kind),
+                        clean_estimate(raw[1], mask.to(dtype).repeat(rows, 1, 1, 1), t_mask.repeat(rows), ac, kind))
         eps = torch.cat([eps_img.float().reshape(b, -1), eps_mask.float().reshape(b, -1)], 1)
         if trajectory_every and (i % trajectory_every == 0 or i == len(scheduler.timesteps) - 1):
             alpha = scheduler.alphas_cumprod[int(t)].to(device)

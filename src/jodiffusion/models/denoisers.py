@@ -59,5 +59,11 @@ class DenoiserWithText(nn.Module):
         self.denoiser = denoiser  # a JointUViT or a JointUNet
         self.text_encoder = text_encoder  # None when the text encoder is frozen (its outputs are cached)
 
-    def forward(self, img, mask, t_img, t_mask, text):
-        return self.denoiser(img, mask, t_img, t_mask, text)
+    @property
+    def self_conditioning(self) -> bool:
+        return bool(getattr(self.denoiser, "self_conditioning", False))
+
+    def forward(self, img, mask, t_img, t_mask, text, self_cond=None):
+        if self_cond is None:  # the U-ViT takes no self-conditioning input
+            return self.denoiser(img, mask, t_img, t_mask, text)
+        return self.denoiser(img, mask, t_img, t_mask, text, self_cond=self_cond)

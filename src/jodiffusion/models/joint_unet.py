@@ -45,6 +45,10 @@ class JointUNetConfig:
     num_text_tokens: int = 16
     # The caption's global path (see the module docstring). False in folders written before it existed.
     pooled_text: bool = False
+    # Self-conditioning (Chen et al., "Analog Bits", 2022): the network also sees its own previous estimate
+    # of the clean latents, as extra input channels (zeros when there is none). Training gives it that
+    # estimate for half of the batches (diffusion/objective.py), the sampler at every step after the first.
+    self_condition: bool = False
 
     def __post_init__(self):
         self.block_channels = [int(c) for c in self.block_channels]
@@ -104,18 +108,26 @@ class JointUNet(PretrainedMixin, nn.Module):
 
         self.config = config
         channels = config.img_channels + config.mask_channels
+        in_channels = 2 * channels if config.self_condition else channels
         down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.attention_levels)
         up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention_levels))
         self.unet = UNet2DConditionModel(
-            sample_size=(config.latent_height, config.latent_width), in_channels=channels, out_channels=channels,
+            sample_size=(config.latent_height, config.latent_width), in_channels=in_channels, out_channels=channels,
             block_out_channels=tuple(config.block_channels), layers_per_block=config.layers_per_block,
             down_block_types=down, up_block_types=up, cross_attention_dim=config.text_dim,
             attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_num_groups,
             class_embed_type="timestep", **_pooled_text_kwargs(config))
 
+    @property
+    def self_conditioning(self) -> bool:
+        return self.config.self_condition
+
     def forward(self, img: torch.Tensor, mask: torch.Tensor, t_img: torch.Tensor, t_mask: torch.Tensor,
-                text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same contract as ``JointUViT.forward``: predictions for (img (B, Ci, H, W), mask (B, Cm, H, W))."""
+                text: torch.Tensor, self_cond: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same contract as ``JointUViT.forward``: predictions for (img (B, Ci, H, W), mask (B, Cm, H, W)).
+        ``self_cond``: the previous estimate of the clean (img, mask) latents, for a self-conditioning model
+        (None: zeros, the first step)."""
         c = self.config
         b = img.shape[0]
         expected = {"img": (img, (b, c.img_channels, c.latent_height, c.latent_width)),
@@ -127,6 +139,12 @@ class JointUNet(PretrainedMixin, nn.Module):
         # expand() broadcasts a scalar timestep and leaves a (B,) one as it is
         t_img, t_mask = (torch.as_tensor(t, device=img.device).expand(b) for t in (t_img, t_mask))
         x = torch.cat([img, mask.to(img.dtype)], dim=1)
+        if c.self_condition:
+            previous = torch.zeros_like(x) if self_cond is None else torch.cat(
+                [self_cond[0].to(img.dtype), self_cond[1].to(img.dtype)], dim=1)
+            x = torch.cat([x, previous], dim=1)
+        elif self_cond is not None:
+            raise ValueError("this denoiser was built without self-conditioning (model.arch.self_condition=false)")
         out = self.unet(x, t_img, encoder_hidden_states=text.to(img.dtype), class_labels=t_mask).sample
         return out[:, : c.img_channels], out[:, c.img_channels:]
 
