@@ -46,6 +46,11 @@ def test_demo_runs_every_stage_and_reports_every_metric(demo):
     assert metrics["probe_real"]["background_accuracy"] == 100.0 and "not_applicable" in metrics["probe"]
     joint_log = [json.loads(r) for r in (out / "joint" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in joint_log if "probe/agreement_miou" in r] == [2, 4]
+    # the joint model's own training speed (probes excluded) is in the stage record and the metrics
+    step_s = [r["step_s"] for r in joint_log if "step_s" in r]
+    assert step_s and all(s > 0 for s in step_s)
+    record = json.loads((out / "joint" / MARKER).read_text())
+    assert record["result"]["samples_per_second"] == metrics["joint_samples_per_second"] > 0
     saved = json.loads((out / "report" / "metrics.json").read_text())
     assert saved["seg_miou_real"] == metrics["seg_miou_real"]
     # the three segmenters were really trained on different data

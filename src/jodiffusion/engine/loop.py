@@ -11,9 +11,12 @@ checkpoints, and the graceful stop (SIGINT / SIGTERM: save a checkpoint, then le
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,6 +106,7 @@ def fit(run: TrainingRun, stage: TrainingStage) -> Any:
     model.train()
     with StopRequest() as stop:
         while current < train.steps:
+            started = time.perf_counter()  # the step's own time: loading, forward, backward, optimizer
             for micro in range(train.grad_accum):
                 _, batch = next(batches)
                 # After fetching: a loader drawing its workers' base seed from the global generator (at
@@ -115,6 +119,9 @@ def fit(run: TrainingRun, stage: TrainingStage) -> Any:
                     optimizer_step(accelerator, model, loss, optimizer, scheduler, train.grad_clip)
                 for key, value in {"loss": loss.detach(), **parts}.items():
                     running.setdefault(key, []).append(value)
+            # seconds per optimizer step without what after_step adds (EMA, probes, sample grids), so that
+            # the logged throughput is the training's own (training_rate)
+            running.setdefault("step_s", []).append(torch.tensor(time.perf_counter() - started))
             current += 1
             bar.update(1)
             if after_step is not None:
@@ -149,3 +156,16 @@ def evaluate_on_every_rank(evaluate: Callable[..., Any], accelerator, *args: Any
         total = accelerator.reduce(torch.as_tensor(cm.counts, device=accelerator.device), "sum")
         cm.counts = total.cpu().numpy().astype(np.int64)
     return cm
+
+
+def training_rate(run_dir: str | Path, samples_per_step: int) -> float | None:
+    """Training samples per second of a run, from the ``step_s`` means in its ``metrics.jsonl`` (probes,
+    evaluation and checkpoints excluded); the first logged interval, which holds the warm-up, is left out
+    where there are more. None when the log holds no timing."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    timed = [r["step_s"] for r in rows if "step_s" in r]
+    timed = timed[1:] if len(timed) > 1 else timed
+    return samples_per_step / (sum(timed) / len(timed)) if timed else None

@@ -114,6 +114,8 @@ def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> 
         f"{title}: summary",
         *_fit_lines(metrics.get("data_fit")),
         f"  annotation VAE reconstruction mIoU        {_fmt(metrics.get('vae_reconstruction_miou'))}",
+        *([f"  joint model training speed                {metrics['joint_samples_per_second']:5.0f} samples/s "
+           "(probes excluded)"] if metrics.get("joint_samples_per_second") else []),
         *_adherence_lines(metrics),
         *_probe_lines(metrics.get("probe"), metrics.get("probe_real")),
         f"  segmenter mIoU, real only                 {_fmt(metrics.get('seg_miou_real'))}",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 
 from jodiffusion.config.loader import config_to_dict, load_config
@@ -30,6 +31,7 @@ from jodiffusion.data.config import DataConfig
 from jodiffusion.data.layout import CAPTIONS_FILE, write_classes, write_pair
 from jodiffusion.data.registry import build_dataset
 from jodiffusion.data.transforms import FitCounter, describe_fit, fit_counts, resize_pair
+from jodiffusion.engine.loop import training_rate
 from jodiffusion.evaluation.joint_quality import evaluate_model
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.experiments.report_stage import write_pipeline_report
@@ -92,6 +94,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         jcfg = _stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
                              probe_segmenter=seg["real"]["export"], output_dir=str(folder))
         result = {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume)))}
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+        result["samples_per_second"] = training_rate(folder, jcfg.train.batch_size * jcfg.train.grad_accum * world)
         if fit is None:  # the joint stage fits the pairs to its size itself (latent cache): count that
             result["fit"] = {data.train_split: fit_counts(real_train, jcfg.data.size, jcfg.data.resize)}
         return result
@@ -131,6 +135,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         "prompt_precision": quality["prompt_precision"], "prompt_recall": quality["prompt_recall"],
         "agreement_miou": quality.get("agreement_miou"), "not_applicable": quality.get("not_applicable", {}),
         "probe": quality.get("probe"),
+        "joint_samples_per_second": joint.get("samples_per_second"),
         "pairs": synthetic["synthetic"]["pairs"], "pairs_per_second": synthetic["synthetic"]["pairs_per_second"],
         **{SEG_METRIC_KEYS[e]: seg[e]["miou"] for e in seg},
         "seg_per_class": {e: seg[e]["per_class"] for e in seg},
