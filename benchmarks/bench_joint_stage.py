@@ -41,13 +41,13 @@ from jodiffusion.utils.precision import resolve_mixed_precision
 TARGET_RATIO = 0.8
 
 
-def _dataset(root: Path, num_train: int, resolution: int) -> tuple[Path, Path]:
+def _dataset(root: Path, num_train: int, resolution: int, downsample: int) -> tuple[Path, Path]:
     data = write_shapes_dataset(root / "data", num_train=num_train, num_val=8, resolution=resolution,
                                 progress=False, difficulty="easy")
     classes = json.loads((data / "classes.json").read_text())
-    # the demo's VAE shape (vae/shapes preset); its weights do not change the speed
-    vae = AnnotationVAE(AnnotationVAEConfig(num_classes=len(classes["names"]), downsample=4, base_channels=16,
-                                            max_channels=64, blocks_per_stage=1))
+    # the demo's VAE shape (vae/shapes preset) on the codec's grid; its weights do not change the speed
+    vae = AnnotationVAE(AnnotationVAEConfig(num_classes=len(classes["names"]), downsample=downsample,
+                                            base_channels=16, max_channels=64, blocks_per_stage=1))
     vae.save_pretrained(root / "vae")
     return data, root / "vae"
 
@@ -135,7 +135,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data, vae = _dataset(tmp, args.num_train, args.resolution)
+        factor = load_config(JointRunConfig, group="joint", preset=args.preset).codec.factor
+        data, vae = _dataset(tmp, args.num_train, args.resolution, factor)
         cfg = _config(args, data, vae, tmp / "run")
         stage = stage_rate(cfg)
         bf16 = resolve_mixed_precision(cfg.train.mixed_precision, "cpu") == "bf16"

@@ -92,3 +92,18 @@ def test_bench_cpu_precision_smoke(tmp_path, one_thread):
     assert set(result["train_samples_per_s"]) == {"fp32", "bf16", "fp32_channels_last"}
     assert positive(*result["train_samples_per_s"].values(), *result["sampling_pair_steps_per_s"].values())
     assert result["auto_picks_bf16"] is False  # conftest sets JODIFFUSION_CPU_BF16=0: the same on every machine
+
+
+def test_bench_joint_stage_smoke(tmp_path, one_thread):
+    """The stage-against-bare-model benchmark runs the real training stage and the bare step at a tiny
+    size and reports both rates and their ratio (no timing assertion: speed is for benchmarks)."""
+    bench = load("bench_joint_stage")
+    out = tmp_path / "stage.json"
+    result = bench.main(["--preset", "tiny", "--steps", "4", "--log-every", "2", "--bare-steps", "2",
+                         "--warmup-steps", "1", "--num-train", "8", "--resolution", "32", "--threads",
+                         str(one_thread), "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["stage"]["steps_timed"] == 2 and saved["bare"]["steps_timed"] == 2
+    assert positive(saved["stage"]["samples_per_s"], saved["bare"]["samples_per_s"], saved["ratio"])
+    assert saved["ratio"] == pytest.approx(saved["stage"]["samples_per_s"] / saved["bare"]["samples_per_s"])
