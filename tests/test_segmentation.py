@@ -295,3 +295,32 @@ def test_cli_export_mmseg(tmp_path, synthetic_dir, capsys):
     text = out.read_text()
     ast.parse(text)
     assert "crop_size = (128, 96)" in text and "max_iters = 500" in text and str(synthetic_dir.resolve()) in text
+
+
+def test_dihedral_augmentation_keeps_image_and_mask_together_and_reaches_all_eight_views():
+    """Every augmented pair is one of the eight symmetries of the square applied to image and mask alike;
+    without ``dihedral`` only the identity and the horizontal flip occur; a non-square frame never turns."""
+    from jodiffusion.segmentation.data import augment_pair
+
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 5, (6, 6)).astype(np.uint8)
+    image = np.stack([mask * 10, mask * 20, mask * 30], -1).astype(np.uint8)
+    views = {}
+    for k in range(4):
+        for flip in (False, True):
+            m = np.rot90(mask, k)
+            views[(np.fliplr(m) if flip else m).tobytes()] = (k, flip)
+    seen, seen_plain = set(), set()
+    for seed in range(200):
+        img, m = augment_pair(image, mask, (6, 6), (1.0, 1.0), True, 255, np.random.default_rng(seed), dihedral=True)
+        assert m.tobytes() in views and np.array_equal(img[..., 0], m * 10)  # image and mask moved together
+        seen.add(views[m.tobytes()])
+        plain = augment_pair(image, mask, (6, 6), (1.0, 1.0), True, 255, np.random.default_rng(seed))[1]
+        seen_plain.add(views[plain.tobytes()])
+    assert len(seen) == 8 and seen_plain == {(0, False), (0, True)}
+    wide = np.zeros((4, 6), np.uint8)
+    wide[0, 0] = 1
+    for seed in range(40):
+        out = augment_pair(np.zeros((4, 6, 3), np.uint8), wide, (4, 6), (1.0, 1.0), True, 255,
+                           np.random.default_rng(seed), dihedral=True)[1]
+        assert out.shape == (4, 6) and out[[0, 0, 3, 3], [0, 5, 0, 5]].sum() == 1  # a corner stays a corner

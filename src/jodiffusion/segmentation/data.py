@@ -34,8 +34,11 @@ def frame_size(dataset: SegmentationDataset, input_size: int) -> tuple[int, int]
 
 
 def augment_pair(image: np.ndarray, mask: np.ndarray, out_hw: tuple[int, int], scale_range: tuple[float, float],
-                 hflip: bool, ignore_index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random rescale, random crop to ``out_hw`` (padding: black image, ignored mask) and flip."""
+                 hflip: bool, ignore_index: int, rng: np.random.Generator,
+                 dihedral: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Random rescale, random crop to ``out_hw`` (padding: black image, ignored mask) and flip; with
+    ``dihedral`` also a vertical flip and, for a square ``out_hw``, a quarter turn (the eight symmetries of
+    the square: label-keeping only where no class depends on which way is up, like the shapes data)."""
     h, w = mask.shape
     s = rng.uniform(*scale_range)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
@@ -53,6 +56,11 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, out_hw: tuple[int, int], s
     image, mask = image[top:top + oh, left:left + ow], mask[top:top + oh, left:left + ow]
     if hflip and rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
+    if dihedral:
+        if rng.random() < 0.5:
+            image, mask = image[::-1], mask[::-1]
+        if oh == ow and rng.random() < 0.5:
+            image, mask = np.rot90(image), np.rot90(mask)
     return np.array(image, order="C"), np.array(mask, order="C")  # copies: the cache stays untouched
 
 
@@ -67,8 +75,10 @@ class TrainPairs(torch.utils.data.Dataset):
 
     def __init__(self, sources: list[tuple[SegmentationDataset, bool]], frame: tuple[int, int],
                  out_size: tuple[int, int], scale_range: tuple[float, float] = (1.0, 1.0), hflip: bool = False,
-                 ignore_index: int = 255, cache: bool = True, threads: int = 4, resize: str = "letterbox"):
+                 ignore_index: int = 255, cache: bool = True, threads: int = 4, resize: str = "letterbox",
+                 dihedral: bool = False):
         self.sources = sources
+        self.dihedral = dihedral
         self.resize = resize
         self.frame, self.out_size, self.scale_range = frame, out_size, scale_range
         self.hflip, self.ignore_index = hflip, ignore_index
@@ -100,7 +110,7 @@ class TrainPairs(torch.utils.data.Dataset):
         index, seed = key
         image, mask = self._cache[index] if self._cache is not None else self._fitted(index)
         image, mask = augment_pair(image, mask, self.out_size, self.scale_range, self.hflip, self.ignore_index,
-                                   np.random.default_rng(seed))
+                                   np.random.default_rng(seed), self.dihedral)
         return {"image": torch.from_numpy(image).permute(2, 0, 1), "mask": torch.from_numpy(mask).long(),
                 "synthetic": self.sources[self.locate(index)[0]][1]}
 

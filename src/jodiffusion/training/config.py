@@ -197,6 +197,9 @@ class SegRunConfig:
     min_scale: float = 0.75         # random rescaling of each training pair before the crop
     max_scale: float = 1.25
     hflip: bool = True
+    # Vertical flips and quarter turns as well (segmentation/data.py augment_pair): for data whose classes do
+    # not depend on which way is up (the shapes), eight views of every pair; never for street scenes.
+    dihedral: bool = False
     cache: bool = True              # hold the frame-sized training pairs in memory
     eval_batch_size: int = 8
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, weight_decay=1e-4))

@@ -81,7 +81,7 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
     frame = frame_size(sources[0][0], cfg.input_size)
     out_size = (cfg.crop_size, cfg.crop_size) if cfg.crop_size else frame
     pairs = TrainPairs(sources, frame, out_size, (cfg.min_scale, cfg.max_scale), cfg.hflip, classes.ignore_index,
-                       cache=cfg.cache, resize=cfg.data.resize)
+                       cache=cfg.cache, resize=cfg.data.resize, dihedral=cfg.dihedral)
     sampler = MixedBatchSampler([len(ds) for ds, _ in sources], [k for k in (n_real, n_syn) if k], cfg.train.seed,
                                 min_batches=accelerator.num_processes)
     loader = torch.utils.data.DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.train.num_workers,
