@@ -11,9 +11,9 @@ export are not counted.
 
 *bare*: the same denoiser and trainable caption encoder, built by the same ``build_components``, in the
 same memory format and precision: ``joint_loss`` on latents already in memory, backward, gradient
-clipping and the library's optimizer, timed after warm-up steps. What the stage costs beyond it
-(loading batches, drawing latents, mask latents, EMA, logging, the LR schedule) is the overhead the
-ratio shows; the target is a stage at >= 80% of the bare rate.
+clipping and the library's optimizer, timed after warm-up steps, once before and once after the stage.
+What the stage costs beyond it (loading batches, drawing latents, mask latents, EMA, logging, the LR
+schedule) is the overhead the ratio shows; the target is a stage at >= 80% of the bare rate.
 """
 
 from __future__ import annotations
@@ -138,10 +138,17 @@ def main(argv=None) -> dict:
         factor = load_config(JointRunConfig, group="joint", preset=args.preset).codec.factor
         data, vae = _dataset(tmp, args.num_train, args.resolution, factor)
         cfg = _config(args, data, vae, tmp / "run")
-        stage = stage_rate(cfg)
         bf16 = resolve_mixed_precision(cfg.train.mixed_precision, "cpu") == "bf16"
         memory_format = memory_format_for(cfg, bf16)  # the stage's own decision
-        bare = bare_rate(cfg, args.bare_steps, args.warmup_steps, memory_format, bf16)
+        # the bare step before and after the stage, so that a load that changes while it runs (a shared
+        # machine) weighs on both sides alike
+        before = bare_rate(cfg, args.bare_steps, args.warmup_steps, memory_format, bf16)
+        stage = stage_rate(cfg)
+        after = bare_rate(cfg, args.bare_steps, args.warmup_steps, memory_format, bf16)
+        seconds = before["seconds"] + after["seconds"]
+        bare = {"steps_timed": before["steps_timed"] + after["steps_timed"], "seconds": seconds, "bf16": bf16,
+                "samples_per_s": (before["steps_timed"] + after["steps_timed"]) * cfg.train.batch_size / seconds,
+                "samples_per_s_before_after": [before["samples_per_s"], after["samples_per_s"]]}
     result = {"preset": args.preset, "batch": cfg.train.batch_size, "threads": torch.get_num_threads(),
               "channels_last": memory_format is not None, "stage": stage, "bare": bare,
               "ratio": stage["samples_per_s"] / bare["samples_per_s"], "target_ratio": TARGET_RATIO,

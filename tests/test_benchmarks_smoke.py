@@ -104,6 +104,6 @@ def test_bench_joint_stage_smoke(tmp_path, one_thread):
                          str(one_thread), "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
-    assert saved["stage"]["steps_timed"] == 2 and saved["bare"]["steps_timed"] == 2
+    assert saved["stage"]["steps_timed"] == 2 and saved["bare"]["steps_timed"] == 4  # bare: before and after
     assert positive(saved["stage"]["samples_per_s"], saved["bare"]["samples_per_s"], saved["ratio"])
     assert saved["ratio"] == pytest.approx(saved["stage"]["samples_per_s"] / saved["bare"]["samples_per_s"])
