@@ -31,6 +31,7 @@ from PIL import Image
 from tiny_clip import save_tiny_clip
 
 from jodiffusion.cli.main import main
+from jodiffusion.utils.tempnames import standing_for, temp_name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -1168,7 +1169,7 @@ def folder_commands(ws: Path, a: Assets) -> dict[str, tuple[list[str], tuple[tup
 
 @pytest.mark.parametrize("command", ["generate", "sample", "refine", "train-vae", "train-seg", "train"])
 def test_a_kill_at_each_first_write_never_strands_the_folder(command, assets, tmp_path, capsys, monkeypatch):
-    """Issue 20: a kill while only ``..jodiffusion-owner.json.XXXX.tmp`` (or the lock's, or the next file's
+    """Issue 20: a kill while only the marker's temporary file (or the lock's, or the next file's
     temporary file) existed left a folder that no rerun accepted. Now every rerun just works: the plain
     one, ``--overwrite`` and (training) ``--resume latest``."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
@@ -1181,7 +1182,7 @@ def test_a_kill_at_each_first_write_never_strands_the_folder(command, assets, tm
         code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert len(states) == 3
-    assert any(p.name.startswith("..jodiffusion-owner.json.") for s in states for p in s.iterdir())
+    assert any(standing_for(p.name) == ".jodiffusion-owner.json" for s in states for p in s.iterdir())
     for state in states:
         for extra in reruns:
             shutil.rmtree(out)
@@ -1251,12 +1252,15 @@ def test_the_lock(tmp_path):
     assert not (tmp_path / "new").exists()  # created for the lock and left empty: removed
 
 
-def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp_path, capsys):
+def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp_path, capsys, caplog):
     """Issue 20 follow-up: import and make-data build OUT in a hidden folder beside it and rename it into
     place. A kill left that folder behind for good, and two runs at once both did all the work (the last
     rename won). Now a lock file beside OUT keeps out a second run, naming the first, and the build
-    folders of killed runs are removed by the next run."""
+    folders of killed runs are removed by the next run. Issue 26: only the tool's own temporary names are
+    removed (a user's ``.OUT.2024-backup.old/`` was deleted as a leftover), and the log names them."""
     from jodiffusion.utils import lock
+
+    caplog.set_level("INFO", logger="jodiffusion")
 
     src = tmp_path / "src"
     for i in range(4):
@@ -1272,8 +1276,12 @@ def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp
              tmp_path / "imported"),
             ("make-data", ["make-data", str(tmp_path / "shapes"), "--num-train", "2", "--num-val", "1"],
              tmp_path / "shapes")):
-        killed = tmp_path / f".{out.name}.import-0a1b2c3d.tmp" if command == "import" else \
-            tmp_path / f".{out.name}.k1ll3d.tmp"
+        killed = tmp_path / temp_name(out.name)
+        # siblings of the user's that look like build folders but are not the tool's names: never touched
+        users = [tmp_path / f".{out.name}.2024-backup.old", tmp_path / f".{out.name}.my notes.tmp",
+                 tmp_path / f".{out.name}.import-0a1b2c3d.tmp"]
+        for folder in users:
+            (folder / "keep").mkdir(parents=True)
         with lock.beside_lock(out, command):  # another run is building OUT (this process holds its lock)
             (killed / "images").mkdir(parents=True)  # what a kill during a build leaves beside OUT
             code, _, err = run_cli(argv, capsys)
@@ -1283,6 +1291,8 @@ def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp
         code, _, err = run_cli(argv, capsys)
         assert code == 0, err
         assert out.is_dir() and not killed.exists() and not lock.beside_lock_path(out).exists()
+        assert all((folder / "keep").is_dir() for folder in users)
+        assert killed.name in caplog.text  # the clean-up says what it removed
 
 
 # --- a full disk ----------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_a
 from jodiffusion.utils.lock import beside_lock
 from jodiffusion.utils.ownership import check_replaceable, is_blank, read_owner, write_owner
 from jodiffusion.utils.progress import progress_bar
+from jodiffusion.utils.tempnames import temp_name
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
                                              options.val_fraction, options.seed)
 
     copy_images = can_copy(pair_keys, images, scans, options)
-    tmp = out_path.parent / f".{out_path.name}.import-{uuid.uuid4().hex[:8]}.tmp"
+    tmp = out_path.parent / temp_name(out_path.name)  # the tool's own name: a killed run's is removed next time
     summary = ImportSummary(
         src=str(src_path), out=str(out_path), images_from=found.images.described, masks_from=found.masks.described,
         found_by=found.how, unused=[u.to_dict() for u in found.unused],
