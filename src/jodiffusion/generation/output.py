@@ -37,6 +37,7 @@ from PIL import Image
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, palette_bytes
+from jodiffusion.data.readers.common import format_stem_line
 from jodiffusion.utils.io import atomic_path, write_text_atomic
 from jodiffusion.utils.tempnames import TEMP_PREFIX, is_temp_name, temp_name
 
@@ -226,7 +227,7 @@ def merge(out: Path, final: list[dict], cutoff: int, fmt: str, split: str, shard
     kept = [r for r in final if r["kept"]]
     write_text_atomic(out / MANIFEST_FILE, "".join(json.dumps(r) + "\n" for r in final))
     if fmt == "folder":
-        write_text_atomic(out / SPLITS_DIR / f"{split}.txt", "".join(r["stem"] + "\n" for r in kept))
+        write_text_atomic(out / SPLITS_DIR / f"{split}.txt", "".join(format_stem_line(r["stem"]) + "\n" for r in kept))
         write_text_atomic(out / CAPTIONS_FILE, "".join(
             json.dumps({"stem": r["stem"], "caption": r["prompt"], "split": split}) + "\n" for r in kept))
     # the journals are merged now: drop them before deleting files they may still name

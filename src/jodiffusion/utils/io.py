@@ -18,12 +18,9 @@ from safetensors.torch import save_file
 
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.safe_load import disk_full_error, is_disk_full
-from jodiffusion.utils.tempnames import make_temp_dir, make_temp_file
+from jodiffusion.utils.tempnames import UMASK, make_temp_dir, make_temp_file
 
-# Read once at import: the only portable way to read the umask is to set it and put it back, which is
-# not safe while writer threads create files.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+_UMASK = UMASK  # read once, at import (see tempnames)
 
 
 @contextlib.contextmanager

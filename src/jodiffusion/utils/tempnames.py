@@ -20,6 +20,11 @@ import secrets
 import tempfile
 from pathlib import Path
 
+# Read once at import: the only portable way to read the umask is to set it and put it back, which is
+# not safe while writer threads create files.
+UMASK = os.umask(0)
+os.umask(UMASK)
+
 TEMP_PREFIX = ".jodiffusion-"
 # tmp: work in progress (renamed into place when complete); old: what a swap moved aside, deleted next
 TEMP_KINDS = ("tmp", "old")
@@ -53,8 +58,12 @@ def make_temp_file(folder: str | os.PathLike, name: str, kind: str = "tmp") -> t
 
 
 def make_temp_dir(folder: str | os.PathLike, name: str, kind: str = "tmp") -> Path:
-    """Create a new empty temporary folder in ``folder`` standing for ``name``."""
-    return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=f".{_part(name)}.{_check_kind(kind)}", dir=folder))
+    """Create a new empty temporary folder in ``folder`` standing for ``name``. It gets the mode a plain
+    ``mkdir`` gives (0777 minus the umask), not mkdtemp's 0700: a folder built here and renamed into place
+    (make-data, import, a checkpoint, the latent cache) has the same permissions whichever command wrote it."""
+    path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=f".{_part(name)}.{_check_kind(kind)}", dir=folder))
+    os.chmod(path, 0o777 & ~UMASK)
+    return path
 
 
 def is_temp_name(name: str, of: str | None = None, kinds: tuple[str, ...] = TEMP_KINDS) -> bool:

@@ -26,6 +26,7 @@ from jodiffusion.data.importer.options import (
 from jodiffusion.data.importer.plan import make_plan
 from jodiffusion.data.importer.value_map import parse_value_map
 from jodiffusion.data.importer.write import bad_values, can_copy, raise_bad_values, write_pair
+from jodiffusion.data.readers.common import format_stem_line
 from jodiffusion.data.readers.folder import read_folder
 from jodiffusion.data.validate import validate_dataset
 from jodiffusion.errors import DatasetError
@@ -185,7 +186,8 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
                                f"leaving out {len(left_out)} files:\n"
                                + "\n".join(f"  {x.path}: {x.reason}" for x in left_out[:SHOWN]))
         for split, stems in sorted(written.items()):
-            write_text_atomic(tmp / layout.SPLITS_DIR / f"{split}.txt", "".join(s + "\n" for s in sorted(stems)))
+            write_text_atomic(tmp / layout.SPLITS_DIR / f"{split}.txt",
+                              "".join(format_stem_line(s) + "\n" for s in sorted(stems)))
         layout.write_classes(tmp, plan.classes)
         summary.splits = {s: len(written[s]) for s in sorted(written, key=_split_order)}
         summary.pairs = sum(summary.splits.values())
