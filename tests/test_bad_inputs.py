@@ -18,6 +18,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -1026,6 +1027,105 @@ def _(ws, a):
         [str(ws / "captions")]
 
 
+# a user's files that look temporary, locks, --resume without a run ------------------------------------------
+
+@case("output: generate into a folder holding only the user's .thesis-draft.tmp")
+def _(ws, a):
+    (ws / "out").mkdir()
+    (ws / "out" / ".thesis-draft.tmp").write_text("my draft")  # was taken for the tool's own and deleted
+    return gen_args(a.model, ws / "out"), [str(ws / "out")]
+
+
+@case("output: train-vae into a folder holding only the user's .notes.tmp")
+def _(ws, a):
+    (ws / "run").mkdir()
+    (ws / "run" / ".notes.tmp").write_text("my notes")
+    return vae_args(ws), [str(ws / "run")]
+
+
+@case("checkpoint: --resume latest into a folder that does not exist (a typo)")
+def _(ws, a):
+    return vae_args(ws / "no" / "such", "--resume", "latest"), [str(ws / "no" / "such" / "run"), "no earlier run"]
+
+
+@case("checkpoint: --resume latest into a folder holding only a stale lock")
+def _(ws, a):
+    (ws / "run").mkdir()
+    (ws / "run" / ".jodiffusion-lock.json").write_text(json.dumps(
+        {"pid": dead_pid(), "host": socket.gethostname(), "command": "train-vae", "started": 0}))
+    return vae_args(ws, "--resume", "latest"), [str(ws / "run"), "no earlier run"]
+
+
+@case("output: the lock's name in the output folder is a folder (generate)")
+def _(ws, a):
+    where = ws / "out" / ".jodiffusion-lock.json"
+    (where / "keep").mkdir(parents=True)
+    os.utime(where, (0, 0))  # old: an unreadable lock this old used to be renamed away as stale
+    return gen_args(a.model, ws / "out"), [str(where), "is a folder"]
+
+
+@case("output: the lock's name beside make-data's folder is a folder")
+def _(ws, a):
+    where = ws / ".shapes.jodiffusion-lock.json"
+    (where / "keep").mkdir(parents=True)
+    os.utime(where, (0, 0))
+    return ["make-data", str(ws / "shapes"), "--num-train", "2", "--num-val", "1"], [str(where), "is a folder"]
+
+
+@case("output: the lock was taken on another host")
+def _(ws, a):
+    (ws / "out").mkdir()
+    where = ws / "out" / ".jodiffusion-lock.json"
+    where.write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "generate", "started": 0}))
+    return gen_args(a.model, ws / "out"), [str(ws / "out"), "elsewhere", f"rm -- {where}"]
+
+
+@case("config: refine --ignore-index 300")
+def _(ws, a):
+    return ["refine", str(a.dataset / "masks"), str(ws / "out"), "--ignore-index", "300", "--workers", "1",
+            "--no-progress"], ["--ignore-index 300", "0..255"]
+
+
+@case("checkpoint: train text.kind=clip, the CLIP folder's pytorch_model.bin is 0 bytes")
+def _(ws, a):
+    clip = save_tiny_clip(ws / "clip")
+    (clip / "model.safetensors").unlink()
+    (clip / "pytorch_model.bin").write_bytes(b"")
+    return joint_args(ws, a, "text.kind=clip", f"text.path={clip}"), [str(clip / "pytorch_model.bin"), "empty"]
+
+
+@case("checkpoint: train text.kind=clip, the CLIP folder's pytorch_model.bin is a truncated zip")
+def _(ws, a):
+    clip = save_tiny_clip(ws / "clip")
+    (clip / "model.safetensors").unlink()
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(8, 8)}, buf)
+    (clip / "pytorch_model.bin").write_bytes(buf.getvalue()[:300])
+    return joint_args(ws, a, "text.kind=clip", f"text.path={clip}"), [str(clip / "pytorch_model.bin"), "truncated"]
+
+
+@case("checkpoint: backbone_weights an empty .pth")
+def _(ws, a):
+    (ws / "resnet50.pth").write_bytes(b"")
+    return seg_args(ws, "model=deeplabv3_resnet50", f"backbone_weights={ws / 'resnet50.pth'}"), \
+        [str(ws / "resnet50.pth"), "empty"]
+
+
+@case("checkpoint: backbone_weights a truncated .pth")
+def _(ws, a):
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(8, 8)}, buf)
+    (ws / "resnet50.pth").write_bytes(buf.getvalue()[:300])
+    return seg_args(ws, "model=deeplabv3_resnet50", f"backbone_weights={ws / 'resnet50.pth'}"), \
+        [str(ws / "resnet50.pth"), "truncated"]
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
 # --- running a case ----------------------------------------------------------------------------------
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int, str]]:
@@ -1084,6 +1184,7 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(c: Case, assets, t
         text = line
     for want in expected:
         assert want in text, f"{want!r} not named in: {text}"
+    assert "weights_only" not in text, f"torch's advice quoted (loading unsafely): {text}"
     after = snapshot(ws, assets.root)
     changed = [p for p in before if after.get(p) != before[p]]
     assert not changed, f"files the user had were changed or deleted: {changed}"
@@ -1293,6 +1394,23 @@ def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp
         assert out.is_dir() and not killed.exists() and not lock.beside_lock_path(out).exists()
         assert all((folder / "keep").is_dir() for folder in users)
         assert killed.name in caplog.text  # the clean-up says what it removed
+
+
+def test_generate_removes_only_its_own_leftovers_and_names_them(assets, tmp_path, capsys, caplog, monkeypatch):
+    """Issue 26: a rerun of ``generate`` deleted any ``.*.tmp`` in its folder as its own (a user's
+    ``.thesis-draft.tmp`` too) and said only how many. Now only the tool's temporary names go, named."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    caplog.set_level("INFO", logger="jodiffusion")
+    out = copy(assets.generated, tmp_path / "out")
+    mine = [out / ".thesis-draft.tmp", out / "images" / "train" / ".notes.old.tmp"]
+    for path in mine:
+        path.write_text("mine")
+    leftover = out / "images" / "train" / temp_name("00000000.png")
+    leftover.write_bytes(b"half")
+    code, _, err = run_cli(gen_args(assets.model, out), capsys)
+    assert code == 0, err
+    assert all(path.read_text() == "mine" for path in mine) and not leftover.exists()
+    assert leftover.name in caplog.text
 
 
 # --- a full disk ----------------------------------------------------------------------------------------
