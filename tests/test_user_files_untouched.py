@@ -206,6 +206,10 @@ def test_empty_truncated_and_pickled_weight_files_are_one_line_naming_the_file(t
     with pytest.raises(CheckpointError, match="pickled objects other than tensors") as info:
         load_torch_weights(tmp_path / "evil.pth")
     assert "weights_only" not in str(info.value) and "NotATensor" in str(info.value)
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or not a torch weight file") as info:
+        load_torch_weights(tmp_path / "garbage.pth")
+    assert "weights_only" not in str(info.value)
     assert torch.equal(load_torch_weights(good)["w"], torch.zeros(4, 4))
 
 

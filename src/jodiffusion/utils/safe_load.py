@@ -247,13 +247,18 @@ def load_torch_weights(path: str | os.PathLike, hint: str = "", error: type[JoDi
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy files cannot be mapped
     except pickle.UnpicklingError as exc:
-        raise error(pickle_refusal(path, exc, hint)) from None
+        if _UNSUPPORTED_GLOBAL.search(str(exc)) or _looks_like_pickle(path):  # a real pickle, refused
+            raise error(pickle_refusal(path, exc, hint)) from None
+        raise error(f"cannot read {path}: corrupt or not a torch weight file (its bytes do not unpickle){tail}") \
+            from None
     except FileNotFoundError:
         raise error(f"{path} does not exist{tail}") from None
     except IsADirectoryError:
         raise error(f"{path} is a folder, not a weight file{tail}") from None
     except Exception as exc:  # EOFError, RuntimeError (zip), ValueError, OSError: not a readable torch file
         detail = one_line(str(exc).split(". ")[0] or type(exc).__name__)
+        if "weights_only" in detail:  # never torch's advice to load unsafely
+            detail = type(exc).__name__
         raise error(f"cannot read {path}: truncated, corrupt or not a torch weight file ({detail}){tail}") from None
 
 
