@@ -29,7 +29,7 @@ from torch import nn
 from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.models.image_codec import dtype_name, pretrained_source, resolve_dtype
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
-from jodiffusion.utils.safe_load import load_safetensors, pickle_refusal, weight_file_problem
+from jodiffusion.utils.safe_load import check_weight_folder, load_safetensors, pickle_refusal
 from jodiffusion.utils.specs import build_from_spec
 
 CONFIG_NAME = "config.json"
@@ -86,15 +86,6 @@ def _pickle_weights(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _check_weight_files(folder: Path) -> None:
-    """Refuse, naming the file, an empty or truncated weight file of a local CLIP folder before transformers
-    reads it (it would end in EOFError or a zip reader's RuntimeError)."""
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        problem = weight_file_problem(folder / name)
-        if problem is not None:
-            raise CheckpointError(f"cannot load the CLIP text encoder: {folder / name}: {problem}")
-
-
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in _TOKENIZER_FILES)
 
@@ -149,7 +140,7 @@ class CLIPTextEncoder(TextEncoder):
         error: Exception | None = None
         for sub, tok_sub in tries:
             if is_local:
-                _check_weight_files(Path(source) / (sub or ""))
+                check_weight_folder(Path(source) / (sub or ""), "the CLIP text encoder")
             try:
                 return cls._load(source, sub, tok_sub, resolve_dtype(dtype), max_length, bool(local_files_only))
             except pickle.UnpicklingError as exc:  # transformers' torch.load(weights_only=True) refused a payload

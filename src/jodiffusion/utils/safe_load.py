@@ -219,6 +219,22 @@ def weight_file_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def check_weight_folder(folder: str | os.PathLike, what: str) -> None:
+    """Refuse, naming the file, an empty or truncated weight file (``*.bin``, ``*.pt``, ``*.pth``,
+    ``*.safetensors``) at the top of the model folder ``folder`` before a library (transformers,
+    diffusers) reads it and ends in EOFError or a zip reader's RuntimeError. ``what``: e.g. "the CLIP
+    text encoder"."""
+    folder = Path(folder)
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".safetensors"))
+    except OSError:
+        return  # not a folder: the library's own error names it
+    for path in files:
+        problem = weight_file_problem(path)
+        if problem is not None:
+            raise CheckpointError(f"cannot load {what}: {path}: {problem}")
+
+
 def pickle_refusal(path: str | os.PathLike, exc: BaseException | None = None, hint: str = "") -> str:
     """Our message for a weight file that holds pickled objects other than tensors. Never torch's own
     advice (loading with ``weights_only=False`` runs whatever code the file holds)."""
@@ -298,6 +314,7 @@ def os_error_line(exc: OSError) -> str:
         f"{what}; check the paths given and their permissions"
 
 
-__all__ = ["DiskFullError", "UnknownPresetError", "check_seed", "disk_full_error", "is_disk_full",
-           "link_note", "load_safetensors", "load_torch_weights", "one_line", "open_safetensors", "os_error_line",
-           "parse_yaml", "pickle_refusal", "read_json", "read_text", "read_yaml", "weight_file_problem", "yaml_problem"]
+__all__ = ["DiskFullError", "UnknownPresetError", "check_seed", "check_weight_folder", "disk_full_error",
+           "is_disk_full", "link_note", "load_safetensors", "load_torch_weights", "one_line", "open_safetensors",
+           "os_error_line", "parse_yaml", "pickle_refusal", "read_json", "read_text", "read_yaml",
+           "weight_file_problem", "yaml_problem"]
