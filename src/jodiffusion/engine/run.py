@@ -7,8 +7,10 @@ itself is :func:`jodiffusion.engine.loop.fit`.
 An interrupted start is never a dead end: a folder this command marked that holds no checkpoint and no
 finished model yet, or a folder a kill left holding only temporary files (the marker's own, killed while
 it was written), is started again by the obvious command (with or without ``--resume latest`` or
-``--overwrite``). The main process holds the folder's lock (``jodiffusion.utils.lock``) from preparing the
-folder to the end of the run, so that a second run into the same folder is refused, naming the first.
+``--overwrite``). ``--resume latest`` where there is no earlier run (a missing or empty folder, or one
+holding only a lock) is refused, naming the folder, before anything is created. The main process holds
+the folder's lock (``jodiffusion.utils.lock``) from preparing the folder to the end of the run, so that a
+second run into the same folder is refused, naming the first.
 """
 
 from __future__ import annotations
