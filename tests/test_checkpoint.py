@@ -62,7 +62,7 @@ def test_temporary_folders_of_interrupted_saves_are_removed_when_a_run_starts_or
     (mgr.root / ".step_00000004.k3j4l5").mkdir()  # not the tool's temporary name either: left alone
     prepare_run_dir(tmp_path, "latest", False, command="train-vae")
     assert sorted(p.name for p in mgr.root.iterdir()) == [".step_00000004.k3j4l5", ".step_notes", "step_00000001"]
-    assert mgr.remove_temporary() == 0
+    assert mgr.remove_temporary() == []
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_newest_complete_one(tmp_path, caplog):

@@ -104,18 +104,18 @@ class CheckpointManager:
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
-    def remove_temporary(self) -> int:
+    def remove_temporary(self) -> list[str]:
         """Delete the temporary folders of saves a kill interrupted (``.jodiffusion-<token>.step_XXXXXXXX.tmp``);
-        returns how many. Call it when a run starts or resumes, while no save of this run is under way."""
+        returns their names. Call it when a run starts or resumes, while no save of this run is under way."""
         if not self.root.is_dir():
-            return 0
-        count = 0
-        for path in self.root.iterdir():
+            return []
+        removed = []
+        for path in sorted(self.root.iterdir()):
             if is_temp_name(path.name) and _STEP_RE.match(standing_for(path.name) or "") and path.is_dir() \
                     and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
-                count += 1
-        return count
+                removed.append(path.name)
+        return removed
 
     def latest(self) -> Path | None:
         items = self.list()

@@ -144,7 +144,8 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
         write_owner(run_dir, command)
     removed = ckpt.remove_temporary()  # saves that a kill interrupted
     if removed:
-        log.info("removed %d temporary checkpoint folder(s) of an interrupted save", removed)
+        log.info("removed %d temporary checkpoint folder(s) of an interrupted save: %s", len(removed),
+                 describe_removed(removed))
     removed = remove_temp_files(run_dir)  # atomic writes a kill interrupted (the lock keeps out any write under way)
     if removed:
         log.info("removed %d temporary file(s) of an interrupted write in %s: %s", len(removed), run_dir,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -49,6 +50,8 @@ from jodiffusion.models.text_encoder import TextEncoder
 from jodiffusion.utils.io import replace_folder, save_safetensors_atomic, write_json_atomic
 from jodiffusion.utils.progress import progress_bar
 from jodiffusion.utils.tempnames import is_temp_name, make_temp_dir
+
+log = logging.getLogger("jodiffusion")
 
 CACHE_FORMAT_VERSION = 1
 META_NAME = "meta.json"
@@ -341,6 +344,7 @@ def _remove_stale_builds(cache_dir: Path) -> None:
             if is_temp_name(path.name) and (path / BUILDING_MARKER).is_file() \
                     and now - path.stat().st_mtime > STALE_BUILD_SECONDS:
                 shutil.rmtree(path, ignore_errors=True)
+                log.info("removed %s, the build folder of a latent cache whose build died", path)
         except OSError:
             pass
 
