@@ -18,6 +18,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from PIL import Image
 from tiny_clip import save_tiny_clip
 
 from jodiffusion.cli.main import main
+from jodiffusion.utils.tempnames import standing_for, temp_name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -1025,6 +1027,105 @@ def _(ws, a):
         [str(ws / "captions")]
 
 
+# a user's files that look temporary, locks, --resume without a run ------------------------------------------
+
+@case("output: generate into a folder holding only the user's .thesis-draft.tmp")
+def _(ws, a):
+    (ws / "out").mkdir()
+    (ws / "out" / ".thesis-draft.tmp").write_text("my draft")  # was taken for the tool's own and deleted
+    return gen_args(a.model, ws / "out"), [str(ws / "out")]
+
+
+@case("output: train-vae into a folder holding only the user's .notes.tmp")
+def _(ws, a):
+    (ws / "run").mkdir()
+    (ws / "run" / ".notes.tmp").write_text("my notes")
+    return vae_args(ws), [str(ws / "run")]
+
+
+@case("checkpoint: --resume latest into a folder that does not exist (a typo)")
+def _(ws, a):
+    return vae_args(ws / "no" / "such", "--resume", "latest"), [str(ws / "no" / "such" / "run"), "no earlier run"]
+
+
+@case("checkpoint: --resume latest into a folder holding only a stale lock")
+def _(ws, a):
+    (ws / "run").mkdir()
+    (ws / "run" / ".jodiffusion-lock.json").write_text(json.dumps(
+        {"pid": dead_pid(), "host": socket.gethostname(), "command": "train-vae", "started": 0}))
+    return vae_args(ws, "--resume", "latest"), [str(ws / "run"), "no earlier run"]
+
+
+@case("output: the lock's name in the output folder is a folder (generate)")
+def _(ws, a):
+    where = ws / "out" / ".jodiffusion-lock.json"
+    (where / "keep").mkdir(parents=True)
+    os.utime(where, (0, 0))  # old: an unreadable lock this old used to be renamed away as stale
+    return gen_args(a.model, ws / "out"), [str(where), "is a folder"]
+
+
+@case("output: the lock's name beside make-data's folder is a folder")
+def _(ws, a):
+    where = ws / ".shapes.jodiffusion-lock.json"
+    (where / "keep").mkdir(parents=True)
+    os.utime(where, (0, 0))
+    return ["make-data", str(ws / "shapes"), "--num-train", "2", "--num-val", "1"], [str(where), "is a folder"]
+
+
+@case("output: the lock was taken on another host")
+def _(ws, a):
+    (ws / "out").mkdir()
+    where = ws / "out" / ".jodiffusion-lock.json"
+    where.write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "generate", "started": 0}))
+    return gen_args(a.model, ws / "out"), [str(ws / "out"), "elsewhere", f"rm -- {where}"]
+
+
+@case("config: refine --ignore-index 300")
+def _(ws, a):
+    return ["refine", str(a.dataset / "masks"), str(ws / "out"), "--ignore-index", "300", "--workers", "1",
+            "--no-progress"], ["--ignore-index 300", "0..255"]
+
+
+@case("checkpoint: train text.kind=clip, the CLIP folder's pytorch_model.bin is 0 bytes")
+def _(ws, a):
+    clip = save_tiny_clip(ws / "clip")
+    (clip / "model.safetensors").unlink()
+    (clip / "pytorch_model.bin").write_bytes(b"")
+    return joint_args(ws, a, "text.kind=clip", f"text.path={clip}"), [str(clip / "pytorch_model.bin"), "empty"]
+
+
+@case("checkpoint: train text.kind=clip, the CLIP folder's pytorch_model.bin is a truncated zip")
+def _(ws, a):
+    clip = save_tiny_clip(ws / "clip")
+    (clip / "model.safetensors").unlink()
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(8, 8)}, buf)
+    (clip / "pytorch_model.bin").write_bytes(buf.getvalue()[:300])
+    return joint_args(ws, a, "text.kind=clip", f"text.path={clip}"), [str(clip / "pytorch_model.bin"), "truncated"]
+
+
+@case("checkpoint: backbone_weights an empty .pth")
+def _(ws, a):
+    (ws / "resnet50.pth").write_bytes(b"")
+    return seg_args(ws, "model=deeplabv3_resnet50", f"backbone_weights={ws / 'resnet50.pth'}"), \
+        [str(ws / "resnet50.pth"), "empty"]
+
+
+@case("checkpoint: backbone_weights a truncated .pth")
+def _(ws, a):
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(8, 8)}, buf)
+    (ws / "resnet50.pth").write_bytes(buf.getvalue()[:300])
+    return seg_args(ws, "model=deeplabv3_resnet50", f"backbone_weights={ws / 'resnet50.pth'}"), \
+        [str(ws / "resnet50.pth"), "truncated"]
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
 # --- running a case ----------------------------------------------------------------------------------
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int, str]]:
@@ -1083,6 +1184,7 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(c: Case, assets, t
         text = line
     for want in expected:
         assert want in text, f"{want!r} not named in: {text}"
+    assert "weights_only" not in text, f"torch's advice quoted (loading unsafely): {text}"
     after = snapshot(ws, assets.root)
     changed = [p for p in before if after.get(p) != before[p]]
     assert not changed, f"files the user had were changed or deleted: {changed}"
@@ -1168,7 +1270,7 @@ def folder_commands(ws: Path, a: Assets) -> dict[str, tuple[list[str], tuple[tup
 
 @pytest.mark.parametrize("command", ["generate", "sample", "refine", "train-vae", "train-seg", "train"])
 def test_a_kill_at_each_first_write_never_strands_the_folder(command, assets, tmp_path, capsys, monkeypatch):
-    """Issue 20: a kill while only ``..jodiffusion-owner.json.XXXX.tmp`` (or the lock's, or the next file's
+    """Issue 20: a kill while only the marker's temporary file (or the lock's, or the next file's
     temporary file) existed left a folder that no rerun accepted. Now every rerun just works: the plain
     one, ``--overwrite`` and (training) ``--resume latest``."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
@@ -1181,7 +1283,7 @@ def test_a_kill_at_each_first_write_never_strands_the_folder(command, assets, tm
         code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert len(states) == 3
-    assert any(p.name.startswith("..jodiffusion-owner.json.") for s in states for p in s.iterdir())
+    assert any(standing_for(p.name) == ".jodiffusion-owner.json" for s in states for p in s.iterdir())
     for state in states:
         for extra in reruns:
             shutil.rmtree(out)
@@ -1251,12 +1353,15 @@ def test_the_lock(tmp_path):
     assert not (tmp_path / "new").exists()  # created for the lock and left empty: removed
 
 
-def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp_path, capsys):
+def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp_path, capsys, caplog):
     """Issue 20 follow-up: import and make-data build OUT in a hidden folder beside it and rename it into
     place. A kill left that folder behind for good, and two runs at once both did all the work (the last
     rename won). Now a lock file beside OUT keeps out a second run, naming the first, and the build
-    folders of killed runs are removed by the next run."""
+    folders of killed runs are removed by the next run. Issue 26: only the tool's own temporary names are
+    removed (a user's ``.OUT.2024-backup.old/`` was deleted as a leftover), and the log names them."""
     from jodiffusion.utils import lock
+
+    caplog.set_level("INFO", logger="jodiffusion")
 
     src = tmp_path / "src"
     for i in range(4):
@@ -1272,8 +1377,12 @@ def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp
              tmp_path / "imported"),
             ("make-data", ["make-data", str(tmp_path / "shapes"), "--num-train", "2", "--num-val", "1"],
              tmp_path / "shapes")):
-        killed = tmp_path / f".{out.name}.import-0a1b2c3d.tmp" if command == "import" else \
-            tmp_path / f".{out.name}.k1ll3d.tmp"
+        killed = tmp_path / temp_name(out.name)
+        # siblings of the user's that look like build folders but are not the tool's names: never touched
+        users = [tmp_path / f".{out.name}.2024-backup.old", tmp_path / f".{out.name}.my notes.tmp",
+                 tmp_path / f".{out.name}.import-0a1b2c3d.tmp"]
+        for folder in users:
+            (folder / "keep").mkdir(parents=True)
         with lock.beside_lock(out, command):  # another run is building OUT (this process holds its lock)
             (killed / "images").mkdir(parents=True)  # what a kill during a build leaves beside OUT
             code, _, err = run_cli(argv, capsys)
@@ -1283,6 +1392,25 @@ def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp
         code, _, err = run_cli(argv, capsys)
         assert code == 0, err
         assert out.is_dir() and not killed.exists() and not lock.beside_lock_path(out).exists()
+        assert all((folder / "keep").is_dir() for folder in users)
+        assert killed.name in caplog.text  # the clean-up says what it removed
+
+
+def test_generate_removes_only_its_own_leftovers_and_names_them(assets, tmp_path, capsys, caplog, monkeypatch):
+    """Issue 26: a rerun of ``generate`` deleted any ``.*.tmp`` in its folder as its own (a user's
+    ``.thesis-draft.tmp`` too) and said only how many. Now only the tool's temporary names go, named."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    caplog.set_level("INFO", logger="jodiffusion")
+    out = copy(assets.generated, tmp_path / "out")
+    mine = [out / ".thesis-draft.tmp", out / "images" / "train" / ".notes.old.tmp"]
+    for path in mine:
+        path.write_text("mine")
+    leftover = out / "images" / "train" / temp_name("00000000.png")
+    leftover.write_bytes(b"half")
+    code, _, err = run_cli(gen_args(assets.model, out), capsys)
+    assert code == 0, err
+    assert all(path.read_text() == "mine" for path in mine) and not leftover.exists()
+    assert leftover.name in caplog.text
 
 
 # --- a full disk ----------------------------------------------------------------------------------------

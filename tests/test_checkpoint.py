@@ -3,6 +3,7 @@ import torch
 
 from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.errors import CheckpointError
+from jodiffusion.utils.tempnames import temp_name
 
 
 def _model_and_opt():
@@ -36,7 +37,7 @@ def test_rotation_keeps_the_newest_and_ignores_partial_folders(tmp_path):
     (mgr.root / "step_00000009").mkdir()  # a folder without state.json is not a checkpoint
     assert [s for s, _ in mgr.list()] == [2, 3]
     assert mgr.latest().name == "step_00000003"
-    assert not list(mgr.root.glob(".step_*"))  # no temporary folders left behind
+    assert not list(mgr.root.glob(".jodiffusion-*"))  # no temporary folders left behind
 
 
 def _truncate(path):
@@ -54,13 +55,14 @@ def test_temporary_folders_of_interrupted_saves_are_removed_when_a_run_starts_or
     model, opt = _model_and_opt()
     mgr = CheckpointManager(tmp_path, keep=3)
     mgr.save(1, {"model": model}, opt)
-    for name in (".step_00000002.k3j4l5", ".step_00000003.x9y8z7"):  # what a kill during save leaves
+    for name in (temp_name("step_00000002"), temp_name("step_00000003")):  # what a kill during save leaves
         (mgr.root / name).mkdir()
         (mgr.root / name / "model.safetensors").write_bytes(b"partial")
     (mgr.root / ".step_notes").mkdir()  # not a name save() writes: left alone
+    (mgr.root / ".step_00000004.k3j4l5").mkdir()  # not the tool's temporary name either: left alone
     prepare_run_dir(tmp_path, "latest", False, command="train-vae")
-    assert sorted(p.name for p in mgr.root.iterdir()) == [".step_notes", "step_00000001"]
-    assert mgr.remove_temporary() == 0
+    assert sorted(p.name for p in mgr.root.iterdir()) == [".step_00000004.k3j4l5", ".step_notes", "step_00000001"]
+    assert mgr.remove_temporary() == []
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_newest_complete_one(tmp_path, caplog):
@@ -104,7 +106,8 @@ def test_train_vae_resumes_past_a_corrupt_latest_checkpoint_and_writes_nothing_o
     ckpts = run / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["step_00000002", "step_00000004"]
     _truncate(ckpts / "step_00000004" / "model.safetensors")
-    (ckpts / ".step_00000006.abcdef").mkdir()  # and a save a kill interrupted
+    killed = ckpts / temp_name("step_00000006")
+    killed.mkdir()  # and a save a kill interrupted
     before = _tree(run)
     # the corrupt folder named explicitly: one line naming the file, nothing written (config.yaml included)
     assert main([*base, "train.steps=6", "train.lr=0.5", "--resume", str(ckpts / "step_00000004")]) == 1
@@ -113,6 +116,6 @@ def test_train_vae_resumes_past_a_corrupt_latest_checkpoint_and_writes_nothing_o
     assert _tree(run) == before
     # latest: falls back to step 2, finishes, and the temporary folder is gone
     assert main([*base, "train.steps=6", "--resume", "latest"]) == 0
-    assert not (ckpts / ".step_00000006.abcdef").exists()
+    assert not killed.exists()
     assert CheckpointManager(run).verify(ckpts / "step_00000004") is None  # saved again, complete
     assert (run / "annotation_vae" / "model.safetensors").is_file()

@@ -25,6 +25,7 @@ from jodiffusion.generation.prompts import (
     build_prompt_source,
     parse_class_weights,
 )
+from jodiffusion.utils.tempnames import temp_name
 
 STEPS = 2
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
@@ -229,7 +230,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_files(model_dir, reference40,
     done = len(list((out / "masks" / "train").glob("*.png")))
     assert 0 < done < 40 and not (out / "manifest.jsonl").exists()
     # what a kill can also leave: a half-written file and a record line cut short
-    (out / "images" / "train" / ".00000039.png.x1y2.tmp").write_bytes(b"\x89PNG half")
+    (out / "images" / "train" / temp_name("00000039.png")).write_bytes(b"\x89PNG half")
     journal = next((out / "records").glob("*.jsonl"))
     with open(journal, "a") as f:
         f.write('{"index": 39, "stem": "0000')
@@ -300,7 +301,7 @@ def test_a_start_killed_before_its_first_file_continues(model_dir, reference, tm
     for path in list(out.iterdir()):  # what a kill during the very first write leaves: marker + a temp file
         if path.name != ".jodiffusion-owner.json":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    (out / ".generation.json.x1y2z3.tmp").write_text('{"format"')
+    (out / temp_name("generation.json")).write_text('{"format"')
     generate(model_dir, out, 10)
     assert files(out) == files(reference[0])
 
@@ -389,7 +390,7 @@ def test_webdataset_shards_group_each_sample(model_dir, reference, tmp_path):
     # an interrupted shard (only its temporary file exists) is generated again, identically
     before = files(out)
     (out / names[1]).unlink()
-    (out / "shards" / ".shard-000001.tar.dead.tmp").write_bytes(b"partial")
+    (out / "shards" / temp_name("shard-000001.tar")).write_bytes(b"partial")
     meta = json.loads((out / "generation.json").read_text())
     (out / "generation.json").write_text(json.dumps({**meta, "complete": False}))
     generate(model_dir, out, 10, format="webdataset", shard_size=4)

@@ -95,3 +95,22 @@ def test_pixel_unshuffle_factors_sizes_and_spec():
     assert isinstance(rebuilt, PixelUnshuffleCodec) and rebuilt.to_dict() == codec.to_dict()
     with pytest.raises(ConfigError, match="valid kinds: pca, pixel-unshuffle, sd-vae"):
         build_image_codec({"kind": "vqgan"})
+
+
+@pytest.mark.parametrize("content, why", [(b"", "is empty"), ("cut", "truncated zip")])
+def test_an_empty_or_truncated_vae_weight_file_is_one_line_naming_it(tiny_vae_dir, tmp_path, content, why):
+    """A 0-byte or cut ``diffusion_pytorch_model.bin`` ended in EOFError / a zip reader's RuntimeError."""
+    import io
+    import shutil
+
+    folder = shutil.copytree(tiny_vae_dir, tmp_path / "vae")
+    for p in folder.glob("*.safetensors"):
+        p.unlink()
+    if content == "cut":
+        buf = io.BytesIO()
+        torch.save({"w": torch.zeros(16, 16)}, buf)
+        content = buf.getvalue()[:400]
+    (folder / "diffusion_pytorch_model.bin").write_bytes(content)
+    with pytest.raises(CheckpointError, match=why) as info:
+        StableDiffusionVAECodec.from_pretrained(folder)
+    assert str(folder / "diffusion_pytorch_model.bin") in str(info.value) and "\n" not in str(info.value)

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_intermixed(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -74,6 +74,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     _close_distributed(wait=True)
     return int(result or 0)
+
+
+def parse_intermixed(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that a command's ``KEY=VALUE`` overrides may come anywhere among
+    its options (``train output_dir=X --overwrite cache_dir=Y``): argparse fills a positional list from one
+    run of words only, and the words after an option come back unrecognised. Those are appended to the
+    overrides in the order given. Anything else unrecognised is refused as before."""
+    args, extras = parser.parse_known_args(argv)
+    if extras and isinstance(getattr(args, "overrides", None), list):
+        stray = [word for word in extras if word.startswith("-") or "=" not in word]
+        if not stray:
+            args.overrides = [*args.overrides, *extras]
+            extras = []
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def _close_distributed(wait: bool) -> None:

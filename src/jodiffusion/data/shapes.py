@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from jodiffusion.data.make_data_guard import MAKE_DATA_GENERATOR, check_make_dat
 from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_atomic
 from jodiffusion.utils.lock import beside_lock
 from jodiffusion.utils.progress import progress_bar
+from jodiffusion.utils.tempnames import make_temp_dir
 
 # --- vocabulary -------------------------------------------------------------------------------
 
@@ -430,7 +430,7 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
 
     with beside_lock(out, "make-data"):  # one run into out at a time; leftovers of killed runs are removed
         out = check_make_data_output(out_dir, overwrite)  # again: another run may have written out meanwhile
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = make_temp_dir(out.parent, out.name)
         try:
             write_classes(tmp, SHAPES_CLASSES)
             records = []

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,13 @@ from safetensors.torch import load_file, save_file
 
 from jodiffusion.errors import CheckpointError
 from jodiffusion.utils.safe_load import disk_full_error, is_disk_full
+from jodiffusion.utils.tempnames import is_temp_name, make_temp_dir, standing_for
 
 log = logging.getLogger("jodiffusion")
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d{8})$")
-_TEMP_RE = re.compile(r"^\.step_\d{8}\..+")  # what ``save`` writes into before the rename (tempfile.mkdtemp)
+# ``save`` writes into a temporary folder standing for ``step_XXXXXXXX`` (``utils.tempnames``), then renames it
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -104,17 +104,18 @@ class CheckpointManager:
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
-    def remove_temporary(self) -> int:
-        """Delete the temporary folders of saves a kill interrupted (``.step_XXXXXXXX.*``); returns how
-        many. Call it when a run starts or resumes, while no save of this run is under way."""
+    def remove_temporary(self) -> list[str]:
+        """Delete the temporary folders of saves a kill interrupted (``.jodiffusion-<token>.step_XXXXXXXX.tmp``);
+        returns their names. Call it when a run starts or resumes, while no save of this run is under way."""
         if not self.root.is_dir():
-            return 0
-        count = 0
-        for path in self.root.iterdir():
-            if _TEMP_RE.match(path.name) and path.is_dir() and not path.is_symlink():
+            return []
+        removed = []
+        for path in sorted(self.root.iterdir()):
+            if is_temp_name(path.name) and _STEP_RE.match(standing_for(path.name) or "") and path.is_dir() \
+                    and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
-                count += 1
-        return count
+                removed.append(path.name)
+        return removed
 
     def latest(self) -> Path | None:
         items = self.list()
@@ -173,7 +174,7 @@ class CheckpointManager:
              extra: dict[str, Any] | None = None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"step_{step:08d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:08d}.", dir=self.root))
+        tmp = make_temp_dir(self.root, final.name)
         try:
             for name, module in modules.items():
                 sd = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}

@@ -7,8 +7,10 @@ itself is :func:`jodiffusion.engine.loop.fit`.
 An interrupted start is never a dead end: a folder this command marked that holds no checkpoint and no
 finished model yet, or a folder a kill left holding only temporary files (the marker's own, killed while
 it was written), is started again by the obvious command (with or without ``--resume latest`` or
-``--overwrite``). The main process holds the folder's lock (``jodiffusion.utils.lock``) from preparing the
-folder to the end of the run, so that a second run into the same folder is refused, naming the first.
+``--overwrite``). ``--resume latest`` where there is no earlier run (a missing or empty folder, or one
+holding only a lock) is refused, naming the folder, before anything is created. The main process holds
+the folder's lock (``jodiffusion.utils.lock``) from preparing the folder to the end of the run, so that a
+second run into the same folder is refused, naming the first.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from jodiffusion.config.loader import config_changes, config_to_dict, save_run_c
 from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.runtime import MetricLogger, make_accelerator
-from jodiffusion.errors import ConfigError, JoDiffusionError
+from jodiffusion.errors import CheckpointError, ConfigError, JoDiffusionError
 from jodiffusion.utils import lock as folder_lock
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.ownership import (
@@ -39,6 +41,7 @@ from jodiffusion.utils.ownership import (
     write_owner,
 )
 from jodiffusion.utils.ranks import main_decides
+from jodiffusion.utils.tempnames import describe_removed
 
 T = TypeVar("T")
 log = logging.getLogger("jodiffusion")
@@ -86,6 +89,19 @@ def interrupted_start(run_dir: Path, command: str) -> bool:
     return not foreign_entries(run_dir, RUN_OUTPUTS[command])
 
 
+def check_earlier_run(run_dir: Path) -> None:
+    """``--resume latest`` needs an earlier run in ``run_dir``: a missing or empty folder, or one holding
+    nothing but a lock, is none (a mistyped path must not start a long run from step 0 without a word).
+    Raises naming the folder; changes nothing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        return  # a file in the way: refused by the folder checks, naming it
+    if run_dir.is_dir() and any(p.name != folder_lock.LOCK_FILE for p in run_dir.iterdir()):
+        return
+    state = "is empty" if run_dir.is_dir() else "does not exist"
+    raise CheckpointError(f"--resume latest: output folder {run_dir} {state}, so there is no earlier run to "
+                          "continue; check output_dir, or start without --resume. Nothing was changed")
+
+
 def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, command: str = "train") -> Path:
     """Refuse to write into a previous run's folder unless resuming or explicitly overwriting.
 
@@ -101,6 +117,8 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
         raise JoDiffusionError(f"output folder {run_dir} exists and is a file; choose another output_dir")
     own = RUN_OUTPUTS.get(command, _RUN_ENTRIES)
     ckpt = CheckpointManager(run_dir)
+    if resume == "latest":
+        check_earlier_run(run_dir)
     restart = run_dir.is_dir() and interrupted_start(run_dir, command) and (resume in (None, "latest"))
     if restart:
         if any(p.name != folder_lock.LOCK_FILE for p in run_dir.iterdir()):  # an empty folder: a new start
@@ -126,8 +144,12 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
         write_owner(run_dir, command)
     removed = ckpt.remove_temporary()  # saves that a kill interrupted
     if removed:
-        log.info("removed %d temporary checkpoint folder(s) of an interrupted save", removed)
-    remove_temp_files(run_dir)  # atomic writes a kill interrupted (the lock keeps out any write under way)
+        log.info("removed %d temporary checkpoint folder(s) of an interrupted save: %s", len(removed),
+                 describe_removed(removed))
+    removed = remove_temp_files(run_dir)  # atomic writes a kill interrupted (the lock keeps out any write under way)
+    if removed:
+        log.info("removed %d temporary file(s) of an interrupted write in %s: %s", len(removed), run_dir,
+                 describe_removed(removed))
     return run_dir
 
 
@@ -145,6 +167,8 @@ class TrainingRun:
         self._lock: Path | None = None
         self._created = not self.run_dir.exists()
         def take_folder() -> None:
+            if resume == "latest":  # before the lock creates the folder: a refusal changes nothing
+                check_earlier_run(self.run_dir)
             self._lock = folder_lock.acquire(self.run_dir, command)  # released by close()
             try:
                 prepare_run_dir(self.run_dir, resume, overwrite, command=command)

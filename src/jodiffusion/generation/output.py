@@ -37,7 +37,9 @@ from PIL import Image
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, palette_bytes
+from jodiffusion.data.readers.common import format_stem_line
 from jodiffusion.utils.io import atomic_path, write_text_atomic
+from jodiffusion.utils.tempnames import TEMP_PREFIX, is_temp_name, temp_name
 
 log = logging.getLogger("jodiffusion")
 
@@ -147,14 +149,15 @@ def files_present(out: Path, record: dict) -> bool:
     return all((out / rel).is_file() for rel in files.values())
 
 
-def remove_temp_files(out: Path) -> int:
-    """Temporary files of writes a kill interrupted (``atomic_path`` names them ``.<name>.<random>.tmp``)."""
-    count = 0
-    for path in out.rglob(".*.tmp"):
-        if path.is_file():
+def remove_temp_files(out: Path) -> list[str]:
+    """Temporary files of writes a kill interrupted, anywhere in ``out``: only the tool's own temporary
+    names (``jodiffusion.utils.tempnames``); returns their paths relative to ``out``."""
+    removed = []
+    for path in sorted(out.rglob(f"{TEMP_PREFIX}*")):
+        if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
-            count += 1
-    return count
+            removed.append(str(path.relative_to(out)))
+    return removed
 
 
 # --- webdataset shards ------------------------------------------------------------------------------
@@ -177,7 +180,7 @@ class ShardWriter:
     def open(self, unit: int) -> None:
         path = self.out / shard_name(unit)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.unit, self._tmp, self.records = unit, path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"), []
+        self.unit, self._tmp, self.records = unit, path.with_name(temp_name(path.name)), []
         self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
 
     def add(self, record: dict, image_name: str, image: bytes | None, mask: bytes | None) -> None:
@@ -224,7 +227,7 @@ def merge(out: Path, final: list[dict], cutoff: int, fmt: str, split: str, shard
     kept = [r for r in final if r["kept"]]
     write_text_atomic(out / MANIFEST_FILE, "".join(json.dumps(r) + "\n" for r in final))
     if fmt == "folder":
-        write_text_atomic(out / SPLITS_DIR / f"{split}.txt", "".join(r["stem"] + "\n" for r in kept))
+        write_text_atomic(out / SPLITS_DIR / f"{split}.txt", "".join(format_stem_line(r["stem"]) + "\n" for r in kept))
         write_text_atomic(out / CAPTIONS_FILE, "".join(
             json.dumps({"stem": r["stem"], "caption": r["prompt"], "split": split}) + "\n" for r in kept))
     # the journals are merged now: drop them before deleting files they may still name

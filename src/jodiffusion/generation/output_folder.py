@@ -23,6 +23,7 @@ from jodiffusion.utils.ownership import (
     read_owner,
     write_owner,
 )
+from jodiffusion.utils.tempnames import describe_removed
 
 log = logging.getLogger("jodiffusion")
 
@@ -110,7 +111,8 @@ def prepare_output(group: ProcessGroup, out: Path, identity: dict, cfg: Generate
         write_owner(out, COMMAND)  # first, so that a kill at any later moment leaves a folder known as ours
         removed = store.remove_temp_files(out)
         if removed:
-            log.info("removed %d temporary files of an interrupted run", removed)
+            log.info("removed %d temporary file(s) of an interrupted run in %s: %s", len(removed), out,
+                     describe_removed(removed))
         complete = bool(meta and meta.get("complete") and meta.get("num") == cfg.num)
         write_json_atomic(out / store.GENERATION_FILE, {**identity, "num": cfg.num, "complete": complete})
         write_classes(out, classes)

@@ -7,6 +7,7 @@ folder, and only while it holds nothing but mask PNGs and the summary.
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Iterable
@@ -102,6 +103,20 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _check_labels(ignore_index, background_id) -> None:
+    """The ignore index and background as a classes file must give them: 8-bit labels, and not the same."""
+    for value, what, flag in ((ignore_index, "ignore index", "--ignore-index"),
+                              (background_id, "background id", "--background-id")):
+        if value is None and what == "background id":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= 255:
+            raise ConfigError(f"{flag} {value!r}: the {what} must be a label in 0..255 (masks are 8-bit PNGs); "
+                              "give e.g. 255, or the value of your classes.json")
+    if background_id is not None and background_id == ignore_index:
+        raise ConfigError(f"--background-id {background_id} equals --ignore-index {ignore_index}: the ignore "
+                          "label cannot be a class; give different values")
+
+
 def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: int = 20,
                   connectivity: int = 4, include_background: bool = False, workers: int | None = None,
                   ignore_index: int = 255, progress: bool = True, overwrite: bool = False,
@@ -127,6 +142,7 @@ def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: in
         raise ConfigError(f"connectivity must be 4 or 8, got {connectivity!r}")
     if int(tau) != tau or tau < 0:
         raise ConfigError(f"tau must be a non-negative pixel count, got {tau!r}")
+    _check_labels(ignore_index, background_id)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")

@@ -4,6 +4,7 @@ local folder or a hub id, run in batches; ``data/captions.py`` writes what it sa
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from jodiffusion.errors import CheckpointError
+from jodiffusion.utils.safe_load import check_weight_folder, pickle_refusal
 
 DEFAULT_BLIP2_MODEL = "Salesforce/blip2-opt-2.7b"
 
@@ -108,11 +110,15 @@ class Blip2Captioner:
             local_files_only = True
         device = device or _default_device()
         torch_dtype = _resolve_dtype(dtype, device)
+        if is_local:
+            check_weight_folder(source, "the BLIP-2 captioning model")
         try:
             processor = AutoProcessor.from_pretrained(source, local_files_only=bool(local_files_only))
             model = Blip2ForConditionalGeneration.from_pretrained(
                 source, dtype=torch_dtype, local_files_only=bool(local_files_only))
-        except (OSError, ValueError) as exc:
+        except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a payload
+            raise CheckpointError(pickle_refusal(source, exc, "give the model as safetensors")) from None
+        except (OSError, ValueError, EOFError, RuntimeError) as exc:
             where = "local folder" if is_local else "hub id"
             raise CheckpointError(
                 f"cannot load a BLIP-2 captioning model from {where} '{source}': {exc}. Pass a folder "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jodiffusion.errors import CheckpointError, ConfigError
+from jodiffusion.utils.safe_load import check_weight_folder, pickle_refusal
 from jodiffusion.utils.specs import build_from_spec
 
 
@@ -197,10 +199,15 @@ class StableDiffusionVAECodec(ImageCodec):
         tries = [subfolder] if subfolder is not None or is_local else [None, "vae"]
         error: Exception | None = None
         for sub in tries:
+            if is_local:
+                check_weight_folder(Path(source) / (sub or ""), "the AutoencoderKL")
             try:
                 vae = AutoencoderKL.from_pretrained(source, subfolder=sub, torch_dtype=torch_dtype,
                                                     local_files_only=bool(local_files_only))
-            except (OSError, ValueError, KeyError) as exc:
+            except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a payload
+                raise CheckpointError(pickle_refusal(Path(source) / (sub or ""), exc, "give the VAE as "
+                                                     "diffusion_pytorch_model.safetensors")) from None
+            except (OSError, ValueError, KeyError, EOFError, RuntimeError) as exc:
                 error = exc
                 continue
             return cls(vae, source=source, subfolder=sub, scaling_factor=scaling_factor, shift_factor=shift_factor)

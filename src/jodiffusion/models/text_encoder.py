@@ -29,7 +29,7 @@ from torch import nn
 from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.models.image_codec import dtype_name, pretrained_source, resolve_dtype
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
-from jodiffusion.utils.safe_load import load_safetensors, one_line
+from jodiffusion.utils.safe_load import check_weight_folder, load_safetensors, pickle_refusal
 from jodiffusion.utils.specs import build_from_spec
 
 CONFIG_NAME = "config.json"
@@ -139,16 +139,16 @@ class CLIPTextEncoder(TextEncoder):
             tries = [(subfolder, tokenizer_subfolder or subfolder)]
         error: Exception | None = None
         for sub, tok_sub in tries:
+            if is_local:
+                check_weight_folder(Path(source) / (sub or ""), "the CLIP text encoder")
             try:
                 return cls._load(source, sub, tok_sub, resolve_dtype(dtype), max_length, bool(local_files_only))
             except pickle.UnpicklingError as exc:  # transformers' torch.load(weights_only=True) refused a payload
                 weights = _pickle_weights(Path(source) / (sub or "")) if is_local else None
-                raise CheckpointError(
-                    f"{weights or source} holds pickled objects other than tensors; refusing to run them (torch.load "
-                    f"weights_only=True: {one_line(str(exc).splitlines()[0])}). Give the CLIP text encoder as "
-                    "model.safetensors") from None
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                error = exc
+                raise CheckpointError(pickle_refusal(weights or source, exc, "give the CLIP text encoder as "
+                                                     "model.safetensors")) from None
+            except (OSError, ValueError, KeyError, TypeError, EOFError, RuntimeError) as exc:
+                error = exc  # EOFError, RuntimeError: torch.load of a cut or corrupt pytorch_model.bin
         reason = str(error).rstrip(".")
         raise CheckpointError(f"cannot load a CLIP text encoder from '{source}': {reason}. Pass a folder with a "
                               "CLIPTextModel and CLIPTokenizer, a pipeline folder (text_encoder/ + tokenizer/), or a "

@@ -17,7 +17,6 @@ differs. UniDiffuser's text and CLIP-image output layers have no counterpart her
 from __future__ import annotations
 
 import math
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import nn
 
 from jodiffusion.errors import CheckpointError
 from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS
-from jodiffusion.utils.safe_load import open_safetensors
+from jodiffusion.utils.safe_load import load_torch_weights, open_safetensors
 
 DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                           "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin")
@@ -326,17 +325,7 @@ def _load_tensors(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, 
             return {k: f.get_tensor(k) for k in wanted}
     if path.suffix not in (".pth", ".pt", ".ckpt", ".bin"):
         raise CheckpointError(f"{path}: unsupported file type {path.suffix!r}; {WHAT_TO_PASS}")
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path} holds pickled objects other than tensors; refusing to run them "
-                              f"(torch.load weights_only=True): {str(exc).splitlines()[0]}") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:  # a truncated or garbage torch file
-        raise CheckpointError(f"cannot read {path}: truncated or not a torch file ({str(exc).splitlines()[0]}); "
-                              f"{WHAT_TO_PASS}") from None
+    state = load_torch_weights(path, WHAT_TO_PASS, mmap=True)  # one line for an empty, cut or pickled file
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a flat state dict (name -> tensor); {WHAT_TO_PASS}")
     return {k: v for k, v in state.items() if keys is None or k.removeprefix("module.") in keys}

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 from jodiffusion import __version__
 from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
-from jodiffusion.utils.safe_load import load_safetensors, read_json
+from jodiffusion.utils.safe_load import load_safetensors, load_torch_weights, read_json
 
 log = logging.getLogger("jodiffusion")
 
@@ -161,13 +160,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"backbone weights file {path} not found; give the path of a torchvision "
                               "ResNet state dict (.pth or .safetensors)")
-    try:
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip or header errors: all mean "not a readable weight file"
-        raise CheckpointError(f"cannot read backbone weights {path}: {str(exc).splitlines()[0]}") from None
+    if path.suffix == ".safetensors":
+        state = load_safetensors(path, hint="give a torchvision ResNet state dict")
+    else:  # one line naming the file for an empty, truncated or pickled one
+        state = load_torch_weights(path, hint="give a torchvision ResNet state dict (.pth or .safetensors)")
     for key in ("state_dict", "model"):  # training checkpoints often nest the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +49,9 @@ from jodiffusion.models.image_codec import ImageCodec
 from jodiffusion.models.text_encoder import TextEncoder
 from jodiffusion.utils.io import replace_folder, save_safetensors_atomic, write_json_atomic
 from jodiffusion.utils.progress import progress_bar
+from jodiffusion.utils.tempnames import is_temp_name, make_temp_dir
+
+log = logging.getLogger("jodiffusion")
 
 CACHE_FORMAT_VERSION = 1
 META_NAME = "meta.json"
@@ -253,7 +256,7 @@ class LatentCache(torch.utils.data.Dataset):
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_builds(cache_dir)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=cache_dir))
+        tmp = make_temp_dir(cache_dir, final.name)
         try:
             (tmp / BUILDING_MARKER).touch()
             meta = _encode_all(dataset, texts, codec, text_encoder, tmp, size, batch_size, device, progress,
@@ -336,10 +339,12 @@ def _captions_for(stems: list[str], captions: Mapping[str, str], captions_file: 
 def _remove_stale_builds(cache_dir: Path) -> None:
     """Temporary folders of builds that died (still marked as building, untouched for a day)."""
     now = time.time()
-    for path in cache_dir.glob(".*.tmp"):
+    for path in cache_dir.iterdir():
         try:
-            if (path / BUILDING_MARKER).is_file() and now - path.stat().st_mtime > STALE_BUILD_SECONDS:
+            if is_temp_name(path.name) and (path / BUILDING_MARKER).is_file() \
+                    and now - path.stat().st_mtime > STALE_BUILD_SECONDS:
                 shutil.rmtree(path, ignore_errors=True)
+                log.info("removed %s, the build folder of a latent cache whose build died", path)
         except OSError:
             pass
 

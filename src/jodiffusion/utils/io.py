@@ -1,7 +1,7 @@
 """Atomic file writing: a reader (or a resumed run) never sees a half-written file.
 
-Everything is written to a temporary name in the destination folder and then renamed, which is
-atomic on POSIX file systems and on Windows (``os.replace``).
+Everything is written to a temporary name (``jodiffusion.utils.tempnames``) in the destination folder
+and then renamed, which is atomic on POSIX file systems and on Windows (``os.replace``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,9 @@ from safetensors.torch import save_file
 
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.safe_load import disk_full_error, is_disk_full
+from jodiffusion.utils.tempnames import UMASK, make_temp_dir, make_temp_file
 
-# Read once at import: the only portable way to read the umask is to set it and put it back, which is
-# not safe while writer threads create files.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+_UMASK = UMASK  # read once, at import (see tempnames)
 
 
 @contextlib.contextmanager
@@ -35,9 +32,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_path = make_temp_file(path.parent, path.name)  # .jodiffusion-<token>.<name>.tmp
         os.close(fd)
-        tmp_path = Path(tmp)
         yield tmp_path
         # mkstemp creates the file as 0600; give it the mode a plain open() would (0666 minus the umask)
         # so that reports and datasets can be shared and served.
@@ -72,11 +68,11 @@ def replace_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     """Rename the finished folder ``tmp`` onto ``out`` (beside it, on the same file system). A folder
     already at ``out`` is first renamed aside and deleted only once ``tmp`` is in place; if that rename
     fails it is put back, so ``out`` is always either the old folder or the new one, never half of each.
-    A kill in between leaves at most a hidden ``.OUT.*.old`` folder beside ``out``."""
+    A kill in between leaves at most a hidden ``.jodiffusion-<token>.OUT.old`` folder beside ``out``."""
     tmp, out = Path(tmp), Path(out)
     trash = None
     if out.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        trash = make_temp_dir(out.parent, out.name, "old")
         os.replace(out, trash / "old")
     try:
         os.replace(tmp, out)

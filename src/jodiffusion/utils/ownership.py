@@ -3,12 +3,13 @@
 A command that owns an output folder (``train``, ``train-vae``, ``train-seg``, ``generate``) writes
 ``OWNER_FILE`` into it before anything else, naming itself. ``--overwrite`` replaces a non-empty folder
 only when that marker names the same command *and* every top-level entry is one the command writes
-(or a temporary file of an interrupted write); anything else is refused, naming what would be lost.
+(or one of the tool's temporary names, ``jodiffusion.utils.tempnames``); anything else is refused, naming
+what would be lost.
 A common file name (``manifest.jsonl``, ``classes.json``) is never taken as proof of ownership.
 
-A folder holding nothing but temporary files of atomic writes (and a run's lock) is *blank*
-(``is_blank``): it is what a kill during a command's very first write leaves (the marker's own
-``..jodiffusion-owner.json.<random>.tmp``), and every command treats it as empty, with or without
+A folder holding nothing but the tool's temporary files (and a run's lock) is *blank* (``is_blank``): it
+is what a kill during a command's very first write leaves (the marker's own
+``.jodiffusion-<token>..jodiffusion-owner.json.tmp``), and every command treats it as empty, with or without
 ``--resume`` / ``--overwrite``. ``clear_folder`` empties a folder for ``--overwrite`` but keeps the lock
 of the run that is clearing it (``jodiffusion.utils.lock``).
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.lock import LOCK_FILE
+from jodiffusion.utils.tempnames import is_temp_name
 
 OWNER_FILE = ".jodiffusion-owner.json"
 _SHOWN = 8  # entries named in a refusal before "and N more"
@@ -45,11 +47,6 @@ def read_owner(folder: str | os.PathLike) -> str | None:
         return None
     command = data.get("command") if isinstance(data, dict) else None
     return command if isinstance(command, str) else None
-
-
-def is_temp_name(name: str) -> bool:
-    """A temporary file of an atomic write (``.<name>.<random>.tmp``) or checkpoint (``.step_*``)."""
-    return name.startswith(".") and (name.endswith(".tmp") or name.startswith(".step_"))
 
 
 def is_blank(folder: str | os.PathLike) -> bool:
@@ -71,15 +68,16 @@ def clear_folder(folder: str | os.PathLike) -> None:
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
-def remove_temp_files(folder: str | os.PathLike) -> int:
+def remove_temp_files(folder: str | os.PathLike) -> list[str]:
     """Delete the top-level temporary files of writes a kill interrupted (call it holding the lock, so that
-    none is another run's write under way); returns how many."""
-    count = 0
-    for path in Path(folder).iterdir():
+    none is another run's write under way); returns their names. Only the tool's own temporary names
+    (``jodiffusion.utils.tempnames``) are removed."""
+    removed = []
+    for path in sorted(Path(folder).iterdir()):
         if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
-            count += 1
-    return count
+            removed.append(path.name)
+    return removed
 
 
 def describe_entries(folder: Path, names: Iterable[str]) -> str:

@@ -14,10 +14,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
+import re
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -190,6 +194,90 @@ def open_safetensors(path: str | os.PathLike, hint: str = "", error: type[JoDiff
         yield f
 
 
+# --- torch (pickle-based) weight files ----------------------------------------------------------------
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def weight_file_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with the weight file ``path`` that can be told without reading it as weights: empty,
+    or a zip archive (torch's format since 1.6) cut short (its central directory, at the end, is missing).
+    None when nothing is seen (the file may still be unreadable)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None  # missing or unreadable: the loader's own error names it
+    if size == 0:
+        return "the file is empty (0 bytes): it was cut short while being written or copied; copy it again"
+    if head == _ZIP_MAGIC and not zipfile.is_zipfile(path):
+        return (f"a truncated zip archive ({size} bytes, its end is missing): it was cut short while being "
+                "written or copied; copy it again")
+    return None
+
+
+def check_weight_folder(folder: str | os.PathLike, what: str) -> None:
+    """Refuse, naming the file, an empty or truncated weight file (``*.bin``, ``*.pt``, ``*.pth``,
+    ``*.safetensors``) at the top of the model folder ``folder`` before a library (transformers,
+    diffusers) reads it and ends in EOFError or a zip reader's RuntimeError. ``what``: e.g. "the CLIP
+    text encoder"."""
+    folder = Path(folder)
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".safetensors"))
+    except OSError:
+        return  # not a folder: the library's own error names it
+    for path in files:
+        problem = weight_file_problem(path)
+        if problem is not None:
+            raise CheckpointError(f"cannot load {what}: {path}: {problem}")
+
+
+def pickle_refusal(path: str | os.PathLike, exc: BaseException | None = None, hint: str = "") -> str:
+    """Our message for a weight file that holds pickled objects other than tensors. Never torch's own
+    advice (loading with ``weights_only=False`` runs whatever code the file holds)."""
+    found = _UNSUPPORTED_GLOBAL.search(str(exc)) if exc is not None else None
+    names = f" (it names {found.group(1)})" if found else ""
+    tail = f"; {hint}" if hint else ""
+    return (f"{path} holds pickled objects other than tensors{names}; jodiffusion never runs code from a weight "
+            "file, since an untrusted one can run any command. Give the weights as a .safetensors file (or a "
+            f"plain state dict of tensors) from a source you trust{tail}")
+
+
+def load_torch_weights(path: str | os.PathLike, hint: str = "", error: type[JoDiffusionError] = CheckpointError,
+                       mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` raising ``error`` (one line naming the file) for an empty,
+    truncated, garbage or pickled file instead of EOFError, RuntimeError or UnpicklingError."""
+    path = Path(path)
+    tail = f"; {hint}" if hint else ""
+    problem = weight_file_problem(path)
+    if problem is not None:
+        raise error(f"cannot read {path}: {problem}{tail}")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy files cannot be mapped
+    except pickle.UnpicklingError as exc:
+        if _UNSUPPORTED_GLOBAL.search(str(exc)) or _looks_like_pickle(path):  # a real pickle, refused
+            raise error(pickle_refusal(path, exc, hint)) from None
+        raise error(f"cannot read {path}: corrupt or not a torch weight file (its bytes do not unpickle){tail}") \
+            from None
+    except FileNotFoundError:
+        raise error(f"{path} does not exist{tail}") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder, not a weight file{tail}") from None
+    except Exception as exc:  # EOFError, RuntimeError (zip), ValueError, OSError: not a readable torch file
+        detail = one_line(str(exc).split(". ")[0] or type(exc).__name__)
+        if "weights_only" in detail:  # never torch's advice to load unsafely
+            detail = type(exc).__name__
+        raise error(f"cannot read {path}: truncated, corrupt or not a torch weight file ({detail}){tail}") from None
+
+
 # --- seeds -------------------------------------------------------------------------------------------
 
 def check_seed(seed, what: str = "--seed", limit: int | None = None,
@@ -226,6 +314,7 @@ def os_error_line(exc: OSError) -> str:
         f"{what}; check the paths given and their permissions"
 
 
-__all__ = ["DiskFullError", "UnknownPresetError", "check_seed", "disk_full_error", "is_disk_full",
-           "link_note", "load_safetensors", "one_line", "open_safetensors", "os_error_line", "parse_yaml", "read_json",
-           "read_text", "read_yaml", "yaml_problem"]
+__all__ = ["DiskFullError", "UnknownPresetError", "check_seed", "check_weight_folder", "disk_full_error",
+           "is_disk_full", "link_note", "load_safetensors", "load_torch_weights", "one_line", "open_safetensors",
+           "os_error_line", "parse_yaml", "pickle_refusal", "read_json", "read_text", "read_yaml",
+           "weight_file_problem", "yaml_problem"]

@@ -40,7 +40,7 @@ Output (``layout``)::
 
 Everything is written into a temporary folder beside OUT and renamed onto OUT only after the result
 passed ``validate_dataset``, so a failure leaves no half-written OUT (a kill leaves at most that hidden
-``.OUT.import-*.tmp`` folder beside it, which may be deleted). SRC is only read.
+``.jodiffusion-<token>.OUT.tmp`` folder beside it, which the next import into OUT removes). SRC is only read.
 
 The package, in the order an import runs: ``discovery`` (which files are the images and which the masks,
 and their pairing by stem), ``mask_scan`` (one look at every mask), ``value_map`` (the classes and the

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from jodiffusion.data.importer.options import (
 from jodiffusion.data.importer.plan import make_plan
 from jodiffusion.data.importer.value_map import parse_value_map
 from jodiffusion.data.importer.write import bad_values, can_copy, raise_bad_values, write_pair
+from jodiffusion.data.readers.common import format_stem_line
 from jodiffusion.data.readers.folder import read_folder
 from jodiffusion.data.validate import validate_dataset
 from jodiffusion.errors import DatasetError
@@ -34,6 +34,7 @@ from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_a
 from jodiffusion.utils.lock import beside_lock
 from jodiffusion.utils.ownership import check_replaceable, is_blank, read_owner, write_owner
 from jodiffusion.utils.progress import progress_bar
+from jodiffusion.utils.tempnames import temp_name
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
                                              options.val_fraction, options.seed)
 
     copy_images = can_copy(pair_keys, images, scans, options)
-    tmp = out_path.parent / f".{out_path.name}.import-{uuid.uuid4().hex[:8]}.tmp"
+    tmp = out_path.parent / temp_name(out_path.name)  # the tool's own name: a killed run's is removed next time
     summary = ImportSummary(
         src=str(src_path), out=str(out_path), images_from=found.images.described, masks_from=found.masks.described,
         found_by=found.how, unused=[u.to_dict() for u in found.unused],
@@ -185,7 +186,8 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
                                f"leaving out {len(left_out)} files:\n"
                                + "\n".join(f"  {x.path}: {x.reason}" for x in left_out[:SHOWN]))
         for split, stems in sorted(written.items()):
-            write_text_atomic(tmp / layout.SPLITS_DIR / f"{split}.txt", "".join(s + "\n" for s in sorted(stems)))
+            write_text_atomic(tmp / layout.SPLITS_DIR / f"{split}.txt",
+                              "".join(format_stem_line(s) + "\n" for s in sorted(stems)))
         layout.write_classes(tmp, plan.classes)
         summary.splits = {s: len(written[s]) for s in sorted(written, key=_split_order)}
         summary.pairs = sum(summary.splits.values())

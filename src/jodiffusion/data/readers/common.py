@@ -7,8 +7,9 @@ before training) reports it by name instead of the dataset silently shrinking.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from jodiffusion.data.base import Sample
@@ -78,26 +79,79 @@ def warn_unmatched(samples: list[Sample], name: str) -> None:
                        "incomplete samples that `jodiffusion validate` lists", name, no_mask, no_image)
 
 
-def read_stem_list(path: Path) -> list[str]:
-    """Stems listed in a split file: one entry per line, first whitespace-separated token, any folder
-    and suffix removed (so both ``2007_000032`` and ``/JPEGImages/2007_000032.jpg /Seg...png`` work)."""
+def format_stem_line(stem: str) -> str:
+    """One line of a split list for ``stem`` (without the newline), read back by ``read_stem_list`` as
+    exactly ``stem``. A stem is written as it is (``ça va 00``, ``-01``) unless a reader would take it
+    for something else (a comment ``#...``, surrounding blanks, a quote, a line break, a backslash, an
+    image suffix it would strip, words another tool's list puts after the name); then it is a JSON string
+    (``"#hash 02"``)."""
+    plain = (stem and stem == stem.strip() and not stem.startswith(("#", '"')) and "\\" not in stem
+             and not stem.lower().endswith(IMAGE_SUFFIXES)
+             and not any(c in stem for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"))
+    plain = plain and _entry_of(stem, None) == stem  # e.g. "plain 01" would read as VOC's "stem flag" line
+    return stem if plain else json.dumps(stem, ensure_ascii=False)
+
+
+def _entry_of(line: str, exists: Callable[[str], bool] | None) -> str:
+    """The file name a split-list line gives. Other tools' lists put more on a line (VOC's
+    ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``, ``x  1``), while file names may hold spaces
+    (``ça va 00``): the whole line is the name when such a file exists (``exists``), or when the words
+    after the first are not a path or a number; else the first word is."""
+    words = line.split()
+    if len(words) == 1:
+        return line
+    if exists is not None:
+        if exists(_strip_path(line)):
+            return line
+        if exists(_strip_path(words[0])):
+            return words[0]
+    rest_is_extra = all(("/" in w or "\\" in w or w.lower().endswith((*IMAGE_SUFFIXES, ".png"))
+                         or w.lstrip("+-").isdigit()) for w in words[1:])
+    first_is_path = "/" in words[0] or "\\" in words[0] or words[0].lower().endswith(IMAGE_SUFFIXES)
+    return words[0] if rest_is_extra and (first_is_path or len(words) == 2) else line
+
+
+def _strip_path(entry: str) -> str:
+    """The stem of a list entry: any folder and image suffix removed."""
+    stem = entry.replace("\\", "/").rsplit("/", 1)[-1]
+    lower = stem.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def read_stem_list(path: Path, folders: Iterable[Path] = ()) -> list[str]:
+    """Stems listed in a split file: one entry per line, any folder and suffix removed (so both
+    ``2007_000032`` and ``/JPEGImages/2007_000032.jpg /Seg...png`` work); ``#`` starts a comment. A line
+    that is a JSON string is that stem exactly (``format_stem_line``). A line holding spaces is one name
+    when a file of that stem is in one of ``folders`` (the split's image and mask folders), else see
+    ``_entry_of``."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read split list {path}: {exc}") from None
+    folders = tuple(folders)
+
+    def exists(stem: str) -> bool:
+        return any(find_with_suffix(folder, stem, (*IMAGE_SUFFIXES, ".png")) is not None for folder in folders)
+
     stems: list[str] = []
     seen: set[str] = set()
-    for line in lines:
-        line = line.strip()
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        token = line.split()[0]
-        stem = token.replace("\\", "/").rsplit("/", 1)[-1]
-        lower = stem.lower()
-        for suffix in IMAGE_SUFFIXES:
-            if lower.endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
+        if line.startswith('"'):
+            try:
+                stem = json.loads(line)
+            except ValueError:
+                stem = None
+            if not isinstance(stem, str) or not stem:
+                raise DatasetError(f"split list {path}, line {number}: {line[:80]!r} is not a quoted file name; "
+                                   'write a name as it is, or as a JSON string such as "#1 a"')
+        else:
+            stem = _strip_path(_entry_of(line, exists if folders else None))
         if stem not in seen:
             seen.add(stem)
             stems.append(stem)
@@ -109,8 +163,11 @@ def read_stem_list(path: Path) -> list[str]:
 def find_with_suffix(folder: Path, stem: str, suffixes: Iterable[str]) -> Path | None:
     for suffix in suffixes:
         for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_file():
+                    return candidate
+            except (OSError, ValueError):  # a name the file system cannot hold (too long, a NUL)
+                return None
     return None
 
 

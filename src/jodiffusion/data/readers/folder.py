@@ -43,7 +43,7 @@ def read_folder(root: str | Path, split: str = "train",
                 FOLDER_LAYOUT)
     require_dir(mask_dir, f"the '{split}' masks", FOLDER_LAYOUT)
     if split_file.is_file():
-        samples = samples_from_list(read_stem_list(split_file), image_dir, mask_dir, name)
+        samples = samples_from_list(read_stem_list(split_file, (image_dir, mask_dir)), image_dir, mask_dir, name)
     else:
         samples = pair_samples(index_files(image_dir, IMAGE_SUFFIXES), index_files(mask_dir, (".png",)), name)
     return FileSegmentationDataset(samples, classes, None, transform, name=name)

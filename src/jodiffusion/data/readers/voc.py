@@ -45,7 +45,8 @@ def read_voc(root: str | Path, split: str = "train", trainaug: bool = True,
         aug_list = next((sets_dir / n for n in TRAINAUG_LISTS if (sets_dir / n).is_file()), None)
         if aug_dir.is_dir() and aug_list is not None:
             logger.info("voc: using SBD trainaug (%s, %s)", aug_list, aug_dir)
-            samples = samples_from_list(read_stem_list(aug_list), image_dir, aug_dir, "voc:trainaug")
+            samples = samples_from_list(read_stem_list(aug_list, (image_dir, aug_dir)), image_dir, aug_dir,
+                                       "voc:trainaug")
             return FileSegmentationDataset(samples, VOC_CLASSES, VOC_LUT, transform, name="voc:trainaug")
         missing = [str(p) for p in (aug_dir,) if not p.is_dir()]
         if aug_list is None:
@@ -59,5 +60,5 @@ def read_voc(root: str | Path, split: str = "train", trainaug: bool = True,
         raise DatasetError(f"{list_path} does not exist: unknown VOC split '{split}'; "
                            f"lists found: {', '.join(known) or 'none'}. Expected layout:\n{VOC_LAYOUT}")
     mask_dir = require_dir(root / "SegmentationClass", "the VOC masks folder", VOC_LAYOUT)
-    samples = samples_from_list(read_stem_list(list_path), image_dir, mask_dir, name)
+    samples = samples_from_list(read_stem_list(list_path, (image_dir, mask_dir)), image_dir, mask_dir, name)
     return FileSegmentationDataset(samples, VOC_CLASSES, VOC_LUT, transform, name=name)
