@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jodiffusion.data.importer.options import SHOWN
 from jodiffusion.errors import DatasetError
 
 SOURCE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -57,9 +56,15 @@ MAX_TAG_WORDS = 3
 @dataclass(frozen=True)
 class SourceFile:
     path: Path
-    rel: str           # relative to SRC, for messages
-    stem: str          # the pairing key: the file name without extension (and without its family tag)
-    split: str | None  # from a split-named folder
+    rel: str                 # relative to SRC, for messages
+    stem: str                # the file name without extension
+    split: str | None        # from a split-named folder
+    key: tuple[str, ...]     # the pairing key: the folders an image and its mask must share (case or tile
+                             # folders, sub-folders below a split folder), then the name without its tag
+
+    @property
+    def name_key(self) -> str:
+        return self.key[-1]
 
 
 @dataclass
@@ -99,8 +104,8 @@ def find_sides(src: Path, images: str | None, masks: str | None) -> Found:
     named_images = images or _named(src, IMAGE_FOLDERS)
     named_masks = masks or _named(src, MASK_FOLDERS)
     if named_images and named_masks:
-        image_side = find_files(src, named_images, "images", "--images")
-        mask_side = find_files(src, named_masks, "masks", "--masks")
+        image_side, mask_side = _apart(find_files(src, named_images, "images", "--images"),
+                                       find_files(src, named_masks, "masks", "--masks"))
         how = "--images/--masks" if images and masks else "folder names" if not (images or masks) else \
             "--images/--masks and folder names"
         used = {f.path for f in image_side.files} | {f.path for f in mask_side.files}
@@ -110,6 +115,25 @@ def find_sides(src: Path, images: str | None, masks: str | None) -> Found:
     fixed_images = find_files(src, images, "images", "--images") if images else None
     fixed_masks = find_files(src, masks, "masks", "--masks") if masks else None
     return _by_content(src, fixed_images, fixed_masks)
+
+
+def _apart(images: Side, masks: Side) -> tuple[Side, Side]:
+    """The two sides without the files both name: a glob inside the other (``--images '*/*.tif' --masks
+    '*/*_mask.tif'``) gives up the files the narrower one names; any other overlap is refused."""
+    image_paths, mask_paths = {f.path for f in images.files}, {f.path for f in masks.files}
+    both = image_paths & mask_paths
+    if not both:
+        return images, masks
+    if both == mask_paths and image_paths != mask_paths:
+        kept = [f for f in images.files if f.path not in both]
+        return Side(images.where, _drop_common_folders(kept), images.others), masks
+    if both == image_paths and image_paths != mask_paths:
+        kept = [f for f in masks.files if f.path not in both]
+        return images, Side(masks.where, _drop_common_folders(kept), masks.others)
+    shown = sorted(f.rel for f in masks.files if f.path in both)
+    raise DatasetError(f"--images and --masks both name {shown[0]} (and {len(shown) - 1} more), and neither is "
+                       "inside the other; give each its own folder or glob, e.g. --images 'data/*.jpg' --masks "
+                       "'data/*.png', or --images '*/*.tif' --masks '*/*_mask.tif'")
 
 
 def _named(src: Path, candidates: Sequence[str]) -> str | None:
@@ -153,11 +177,21 @@ def find_files(src: Path, spec: str, what: str, flag: str) -> Side:
         if path.suffix.lower() not in SOURCE_SUFFIXES:
             others.append(rel)
             continue
-        first = rel_base.parts[0].lower() if len(rel_base.parts) > 1 else None
-        files.append(SourceFile(path, rel, path.stem, SPLIT_ALIASES.get(first) if first else None))
+        dirs = rel_base.parts[:-1]
+        split = SPLIT_ALIASES.get(dirs[0].lower()) if dirs else None
+        files.append(SourceFile(path, rel, path.stem, split, (*(dirs[1:] if split else dirs), path.stem)))
     if not files:
         raise DatasetError(f"{where}: no {what} found ({', '.join(SOURCE_SUFFIXES)}); name them with {flag}")
-    return Side(where, files, others)
+    return Side(where, _drop_common_folders(files), others)
+
+
+def _drop_common_folders(files: list[SourceFile]) -> list[SourceFile]:
+    """Sub-folders that every file of a side sits in (``annotations/trimaps/``) say nothing about which
+    image a mask belongs to: they leave the keys, the folders that differ (case or tile folders) stay."""
+    common = 0
+    while all(len(f.key) > common + 1 for f in files) and len({f.key[common] for f in files}) == 1:
+        common += 1
+    return [SourceFile(f.path, f.rel, f.stem, f.split, f.key[common:]) for f in files] if common else files
 
 
 def rel_to(path: Path, src: Path) -> str:
@@ -179,7 +213,7 @@ class _Family:
     note: str = ""             # what the sampled files look like, for messages
 
     def keys(self, by_split: bool) -> set:
-        return {(f.split, f.stem) if by_split else f.stem for f in self.files}
+        return {(f.split, f.key) if by_split else f.key for f in self.files}
 
     @property
     def has_splits(self) -> bool:
@@ -248,37 +282,98 @@ def _split_of(part: str) -> tuple[str | None, str]:
     return None, part
 
 
-def _place(dirs: tuple[str, ...]) -> tuple[str, str | None, bool]:
-    """(family folder, split, whether files sit in sub-folders below it) of a file's folders: up to the
-    first split-named one, written ``{split}``, so every split of one kind of file is one family."""
+def _place(dirs: tuple[str, ...], groups: set[str]) -> tuple[str, str | None, bool, tuple[str, ...]]:
+    """(family folder, split, whether files sit in sub-folders below it, the folders that belong to the
+    pairing key) of a file's folders. The family folder goes up to the first split-named one, written
+    ``{split}``, so every split of one kind of file is one family; case or tile folders (``groups``) are
+    written ``*``, so every case's masks are one family. Both the case folders and the sub-folders below a
+    split folder (Cityscapes' cities) are part of the key: an image pairs only with a mask in the same ones."""
+    shown: list[str] = []
+    key: list[str] = []
     for i, part in enumerate(dirs):
-        split, shown = _split_of(part)
+        split, name = _split_of(part)
         if split:
-            return "/".join((*dirs[:i], shown)), split, len(dirs) > i + 1
-    return "/".join(dirs), None, False
+            return "/".join((*shown, name)), split, len(dirs) > i + 1, (*key, *dirs[i + 1:])
+        if "/".join(dirs[:i + 1]) in groups:
+            shown.append("*")
+            key.append(part)
+        else:
+            shown.append(part)
+    return "/".join(shown), None, False, tuple(key)
+
+
+def _pairs_inside(stems: set[tuple[str, str]]) -> bool:
+    """Whether the files of one folder pair among themselves: ``a_1`` beside ``a_1_mask``, or ``x.jpg``
+    beside ``x.png``."""
+    names = {stem for stem, _ in stems}
+    if len(names) < len(stems):
+        return True
+    for stem in names:
+        for start, _ in _split_words(stem)[1:]:
+            if stem[:start - 1] in names:
+                return True
+    return False
+
+
+def _group_dirs(rels: list[tuple[str, ...]]) -> set[str]:
+    """Case or tile folders (``P1/``, ``Tile 1/``): two or more sibling folders each holding images with
+    their masks, beside each other (``a_1.tif`` + ``a_1_mask.tif``) or in sub-folders of their own
+    (``images/x.jpg`` + ``masks/x.png``). Only folders above any split folder are looked at."""
+    direct: dict[tuple[str, ...], set[tuple[str, str]]] = defaultdict(set)
+    below: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    children: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
+    for parts in rels:
+        dirs, name = parts[:-1], parts[-1]
+        stem, ext = name.rsplit(".", 1) if "." in name else (name, "")
+        cut = next((i for i, d in enumerate(dirs) if _split_of(d)[0]), len(dirs))
+        if cut == len(dirs):
+            direct[dirs].add((stem, ext.lower()))
+        for i in range(cut):
+            children[dirs[:i]].add(dirs[:i + 1])
+            below[dirs[:i + 1]].add(stem)
+
+    def self_contained(folder: tuple[str, ...]) -> bool:
+        if _pairs_inside(direct.get(folder, set())):
+            return True
+        subs = sorted(children.get(folder, ()))
+        return any(below[a] & below[b] for i, a in enumerate(subs) for b in subs[i + 1:])
+
+    groups = set()
+    for kids in children.values():
+        contained = [k for k in kids if self_contained(k)]
+        if len(contained) >= 2:
+            groups.update("/".join(k) for k in contained)
+    return groups
 
 
 def _families(src: Path, exclude: set[Path], tagged: bool) -> list[_Family]:
     """The families of the image files under ``src``; ``tagged``: split off name tags (else a family is a
     folder and an extension, and the key the whole name)."""
-    by_base: dict[str, list[tuple[Path, str | None, bool]]] = defaultdict(list)
+    paths = []
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
-        if any(part.startswith(".") for part in rel.parts) or path in exclude:
+        if any(part.startswith(".") for part in rel.parts):
             continue
         if path.suffix.lower() not in SOURCE_SUFFIXES or not path.is_file():
             continue
-        base, split, deep = _place(rel.parts[:-1])
-        by_base[base].append((path, split, deep))
+        paths.append((path, rel))
+    groups = _group_dirs([rel.parts for _, rel in paths])
+    by_base: dict[str, list[tuple[Path, str | None, bool, tuple[str, ...]]]] = defaultdict(list)
+    for path, rel in paths:
+        if path in exclude:
+            continue
+        base, split, deep, folders = _place(rel.parts[:-1], groups)
+        by_base[base].append((path, split, deep, folders))
     families = []
     for base, entries in by_base.items():
-        tags = _tags([p.stem for p, _, _ in entries]) if tagged else set()
-        groups: dict[tuple[str, str], list[tuple[SourceFile, bool]]] = defaultdict(list)
-        for path, split, deep in entries:
+        tags = _tags([p.stem for p, _, _, _ in entries]) if tagged else set()
+        groups_of: dict[tuple[str, str], list[tuple[SourceFile, bool]]] = defaultdict(list)
+        for path, split, deep, folders in entries:
             key, tag = _key_and_tag(path.stem, tags)
             ext = path.suffix.lower().replace(".jpeg", ".jpg")
-            groups[(tag, ext)].append((SourceFile(path, rel_to(path, src), key, split), deep))
-        for (tag, ext), members in sorted(groups.items()):
+            source = SourceFile(path, rel_to(path, src), path.stem, split, (*folders, key))
+            groups_of[(tag, ext)].append((source, deep))
+        for (tag, ext), members in sorted(groups_of.items()):
             folder = (base + "/") if base else ""
             deep = "**/" if any(d for _, d in members) else ""
             families.append(_Family(f"{folder}{deep}*{tag}{ext}", base, tag, [f for f, _ in members]))
@@ -287,9 +382,14 @@ def _families(src: Path, exclude: set[Path], tagged: bool) -> list[_Family]:
 
 def _family_of(side: Side, tagged: bool) -> _Family:
     """A side the user named, as one family (with ``tagged``, its names' tags stripped)."""
-    tags = _tags([f.stem for f in side.files]) if tagged else set()
-    files = [SourceFile(f.path, f.rel, _key_and_tag(f.stem, tags)[0], f.split) for f in side.files]
-    return _Family(side.where, side.where, "", files)
+    return _Family(side.where, side.where, "", retag(side.files) if tagged else side.files)
+
+
+def retag(files: list[SourceFile]) -> list[SourceFile]:
+    """The files with their name tags (``_mask``, ``_L``) split off their keys."""
+    tags = _tags([f.name_key for f in files])
+    return [SourceFile(f.path, f.rel, f.stem, f.split, (*f.key[:-1], _key_and_tag(f.name_key, tags)[0]))
+            for f in files]
 
 
 # --- what a family holds ----------------------------------------------------------------------------
@@ -427,24 +527,5 @@ def _nothing_pairs(src: Path, found: list[_Family], fixed_images: Side | None, f
             f"(relative to {src}).")
 
 
-# --- pairing the files -----------------------------------------------------------------------------
-
-def index_by_stem(files: list[SourceFile], by_split: bool, what: str) -> dict:
-    out: dict = {}
-    duplicates = []
-    for f in files:
-        key = (f.split, f.stem) if by_split else f.stem
-        if key in out:
-            duplicates.append((out[key].rel, f.rel))
-        else:
-            out[key] = f
-    if duplicates:
-        listed = "\n".join(f"  {a}  and  {b}" for a, b in duplicates[:SHOWN])
-        more = f"\n  ... and {len(duplicates) - SHOWN} more" if len(duplicates) > SHOWN else ""
-        raise DatasetError(f"{len(duplicates)} {what} share a stem, so they cannot be paired by stem:\n{listed}{more}\n"
-                           "Name one folder or glob per side with --images / --masks (e.g. --images 'images/*.jpg').")
-    return out
-
-
 __all__ = ["Found", "IMAGE_FOLDERS", "MASK_FOLDERS", "SOURCE_SUFFIXES", "SPLIT_ALIASES", "Side", "SourceFile",
-           "UnusedFamily", "find_files", "find_sides", "rel_to"]
+           "UnusedFamily", "find_files", "find_sides", "rel_to", "retag"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data import layout
-from jodiffusion.data.importer.discovery import find_sides, index_by_stem
+from jodiffusion.data.importer.discovery import find_sides
 from jodiffusion.data.importer.mask_scan import is_colour, scan_mask
 from jodiffusion.data.importer.options import (
     IMPORT_COMMAND,
@@ -24,6 +24,7 @@ from jodiffusion.data.importer.options import (
     ImportSummary,
     LeftOut,
 )
+from jodiffusion.data.importer.pairing import pair_files, shown_key
 from jodiffusion.data.importer.plan import make_plan
 from jodiffusion.data.importer.value_map import parse_value_map
 from jodiffusion.data.importer.write import bad_values, can_copy, raise_bad_values, write_pair
@@ -120,17 +121,16 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
     if overlap:
         raise DatasetError(f"--images and --masks both name {overlap[0]} (and {len(overlap) - 1} more); give "
                            "each its own folder or glob, e.g. --images 'data/*.jpg' --masks 'data/*.png'")
-    by_split = all(f.split for f in image_files) and all(f.split for f in mask_files)
-    images = index_by_stem(image_files, by_split, "images")
-    masks = index_by_stem(mask_files, by_split, "masks")
+    pairing = pair_files(found)
+    images, masks, names = pairing.images, pairing.masks, pairing.names
     left_out: list[LeftOut] = []
     for key in sorted(images.keys() - masks.keys(), key=str):
         f = images[key]
-        left_out.append(LeftOut(f.rel, "no-mask", f"no mask with the stem '{f.stem}' in {masks_at}"))
+        left_out.append(LeftOut(f.rel, "no-mask", f"no mask for '{shown_key(f)}' in {masks_at}"))
     for key in sorted(masks.keys() - images.keys(), key=str):
         f = masks[key]
-        left_out.append(LeftOut(f.rel, "no-image", f"no image with the stem '{f.stem}' in {images_at}"))
-    keys = sorted(images.keys() & masks.keys(), key=str)
+        left_out.append(LeftOut(f.rel, "no-image", f"no image for '{shown_key(f)}' in {images_at}"))
+    keys = pairing.keys
 
     colour_forced = options.mask_type == "colour"
     scans: dict = {}
@@ -156,7 +156,7 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
     split_of_pair = {}
     for k in pair_keys:
         split_of_pair[k] = images[k].split or masks[k].split
-    assignment, splits_from = assign_splits([(split_of_pair[k], images[k].stem) for k in pair_keys],
+    assignment, splits_from = assign_splits([(split_of_pair[k], names[k]) for k in pair_keys],
                                              options.val_fraction, options.seed)
 
     copy_images = can_copy(pair_keys, images, scans, options)
@@ -176,9 +176,10 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
         write_owner(tmp, IMPORT_COMMAND)
         written: dict[str, list[str]] = {}
         for key in progress_bar(pair_keys, desc="import: write pairs", unit="pair", disable=not progress, leave=False):
-            split = assignment[(split_of_pair[key], images[key].stem)]
-            if write_pair(tmp, split, images[key], masks[key], plan, options, summary, left_out, copy_images):
-                written.setdefault(split, []).append(images[key].stem)
+            split = assignment[(split_of_pair[key], names[key])]
+            if write_pair(tmp, split, names[key], images[key], masks[key], plan, options, summary, left_out,
+                          copy_images):
+                written.setdefault(split, []).append(names[key])
         empty = [s for s in ("train", "val") if s in set(assignment.values()) and not written.get(s)]
         if not written or empty:
             raise DatasetError(f"{src_path}: no pairs left in the {' and '.join(empty) or 'train'} split after "

@@ -132,8 +132,8 @@ def can_copy(keys: list, images: dict, scans: dict, options: ImportOptions) -> b
     return True
 
 
-def write_pair(tmp: Path, split: str, image: SourceFile, mask: SourceFile, plan: MaskPlan, options: ImportOptions,
-                summary: ImportSummary, left_out: list[LeftOut], copy_images: bool) -> bool:
+def write_pair(tmp: Path, split: str, stem: str, image: SourceFile, mask: SourceFile, plan: MaskPlan,
+               options: ImportOptions, summary: ImportSummary, left_out: list[LeftOut], copy_images: bool) -> bool:
     rgb, kind, reason = read_image(image.path)
     if rgb is None:
         left_out.append(LeftOut(image.rel, kind, reason))
@@ -168,13 +168,13 @@ def write_pair(tmp: Path, split: str, image: SourceFile, mask: SourceFile, plan:
             summary.resized_masks += 1
     suffix = image.path.suffix.lower()
     if copy_images and not resized_image:
-        target = tmp / layout.IMAGES_DIR / split / f"{image.stem}{'.jpg' if suffix == '.jpeg' else suffix}"
+        target = tmp / layout.IMAGES_DIR / split / f"{stem}{'.jpg' if suffix == '.jpeg' else suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(image.path, target)
         summary.copied_images += 1
     else:
-        layout.save_image_png(np.ascontiguousarray(rgb), tmp / layout.IMAGES_DIR / split / f"{image.stem}.png")
-    layout.save_mask_png(ids, tmp / layout.MASKS_DIR / split / f"{image.stem}.png", plan.classes)
+        layout.save_image_png(np.ascontiguousarray(rgb), tmp / layout.IMAGES_DIR / split / f"{stem}.png")
+    layout.save_mask_png(ids, tmp / layout.MASKS_DIR / split / f"{stem}.png", plan.classes)
     summary.mask_pixels += int(ids.size)
     summary.snapped_pixels += converted.snapped
     summary.snapped_masks += int(converted.snapped > 0)
