@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data import layout
+from jodiffusion.data.importer.class_files import read_class_file
 from jodiffusion.data.importer.discovery import find_sides
-from jodiffusion.data.importer.mask_scan import is_colour, scan_mask
+from jodiffusion.data.importer.mask_scan import scan_mask
 from jodiffusion.data.importer.options import (
     IMPORT_COMMAND,
     IMPORT_ENTRIES,
@@ -25,7 +26,7 @@ from jodiffusion.data.importer.options import (
     LeftOut,
 )
 from jodiffusion.data.importer.pairing import pair_files, shown_key
-from jodiffusion.data.importer.plan import make_plan
+from jodiffusion.data.importer.plan import check_arguments, choose_type, make_plan
 from jodiffusion.data.importer.value_map import parse_value_map
 from jodiffusion.data.importer.write import bad_values, can_copy, raise_bad_values, write_pair
 from jodiffusion.data.readers.folder import read_folder
@@ -112,6 +113,8 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
 def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bool) -> ImportSummary:
     """The import itself, holding OUT's lock: find, scan, plan, write into a hidden folder, swap it in."""
     value_map_raw = parse_value_map(options.value_map)
+    class_file = read_class_file(options.classes_file) if options.classes_file is not None else None
+    check_arguments(options, value_map_raw, class_file)
 
     found = find_sides(src_path, options.images, options.masks)
     images_at, image_files, image_others = found.images.where, found.images.files, found.images.others
@@ -143,11 +146,11 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
     if not scans:
         raise DatasetError(f"{src_path}: no image-mask pairs to import ({len(left_out)} files left out: "
                            + "; ".join(f"{x.path}: {x.reason}" for x in left_out[:5]) + ")")
-    if options.mask_type == "auto" and any(is_colour(s) for s in scans.values()):
-        for key, s in list(scans.items()):  # colour counts of the grey / palette masks too
+    if choose_type(options, list(scans.values()), value_map_raw, class_file)[0] == "colour":
+        for key, s in list(scans.items()):  # colour counts of the grey masks too
             if s.colours is None:
                 scans[key] = scan_mask(masks[key].path, True)
-    plan = make_plan(options, scans, value_map_raw)
+    plan = make_plan(options, scans, value_map_raw, class_file)
     bad = {masks[k].rel: b for k, s in scans.items() if (b := bad_values(s, plan))}
     if bad:
         raise_bad_values(bad, plan.classes)

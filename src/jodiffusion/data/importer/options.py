@@ -44,6 +44,7 @@ class ImportOptions:
     val_fraction: float = 0.2         # share of the pairs that become val when the source has no val split
     seed: int = 0                     # seed of that split
     min_colour_fraction: float = 0.001  # colour masks without a palette: a colour covering less is noise
+    accept_colour_table: bool = False   # import with a colour table that snaps many pixels or empties a class
 
     def __post_init__(self):
         if self.mask_type not in MASK_TYPES:
