@@ -415,8 +415,11 @@ def _file_kind(path: Path) -> tuple[str, str]:
                 if np.quantile(spread, 0.99) >= GREY_SPREAD:
                     packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
                     cover = _coverage(packed)
-                    return ("colour", f"RGB, {cover:.0%} of pixels in {FEW_VALUES} colours") \
-                        if cover >= FEW_VALUES_COVER else ("photo", "colour pictures")
+                    if cover < FEW_VALUES_COVER:
+                        return "photo", "colour pictures"
+                    distinct = len(np.unique(packed))
+                    return "colour", (f"RGB, {distinct} colours" if distinct <= FEW_VALUES else
+                                      f"RGB, {cover:.0%} of pixels in {FEW_VALUES} of {distinct} colours")
                 arr, mode_text = rgb[..., 0], "grey RGB"
             elif mode == "P":
                 arr, mode_text = np.asarray(im), "palette"
@@ -506,14 +509,21 @@ def _why_unused(f: _Family, images: _Family, masks: _Family) -> str:
     if not (shared_images or shared_masks):
         return f"{f.note}; no file name shared with the images ({images.where}) or masks ({masks.where})"
     if f.kind in ("ids", "colour"):
+        if not shared_images:
+            return (f"masks ({f.note}) of other images: no file name shared with the images ({images.where}); "
+                    "name them with --images / --masks to import them")
         chosen = "single-channel" if masks.kind == "ids" and f.kind == "colour" else "named as masks" \
-            if masks.hint(MASK_HINTS) > f.hint(MASK_HINTS) else "first found"
-        return (f"also masks of the same images ({f.note}); {masks.where} was used ({chosen}); "
-                f"name it with --masks to use it instead")
+            if masks.hint(MASK_HINTS) > f.hint(MASK_HINTS) else "pairs more images" \
+            if _shared(masks, images) > shared_images else "first found"
+        return (f"also masks of the same images ({shared_images} names shared; {f.note}); {masks.where} was used "
+                f"({chosen}); name it with --masks to use it instead")
+    if not shared_masks:
+        return (f"pictures ({f.note}) sharing {shared_images} file names with the images used, none with the masks; "
+                "a copy or another view of them")
     if f.kind == "grey-photo" and images.kind == "photo":
         return f"grey copies of the pictures in {images.where} ({f.note}); the colour ones were used"
-    return (f"pictures with the same names as {images.where} ({f.note}); name it with --images to use it "
-            "instead")
+    return (f"pictures ({f.note}) with {shared_masks} file names of the masks, as {images.where} has "
+            f"{_shared(images, masks)}; name it with --images to use it instead")
 
 
 def _nothing_pairs(src: Path, found: list[_Family], fixed_images: Side | None, fixed_masks: Side | None) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from jodiffusion.data import layout
 from jodiffusion.data.importer.class_files import read_class_file
 from jodiffusion.data.importer.discovery import find_sides
+from jodiffusion.data.importer.hints import empty_class_warnings
 from jodiffusion.data.importer.mask_scan import scan_mask
 from jodiffusion.data.importer.options import (
     IMPORT_COMMAND,
@@ -152,8 +153,9 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
                 scans[key] = scan_mask(masks[key].path, True)
     plan = make_plan(options, scans, value_map_raw, class_file)
     bad = {masks[k].rel: b for k, s in scans.items() if (b := bad_values(s, plan))}
+    raw_values = {int(v) for s in scans.values() for v in s.values.tolist()}
     if bad:
-        raise_bad_values(bad, plan.classes)
+        raise_bad_values(bad, plan, raw_values)
 
     pair_keys = [k for k in keys if k in scans]
     split_of_pair = {}
@@ -195,6 +197,13 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
         summary.pairs = sum(summary.splits.values())
         summary.left_out = sorted(left_out, key=lambda x: x.path)
         summary.validation = _validate(tmp, list(summary.splits))
+        by_id = summary.class_pixels
+        pixels = [by_id.get(k, 0) for k in range(plan.classes.num_classes)]
+        summary.class_pixels = dict(zip(plan.classes.names, pixels, strict=True))
+        if by_id.get(plan.classes.ignore_index):
+            summary.class_pixels["ignore"] = by_id[plan.classes.ignore_index]
+        summary.warnings = empty_class_warnings(pixels, plan.classes, plan.mask_type, raw_values, plan.value_map,
+                                                plan.threshold)
         write_json_atomic(tmp / IMPORT_FILE, summary.to_dict())
         _move_into_place(tmp, out_path)
     finally:
