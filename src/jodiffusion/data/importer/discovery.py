@@ -11,7 +11,9 @@ Three ways, tried in this order:
    SRC belongs to a *family*: its folder (up to a split-named folder such as ``train/``, below which
    city or scene sub-folders are part of the same family), its extension, and its name *tag*, the
    trailing words shared by many files there (``_leftImg8bit``, ``_gtFine_labelIds``, ``_mask``;
-   numbers never are). What is left of the name is the pairing key. A few files of each family are
+   numbers never are). What is left of the name is the pairing key, after the case or tile folders
+   (``P1/``, ``Tile 1/``: sibling folders each holding images with their masks, written ``*`` in the
+   family's folder) and the sub-folders below a split folder. A few files of each family are
    opened: the masks are the family whose files are single-channel or palette images with few
    distinct values (any small set: {0, 255}, {1, 2, 3}, {0..20, 255}; lossy JPEG noise allowed), the
    images a family of pictures sharing the most keys with it. Colour-coded RGB masks count only when
