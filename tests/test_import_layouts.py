@@ -228,6 +228,8 @@ def test_camvid_tab_separated_label_colors_and_rgba_masks(tmp_path):
         rgba = np.concatenate([COLOURS[ids], np.full((H, W, 1), 255, np.uint8)], axis=2)
         save(picture(i), src / "701_StillsRaw_full" / f"{stem}.png")
         save(rgba, src / "LabeledApproved_full" / f"{stem}_L.png")
+    with pytest.raises(ConfigError, match=r"The source holds a class file: --classes '.*label_colors.txt'"):
+        run(src, tmp_path / "out")  # no flags: the message leads to the right import
     summary = run(src, tmp_path / "out", classes_file=str(table))
     assert summary.pairs == 4 and summary.mask_type == "colour" and summary.snapped_pixels == 0
     assert summary.classes["names"] == ["Void", "Building", "Sky"]
@@ -330,6 +332,8 @@ def test_trimaps_hint_the_mapping_that_keeps_every_class(tmp_path, capsys):
     src = tmp_path / "pets"
     truth = trimaps(src)
     names = ["pet", "background", "border"]
+    with pytest.raises(ConfigError, match=r"values run 1..3, so give 3 names and --value-map 1=NAME0,2=NAME1,3=NAME2"):
+        run(src, tmp_path / "out")
     with pytest.raises(DatasetError, match=r"values run 1..3 .*--value-map 1=pet,2=background,3=border keeps every "
                                            r"class \(3=ignore instead would leave class 0"):
         run(src, tmp_path / "out", names=names)

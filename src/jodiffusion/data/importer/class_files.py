@@ -154,6 +154,29 @@ def _csv(path: Path, text: str) -> ClassFile | None:
     return _build(path, names, palette, "name,r,g,b table")
 
 
+_CANDIDATE_WORDS = ("class", "label", "color", "colour", "palette", "categor")
+_CANDIDATE_SUFFIXES = (".txt", ".json", ".csv", ".yaml", ".yml")
+
+
+def candidate_hint(src: Path, limit: int = 3) -> str:
+    """`` SRC holds label_colors.txt: try --classes ...`` for the files near the top of SRC whose names
+    look like class files (and that read as one), or ""."""
+    found = []
+    for depth in ("*", "*/*"):
+        for path in sorted(src.glob(depth)):
+            name = path.name.lower()
+            if path.suffix.lower() in _CANDIDATE_SUFFIXES and any(w in name for w in _CANDIDATE_WORDS) \
+                    and path.is_file() and path.stat().st_size < 1_000_000:
+                try:
+                    read_class_file(path)
+                except ConfigError:
+                    continue
+                found.append(path)
+    if not found:
+        return ""
+    return " The source holds a class file: " + "; ".join(f"--classes '{p}'" for p in found[:limit])
+
+
 def read_class_file(path: str | Path) -> ClassFile:
     """The classes of ``path`` in any accepted format (see ``FORMATS``)."""
     path = Path(path).expanduser()
@@ -188,4 +211,4 @@ def read_class_file(path: str | Path) -> ClassFile:
     return _from_data(path, data)
 
 
-__all__ = ["FORMATS", "ClassFile", "read_class_file"]
+__all__ = ["FORMATS", "ClassFile", "candidate_hint", "read_class_file"]

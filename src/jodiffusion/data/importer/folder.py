@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data import layout
-from jodiffusion.data.importer.class_files import read_class_file
+from jodiffusion.data.importer.class_files import candidate_hint, read_class_file
 from jodiffusion.data.importer.discovery import find_sides
 from jodiffusion.data.importer.hints import empty_class_warnings
 from jodiffusion.data.importer.mask_scan import scan_mask
@@ -151,7 +151,8 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
         for key, s in list(scans.items()):  # colour counts of the grey masks too
             if s.colours is None:
                 scans[key] = scan_mask(masks[key].path, True)
-    plan = make_plan(options, scans, value_map_raw, class_file)
+    names_given = class_file is not None or options.names is not None
+    plan = make_plan(options, scans, value_map_raw, class_file, "" if names_given else candidate_hint(src_path))
     bad = {masks[k].rel: b for k, s in scans.items() if (b := bad_values(s, plan))}
     raw_values = {int(v) for s in scans.values() for v in s.values.tolist()}
     if bad:

@@ -120,7 +120,8 @@ def choose_type(options: ImportOptions, scans: list[MaskScan], value_map: dict,
 
 
 def make_plan(options: ImportOptions, scans: dict[str, MaskScan], value_map_raw: dict,
-              class_file: ClassFile | None = None) -> MaskPlan:
+              class_file: ClassFile | None = None, class_file_hint: str = "") -> MaskPlan:
+    """The plan; ``class_file_hint`` ends the errors that ask for class names (the class files in SRC)."""
     scan_list = list(scans.values())
     mask_type, reason = choose_type(options, scan_list, value_map_raw, class_file)
     file_info = class_file.classes if class_file is not None else None
@@ -138,8 +139,9 @@ def make_plan(options: ImportOptions, scans: dict[str, MaskScan], value_map_raw:
     if mask_type == "binary":
         return binary_plan(options, reason, file_info)
     if mask_type == "ids":
-        return ids_plan(options, reason, scan_list, file_info, value_keys)
-    return colour_plan(options, reason, scan_list, file_info, bool(class_file and class_file.colours), colour_keys)
+        return ids_plan(options, reason, scan_list, file_info, value_keys, class_file_hint)
+    return colour_plan(options, reason, scan_list, file_info, bool(class_file and class_file.colours), colour_keys,
+                       class_file_hint)
 
 
 def binary_plan(options: ImportOptions, reason: str, file_info: ClassInfo | None) -> MaskPlan:
@@ -159,7 +161,7 @@ def binary_plan(options: ImportOptions, reason: str, file_info: ClassInfo | None
 
 
 def ids_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], file_info: ClassInfo | None,
-             value_keys: dict) -> MaskPlan:
+             value_keys: dict, class_file_hint: str = "") -> MaskPlan:
     """Masks of class ids: the names come from --names or --classes; the value map rewrites raw values."""
     for s in scan_list:
         if s.kind == "rgb" and is_colour(s):
@@ -169,10 +171,17 @@ def ids_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], fil
         values = set()
         for s in scan_list:
             values.update(int(v) for v in s.values)
+        ids = sorted(v for v in values if v != IGNORE_INDEX)
+        from_one = ""
+        if ids and ids == list(range(1, len(ids) + 1)):  # trimaps and other masks whose ids start at 1
+            example = ",".join(f"{v}=NAME{v - 1}" for v in ids)
+            from_one = (f" The values run 1..{len(ids)}, so give {len(ids)} names and --value-map {example}, which "
+                        f"keeps every class ({len(ids)}=ignore with {len(ids) - 1} names if {len(ids)} means "
+                        "'unknown').")
         raise ConfigError(f"masks of class ids need the class names: the masks hold the values "
                           f"{value_list(values)}. Give --names NAME0,NAME1,... (one per id, in id order; "
                           f"{IGNORE_INDEX} is the ignore index) or --classes FILE, and --value-map for values "
-                          "that are not ids (e.g. 255=1 or 0=ignore)")
+                          f"that are not ids (e.g. 255=1 or 0=ignore).{from_one}{class_file_hint}")
     if file_info is not None:
         classes = file_info
         if options.background is not None:
@@ -187,7 +196,7 @@ def ids_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], fil
 
 
 def colour_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], file_info: ClassInfo | None,
-                file_palette: bool, colour_keys: dict) -> MaskPlan:
+                file_palette: bool, colour_keys: dict, class_file_hint: str = "") -> MaskPlan:
     """Colour-coded masks (RGB, or palette PNGs read by their colours): a palette (the classes file's, or
     the distinct colours found) maps colours to class ids; a palette that does not fit is refused
     (``colour_fit``)."""
@@ -211,7 +220,7 @@ def colour_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], 
             raise ConfigError(f"colour masks need the class names: {len(found)} colours cover at least "
                               f"{100 * options.min_colour_fraction:g}% of the mask pixels ({radius_why}): {listed}. "
                               "Give --names with one name per colour in this order (colours sorted by value), or "
-                              "--classes FILE with names and colours")
+                              f"--classes FILE with names and colours.{class_file_hint}")
         if len(clusters) < len(names):
             raise ConfigError(f"{len(names)} class names but only {len(clusters)} distinct colours in the masks ("
                               + ", ".join(hex_colour(c) for c, _ in clusters)
