@@ -365,3 +365,48 @@ def test_not_used_reasons_say_what_the_folder_holds(tmp_path):
     assert "label_ids" in summary.masks_from
     colour = next(u["reason"] for u in summary.unused if u["where"].startswith("label_colour"))
     assert colour.startswith("also masks of the same images (4 names shared; RGB, 3 colours)")
+
+
+def test_tiles_whose_masks_carry_a_tag(tmp_path):
+    """Tile N/images/x.jpg with Tile N/labels/x_mask.png: still one family per side, paired tile by tile."""
+    src = tmp_path / "src"
+    truth = {}
+    for t in (1, 2):
+        for i in range(2):
+            seed = 10 * t + i
+            save(picture(seed), src / f"Tile {t}" / "images" / f"x{i}.png")
+            save((blob(seed) * 255).astype(np.uint8), src / f"Tile {t}" / "labels" / f"x{i}_mask.png")
+            truth[f"Tile_{t}_x{i}"] = (picture(seed), blob(seed))
+    summary = run(src, tmp_path / "out", val_fraction=0.5)
+    assert summary.pairs == 4 and summary.masks_from.startswith("*/labels/*_mask.png") and summary.unused == []
+    masks = all_masks(tmp_path / "out")
+    for stem, (image, ids) in truth.items():
+        assert np.array_equal(masks[stem], ids) and np.array_equal(image_of(tmp_path / "out", stem), image)
+
+
+def test_palette_masks_read_by_colour_keep_their_ignore_index(tmp_path):
+    """VOC's palette PNGs with a classes file that gives the palette: read by colour, the boundary index 255
+    (#e0e0c0) stays ignore instead of being snapped to a class."""
+    src = tmp_path / "src"
+    truth = {}
+    for i in range(3):
+        ids = blob(i, k=3)
+        ids[H // 2, :] = 255
+        truth[str(i)] = ids
+        save(picture(i), src / "images" / f"{i}.jpg")
+        path = src / "masks" / f"{i}.png"
+        im = Image.fromarray(ids, mode="P")
+        pal = [0] * 768
+        for c in range(3):
+            pal[3 * c:3 * c + 3] = [int(v) for v in COLOURS[c]]
+        pal[765:768] = [224, 224, 192]
+        im.putpalette(pal)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        im.save(path)
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"names": ["background", "a", "b"], "palette": COLOURS.tolist()}))
+    summary = run(src, tmp_path / "out", classes_file=str(classes))
+    assert summary.mask_type == "colour" and summary.snapped_pixels == 0
+    assert summary.class_pixels["ignore"] == 3 * W
+    masks = all_masks(tmp_path / "out")
+    assert all(np.array_equal(masks[k], v) for k, v in truth.items())

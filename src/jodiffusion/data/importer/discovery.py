@@ -337,8 +337,15 @@ def _group_dirs(rels: list[tuple[str, ...]]) -> set[str]:
     def self_contained(folder: tuple[str, ...]) -> bool:
         if _pairs_inside(direct.get(folder, set())):
             return True
-        subs = sorted(children.get(folder, ()))
-        return any(below[a] & below[b] for i, a in enumerate(subs) for b in subs[i + 1:])
+        owners: dict[str, set] = defaultdict(set)  # stem -> the sub-folders holding it
+        for sub in children.get(folder, ()):
+            for stem in below[sub]:
+                owners[stem].add(sub)
+        for stem, subs in owners.items():  # x in images/ and x (or x_mask) in masks/
+            for prefix in (stem, *(stem[:start - 1] for start, _ in _split_words(stem)[1:])):
+                if owners.get(prefix, set()) - subs or (prefix == stem and len(subs) > 1):
+                    return True
+        return False
 
     groups = set()
     for kids in children.values():

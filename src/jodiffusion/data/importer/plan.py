@@ -239,6 +239,11 @@ def colour_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], 
     # the value map's colours first: where one is also a palette colour, the value map wins
     colours = [packed for (_, packed) in colour_keys]
     targets = [resolve_target(t, classes, f"{hex_colour(packed)}={t}") for (_, packed), t in colour_keys.items()]
+    # palette PNGs read by colour: the colour of their ignore index (VOC's boundary #e0e0c0) stays ignore
+    ignore_colours = {s.index_colours[classes.ignore_index] for s in scan_list
+                      if s.index_colours and classes.ignore_index in s.index_colours} - set(palette) - set(colours)
+    colours += sorted(ignore_colours)
+    targets += [classes.ignore_index] * len(ignore_colours)
     colours += palette
     targets += list(range(len(palette)))
     colour_array, target_array = np.asarray(colours, dtype=np.int64), np.asarray(targets)
