@@ -118,13 +118,8 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
     check_arguments(options, value_map_raw, class_file)
 
     found = find_sides(src_path, options.images, options.masks)
-    images_at, image_files, image_others = found.images.where, found.images.files, found.images.others
-    masks_at, mask_files, mask_others = found.masks.where, found.masks.files, found.masks.others
-    image_set = {f.path for f in image_files}
-    overlap = [f.rel for f in mask_files if f.path in image_set]
-    if overlap:
-        raise DatasetError(f"--images and --masks both name {overlap[0]} (and {len(overlap) - 1} more); give "
-                           "each its own folder or glob, e.g. --images 'data/*.jpg' --masks 'data/*.png'")
+    images_at, image_others = found.images.where, found.images.others
+    masks_at, mask_others = found.masks.where, found.masks.others
     pairing = pair_files(found)
     images, masks, names = pairing.images, pairing.masks, pairing.names
     left_out: list[LeftOut] = []
