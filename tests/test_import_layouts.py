@@ -410,3 +410,17 @@ def test_palette_masks_read_by_colour_keep_their_ignore_index(tmp_path):
     assert summary.class_pixels["ignore"] == 3 * W
     masks = all_masks(tmp_path / "out")
     assert all(np.array_equal(masks[k], v) for k, v in truth.items())
+
+
+def test_images_in_category_folders_with_flat_masks_pair_by_name(tmp_path):
+    """images/<category>/x.jpg with masks/x.png: the masks name no folder, so the name pairs (unique names)."""
+    src = tmp_path / "src"
+    truth = {}
+    for i, category in enumerate(("cats", "dogs", "cats", "dogs")):
+        save(picture(i), src / "images" / category / f"p{i}.png")
+        save(blob(i), src / "masks" / f"p{i}.png")
+        truth[f"p{i}"] = blob(i)
+    summary = run(src, tmp_path / "out", val_fraction=0.25)
+    assert summary.pairs == 4 and not summary.left_out
+    masks = all_masks(tmp_path / "out")
+    assert all(np.array_equal(masks[k], v) for k, v in truth.items())

@@ -3,7 +3,9 @@
 An image and a mask pair only when their keys are equal: the folders they must share (case or tile
 folders, sub-folders below a split folder or below the image and mask folders) and the file name without
 its tag (``_mask``, ``_L``). So ``Tile 1/images/x.jpg`` pairs with ``Tile 1/masks/x.png`` and never with
-``Tile 2/masks/x.png``; a key that two files of one side share is refused, never guessed.
+``Tile 2/masks/x.png``; a key that two files of one side share is refused, never guessed. Only where the
+user or the folder names gave one side flat (``masks/x.png``) and the other in sub-folders
+(``images/cats/x.jpg``) do names alone pair, and only when they are unique on both sides.
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ def pair_files(found: Found) -> Pairing:
     options = [(False, image_files, mask_files)]
     if found.how != "content":
         options.append((True, retag(image_files), retag(mask_files)))
+        for tagged, im_files, ms_files in list(options):
+            # one side flat, the other in sub-folders (images/<category>/x.jpg, masks/x.png): the flat side
+            # names no folder, so the name alone pairs; never where both sides have folders to match
+            if _flat(im_files) != _flat(ms_files):
+                options.append((tagged, _names_only(im_files), _names_only(ms_files)))
     best = None
     for tagged, im_files, ms_files in options:
         images, dup_images = _index(im_files, by_split)
@@ -74,6 +81,14 @@ def pair_files(found: Found) -> Pairing:
         _raise_duplicates(dup_masks, "masks")
     keys = sorted(images.keys() & masks.keys(), key=str)
     return Pairing(images, masks, keys, output_names(keys, images), tagged)
+
+
+def _flat(files: list[SourceFile]) -> bool:
+    return all(len(f.key) == 1 for f in files)
+
+
+def _names_only(files: list[SourceFile]) -> list[SourceFile]:
+    return [SourceFile(f.path, f.rel, f.stem, f.split, f.key[-1:]) for f in files]
 
 
 _UNSAFE = re.compile(r"[\s/\\]+")
