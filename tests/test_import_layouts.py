@@ -210,6 +210,9 @@ def test_a_colour_table_that_does_not_fit_is_refused_with_the_figures(tmp_path):
     assert not (tmp_path / "out").exists()
     summary = run(src, tmp_path / "out", classes_file=str(table), accept_colour_table=True)
     assert summary.snapped_pixels > 0 and summary.warnings  # imported as asked, and said so
+    args = ["import", str(src), "--out", str(tmp_path / "cli"), "--classes", str(table), "--no-progress"]
+    assert main(args) == 1 and not (tmp_path / "cli").exists()
+    assert main([*args, "--accept-colour-table"]) == 0 and (tmp_path / "cli" / "import.json").is_file()
     # the class names one per colour found instead: fewer names than colours is refused the same way
     with pytest.raises(ConfigError, match="does not fit the masks"):
         run(src, tmp_path / "out2", names=["void", "sand"])
