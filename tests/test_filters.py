@@ -277,3 +277,16 @@ def test_config_loads_from_overrides_with_class_wise_thresholds():
     assert cfg.class_confidence == {"cat": 0.95} and cfg.consistency_mode == "drop"
     with pytest.raises(ConfigError, match="max_ignore"):
         load_config(FilterConfig, overrides=["max_ignore=3"])
+
+
+def test_the_models_padding_does_not_count_as_ignore():
+    """Square data in a wide frame: generated masks are ignore in the padding columns by design; the
+    shares of foreground and ignore are taken over the picture inside them."""
+    mask = np.zeros((8, 16), np.uint8)
+    mask[:, :5] = mask[:, 11:] = IGN   # 10 of 16 columns padding
+    mask[:4, 5:8] = CAT
+    f = PairFilter(FilterConfig(max_ignore=0.5), CLASSES)
+    assert f(_image(8, 16), mask, {CAT}).reason == MOSTLY_IGNORE   # 62% of the frame is ignore
+    f.padding = (0, 0, 5, 5)
+    r = f(_image(8, 16), mask, {CAT})
+    assert r.keep and r.scores["ignore"] == 0.0 and r.scores["foreground"] == pytest.approx(12 / 48)

@@ -426,8 +426,11 @@ def test_globs_pick_the_files(tmp_path):
     assert summary.copied_images == 4
     copied = list((tmp_path / "out" / "images").rglob("*.jpg"))
     assert len(copied) == 4 and all(p.read_bytes() == (src / "data" / p.name).read_bytes() for p in copied)
-    with pytest.raises(DatasetError, match="both name data/0.png"):
-        run(src, tmp_path / "out2", images="data", masks="data/*.png")
+    # a folder and a glob inside it: the glob's files are the masks, the rest the images
+    summary = run(src, tmp_path / "out2", images="data", masks="data/*.png")
+    assert summary.pairs == 4 and summary.copied_images == 4
+    with pytest.raises(DatasetError, match="both name data/0.png .*neither is inside the other"):
+        run(src, tmp_path / "out2b", images="data/[01]*", masks="data/*.png")
     # without flags: found by content (same stems, JPEG pictures and PNG class ids in one folder)
     summary = run(tmp_path / "src" / "data", tmp_path / "out3")
     assert summary.pairs == 4 and summary.found_by == "content"

@@ -363,3 +363,37 @@ def test_self_conditioning_trains_exports_and_samples_with_its_own_estimate(tmp_
         plain = JoDiffusionPipeline.from_pretrained(other).denoiser
         plain(img, m, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), text,
               self_cond=(img, m))
+
+
+def test_square_data_in_a_wide_frame_generates_its_padding_as_ignore(tmp_path, tiny_vae):
+    """The shapes (square) letterboxed into 32x48: every training mask is ignore in the 8 columns at either
+    side, so every generated mask is too (and the image black there, as the data has it); no class is
+    drawn in the padding, however little the model learnt."""
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=2", "data.width=48", "data.resize=letterbox"),
+                         progress=False)
+    meta = json.loads((export / "jodiffusion.json").read_text())
+    assert meta["padding"] == {"top": 0, "bottom": 0, "left": 8, "right": 8}
+    pipe = JoDiffusionPipeline.from_pretrained(export)
+    ignore = pipe.classes.ignore_index
+    pairs = pipe.generate([f"a red circle {i}" for i in range(4)], seed=1, refine_tau=4)
+    for image, mask, _ in pairs:
+        assert mask.shape == (32, 48)
+        assert (mask[:, :8] == ignore).all() and (mask[:, 40:] == ignore).all()
+        assert (image[:, :8] == 0).all() and (image[:, 40:] == 0).all()
+        assert (mask[:, 8:40] != ignore).mean() > 0.9  # the picture itself is labelled
+    # without the record (a model folder of an earlier version) nothing is changed
+    pipe.padding = None
+    raw = pipe.generate(["a red circle 0"], seed=1)[0][1]
+    assert (raw[:, :8] != ignore).any()
+
+
+def test_padding_bars_are_the_edges_ignore_in_every_mask_and_its_mirror():
+    from jodiffusion.data.transforms import padding_bars
+
+    always = np.zeros((6, 10), bool)
+    always[:, :3] = always[:, 8:] = True   # 3 columns left, 2 right: a flip makes both 2
+    always[0] = True                        # the top row
+    always[4, 5] = True                     # one pixel inside: not a bar
+    assert padding_bars(always) == (1, 0, 2, 2)
+    assert padding_bars(np.ones((4, 4), bool)) == (0, 0, 0, 0)
+    assert padding_bars(np.zeros((4, 4), bool)) == (0, 0, 0, 0)

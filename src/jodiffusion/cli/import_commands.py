@@ -14,12 +14,17 @@ examples:
       images/ and masks/ (or imgs/, labels/, annotations/, ...) found in the folder, paired by stem
   jodiffusion import downloads/pets --out data/pets --images 'photos/*.jpg' --masks trimaps --names background,pet
   jodiffusion import downloads/voc_colour --out data/voc --mask-type colour --classes classes.json
+  jodiffusion import downloads/CamVid --out data/camvid --classes downloads/CamVid/label_colors.txt
+  jodiffusion import downloads/lgg --out data/lgg --images '*/*.tif' --masks '*/*_mask.tif'
+      (case folders: also found without flags; an image pairs only with a mask in the same folders)
   jodiffusion import downloads/seg --out data/seg --names background,road,car --value-map 0=ignore,255=1
 
 masks: class ids (grey or palette PNG), binary (0/255, 0/1, lossy JPEG: --threshold), or colour-coded RGB
-(palette from --classes, else the distinct colours found; other colours are snapped to the nearest one).
-auto picks: colour when masks are colour-coded, ids for palette PNGs or a value map, binary for lossy JPEG
-or 0/255 or 0/1 masks (with no or 2 class names), ids otherwise.
+(palette from --classes, else the distinct colours found, exactly for lossless masks; other colours are
+snapped to the nearest one, and a table that snaps over 3% of the pixels or empties a class is refused).
+auto picks: colour when masks are colour-coded (palette PNGs among them read by colour too), when the class
+file gives colours for palette PNGs or their palettes disagree; ids for other palette PNGs or a value map;
+binary for lossy JPEG or 0/255 or 0/1 masks (with no or 2 class names), ids otherwise.
 
 sizes: where mask and image sizes differ, --resize image (default: the mask is the truth, image bicubic)
 or --resize mask (nearest); pairs whose aspect ratios differ by more than --aspect-tolerance are left out.
@@ -56,7 +61,9 @@ def register(subparsers) -> None:
                    help="class names in id order, comma- or space-separated (binary masks default to "
                         "background,foreground)")
     p.add_argument("--classes", metavar="FILE", dest="classes_file",
-                   help="classes.json / .yaml with names (and optionally palette, ignore_index, background)")
+                   help="the class file: classes.json / .yaml with names (and optionally palette, ignore_index, "
+                        "background), or as the dataset ships it: CamVid's label_colors.txt (R G B name), "
+                        "class_dict.csv (name,r,g,b), {name: colour} or [{name, color}] JSON")
     p.add_argument("--background", metavar="NAME_OR_ID",
                    help="the background class, or 'none' (default: binary masks 0; else the class named "
                         "'background' if any, or the classes file's)")
@@ -71,6 +78,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of that split (default 0)")
     p.add_argument("--min-colour-fraction", type=float, default=0.001, metavar="F",
                    help="colour masks without a palette: colours covering less of the pixels are not classes")
+    p.add_argument("--accept-colour-table", action="store_true",
+                   help="import colour masks even when the colour table snaps more than 3%% of the pixels to another "
+                        "colour or leaves a class without pixels (refused by default, with the figures)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace DIR when an earlier `jodiffusion import` wrote it (and nothing else is in it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,7 +98,8 @@ def run_import(args: argparse.Namespace) -> int:
                             value_map=args.value_map, names=_names(args.names), classes_file=args.classes_file,
                             background=args.background, resize=args.resize, aspect_tolerance=args.aspect_tolerance,
                             val_fraction=args.val_fraction, seed=args.seed,
-                            min_colour_fraction=args.min_colour_fraction)
+                            min_colour_fraction=args.min_colour_fraction,
+                            accept_colour_table=args.accept_colour_table)
     progress = not args.no_progress and sys.stderr.isatty()
     summary = import_folder(args.src, args.out, options, overwrite=args.overwrite, progress=progress)
     print(summary.format())

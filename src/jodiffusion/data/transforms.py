@@ -77,6 +77,38 @@ def _scaled(h: int, w: int, th: int, tw: int, mode: str) -> tuple[int, int]:
     return min(th, max(1, round(h * scale))), min(tw, max(1, round(w * scale)))
 
 
+def padding_bars(always_ignore: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right): the full rows and columns at the frame's edges that are ignore in every
+    training mask (``always_ignore``, (H, W) bool: ignore in each mask and in its mirror image, which
+    training also sees), i.e. the letterbox padding that square data gets in a wide frame. Generation
+    writes them as padding again, so no class is given to what the data never labels."""
+    always = np.asarray(always_ignore, dtype=bool)
+    always = always & always[:, ::-1]
+    height, width = always.shape
+    rows, cols = always.all(axis=1), always.all(axis=0)
+
+    def run(flags: np.ndarray) -> int:
+        return int(np.argmin(flags)) if not flags.all() else len(flags)
+
+    top, bottom, left, right = run(rows), run(rows[::-1]), run(cols), run(cols[::-1])
+    if top + bottom >= height or left + right >= width:  # no mask labels anything: no frame to speak of
+        return (0, 0, 0, 0)
+    return top, bottom, left, right
+
+
+def apply_padding(images: np.ndarray, masks: np.ndarray, bars: tuple[int, int, int, int] | None,
+                  ignore_index: int) -> None:
+    """Write the bars of :func:`padding_bars` into (B, H, W, 3) images (black, as :func:`resize_pair` pads)
+    and (B, H, W) masks (``ignore_index``), in place."""
+    if not bars or not any(bars):
+        return
+    top, bottom, left, right = bars
+    height, width = masks.shape[1:3]
+    for region in (np.s_[:, :top], np.s_[:, height - bottom:], np.s_[:, :, :left], np.s_[:, :, width - right:]):
+        masks[region] = ignore_index
+        images[region] = IMAGE_FILL
+
+
 class FitCounter:
     """What fitting a split to the training size changed: pairs affected, the share of pixels padded
     or lost, and the worst pair; ``to_dict`` goes into stage records, ``metrics.json`` and the report."""

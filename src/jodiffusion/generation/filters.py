@@ -140,12 +140,18 @@ class PairFilter:
         for name, value in (cfg.class_confidence or {}).items():
             self.thresholds[classes.names.index(name)] = value
         self._totals = _Totals(ignored_pixels=np.zeros(k, dtype=np.int64))
+        # (top, bottom, left, right): the model's padding (``JoDiffusionPipeline.padding``), ignore by design;
+        # the shares of foreground and ignore are taken over the picture inside it
+        self.padding: tuple[int, int, int, int] | None = None
 
     # --- single checks ---------------------------------------------------------------------------
 
     def _degenerate(self, mask: np.ndarray, prompt_classes: set[int]) -> tuple[str | None, dict]:
         """Drop reason (or None) and scores of the mask-only checks."""
         k, ignore = self.classes.num_classes, self.classes.ignore_index
+        if self.padding:
+            top, bottom, left, right = self.padding
+            mask = mask[top:mask.shape[0] - bottom, left:mask.shape[1] - right]
         counts = np.bincount(mask.ravel(), minlength=256)
         total = max(int(mask.size), 1)
         foreground = float(counts[:k][~self.background].sum()) / total

@@ -171,6 +171,7 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
                            "split": cfg.split, "precision": precision, "filters": filters_id}}
     if pair_filter is None and cfg.filters.enabled:  # nor a broken --consistency-segmenter
         pair_filter = build_pair_filter(cfg.filters, classes, dev)
+        pair_filter.padding = pipe.padding  # the padding is ignore by design, not a pair left unlabelled
     # one writer at a time: a second run into this folder is refused, naming the first
     with folder_lock(out, OUTPUT_COMMAND, enabled=group.rank == 0, world=group.world):
         meta = prepare_output(group, out, identity, cfg, classes, overwrite)

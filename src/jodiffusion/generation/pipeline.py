@@ -2,7 +2,9 @@
 
     model_dir/
       jodiffusion.json      format, package version, classes, resolution, schedule, codec and text
-                            encoder references (rebuildable specs), sampler defaults
+                            encoder references (rebuildable specs), sampler defaults, and the padding
+                            (rows and columns ignore in every training mask, e.g. square data letterboxed
+                            into a wide frame), which generated pairs get back as black and ignore
       denoiser/             config.json (its class: JointUViT or JointUNet) + model.safetensors (EMA weights);
                             folders of jodiffusion 0.1.0 call it uvit/
       annotation_vae/       config.json + model.safetensors
@@ -21,6 +23,7 @@ from jodiffusion import __version__
 from jodiffusion.data.captions import write_captions
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE
+from jodiffusion.data.transforms import apply_padding
 from jodiffusion.diffusion.sampling import SamplerConfig, sample_latents, sample_seed
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig
 from jodiffusion.errors import CheckpointError
@@ -35,15 +38,19 @@ from jodiffusion.utils.safe_load import one_line, read_json
 MANIFEST = "jodiffusion.json"
 DENOISER_DIR = "denoiser"
 FORMAT_VERSION = 1
+PADDING_SIDES = ("top", "bottom", "left", "right")
 
 
 class JoDiffusionPipeline:
     def __init__(self, denoiser: torch.nn.Module, vae: AnnotationVAE, codec: ImageCodec, text_encoder: TextEncoder,
                  classes: ClassInfo, resolution: tuple[int, int], schedule: NoiseScheduleConfig,
-                 sampler: SamplerConfig | None = None):
+                 sampler: SamplerConfig | None = None, padding: tuple[int, int, int, int] | None = None):
         self.denoiser, self.vae, self.codec, self.text_encoder = denoiser, vae, codec, text_encoder
         self.classes = classes
         self.resolution = (int(resolution[0]), int(resolution[1]))
+        # (top, bottom, left, right) rows and columns that are padding in every training mask (square data in a
+        # wide frame): decoded pairs get them back as padding, so no class is drawn where the data has none
+        self.padding = tuple(int(v) for v in padding) if padding and any(padding) else None
         self.schedule = schedule.resolved()  # the model folder records what "auto" meant when it was trained
         self.sampler = sampler or SamplerConfig()
         h, w = self.resolution
@@ -90,6 +97,7 @@ class JoDiffusionPipeline:
             "schedule": asdict(self.schedule), "sampler": asdict(self.sampler),
             "codec": self.codec.to_dict(), "text_encoder": text_spec,
             "prompts": {"captions": CAPTIONS_FILE if captions else None}, "dataset": dataset,
+            "padding": dict(zip(PADDING_SIDES, self.padding, strict=True)) if self.padding else None,
         })
         return folder
 
@@ -111,13 +119,15 @@ class JoDiffusionPipeline:
             codec_spec, classes = meta["codec"], ClassInfo.from_dict(meta["classes"])
             resolution = tuple(int(v) for v in meta["resolution"])
             schedule, sampler = NoiseScheduleConfig(**meta["schedule"]), SamplerConfig(**meta["sampler"])
+            padding = meta.get("padding")  # absent in folders written before it was recorded: no padding known
+            padding = tuple(int(padding[side]) for side in PADDING_SIDES) if padding else None
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{manifest_path} is not a valid model manifest ({one_line(exc)}); export the "
                                   "model again (`jodiffusion train`)") from None
         denoiser_dir = folder / DENOISER_DIR if (folder / DENOISER_DIR).is_dir() else folder / "uvit"
         pipe = cls(load_denoiser(denoiser_dir), AnnotationVAE.from_pretrained(folder / "annotation_vae"),
                    build_image_codec(codec_spec), build_text_encoder(text_spec), classes, resolution, schedule,
-                   sampler)
+                   sampler, padding)
         for m in (pipe.denoiser, pipe.vae, pipe.text_encoder):
             m.eval()
         return pipe.to(device)
@@ -169,11 +179,14 @@ class JoDiffusionPipeline:
     @torch.no_grad()
     def decode(self, img_latents: torch.Tensor, mask_latents: torch.Tensor,
                min_confidence: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Latents -> (B, H, W, 3) uint8 images and (B, H, W) uint8 masks (low confidence -> ignore)."""
+        """Latents -> (B, H, W, 3) uint8 images and (B, H, W) uint8 masks (low confidence -> ignore; the
+        training data's padding, ``self.padding``, black and ignore)."""
         images = self.codec.decode(img_latents.float())
         images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         masks = self.vae.decode_to_mask(self.vae.unscale(mask_latents.float()), min_confidence=min_confidence)
-        return images, masks.to(torch.uint8).cpu().numpy()
+        masks = masks.to(torch.uint8).cpu().numpy()
+        apply_padding(images, masks, self.padding, self.classes.ignore_index)
+        return images, masks
 
     def generate(self, prompts: list[str], seed: int = 0, start_index: int = 0, sampler: SamplerConfig | None = None,
                  min_confidence: float = 0.0, refine_tau: int = 0, autocast_dtype: torch.dtype | None = None):

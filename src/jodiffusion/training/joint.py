@@ -22,7 +22,7 @@ from jodiffusion.data.captions import dataset_captions
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.layout import CAPTIONS_FILE
 from jodiffusion.data.registry import build_split
-from jodiffusion.data.transforms import resize_pair
+from jodiffusion.data.transforms import padding_bars, resize_pair
 from jodiffusion.diffusion.objective import joint_loss
 from jodiffusion.diffusion.sampling import SamplerConfig
 from jodiffusion.diffusion.schedule import training_scheduler
@@ -123,6 +123,10 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
     # was built, so a refused dataset or caption leaves the run folder as it was.
     vae, codec, text_encoder, denoiser, cache = run.start(build)
     mask_table = MaskLatentTable.build(cache, vae, device, progress=run.progress) if cfg.cache_mask_latents else None
+    padding = padding_bars(cache.always_ignore(dataset.classes.ignore_index))
+    if main and any(padding):
+        log.info("every training mask is padding at its edges (top, bottom, left, right: %s px): generated masks "
+                 "write it as ignore and images as black, as the data has it", padding)
     trainable_text = text_encoder if text_encoder.trainable else None
     if trainable_text is None:
         text_encoder.to(device).eval().requires_grad_(False)
@@ -178,10 +182,10 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
     def after_step(at: int) -> None:
         ema.update(raw)
         if main and cfg.sample_every and at % cfg.sample_every == 0 and at < cfg.train.steps and cfg.sample_count:
-            _sample_grid(_pipeline(ema.module, vae, codec, text_encoder, dataset, cfg), captions, cfg, run_dir,
-                         at, run.logger)
+            _sample_grid(_pipeline(ema.module, vae, codec, text_encoder, dataset, cfg, padding), captions, cfg,
+                         run_dir, at, run.logger)
         if probe is not None and (at % cfg.probe_every == 0 or at == cfg.train.steps):
-            pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg)
+            pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg, padding)
             samples = at * cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
             run.log(at, samples_seen=samples, **{f"probe/{k}": v for k, v in probe(pipe).items() if v is not None})
 
@@ -191,7 +195,7 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
     def export(final_step: int) -> Path:
         path = run_dir / EXPORT_DIR
         if main:
-            pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg)
+            pipe = _pipeline(ema.module, vae, codec, text_encoder, dataset, cfg, padding)
             pipe.save_pretrained(path, captions=captions, dataset=config_to_dict(cfg.data))
             if cfg.sample_count:
                 _sample_grid(pipe, captions, cfg, run_dir, final_step, run.logger)
@@ -255,10 +259,12 @@ def _fit_pca_codec(codec, dataset, cfg: JointRunConfig, progress: bool) -> None:
              codec.latent_channels, codec.downsample, codec.downsample, 100 * codec.explained, n)
 
 
-def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, cfg: JointRunConfig):
+def _pipeline(ema_module: DenoiserWithText, vae, codec, text_encoder, dataset, cfg: JointRunConfig,
+              padding: tuple[int, int, int, int] | None = None):
     text = ema_module.text_encoder if ema_module.text_encoder is not None else text_encoder
     res = cfg.data.size
-    return JoDiffusionPipeline(ema_module.denoiser, vae, codec, text, dataset.classes, res, cfg.schedule, cfg.sampler)
+    return JoDiffusionPipeline(ema_module.denoiser, vae, codec, text, dataset.classes, res, cfg.schedule, cfg.sampler,
+                               padding)
 
 
 def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: Path, step: int, logger) -> Path:

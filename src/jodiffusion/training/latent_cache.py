@@ -210,6 +210,16 @@ class LatentCache(torch.utils.data.Dataset):
             flip = bool(np.random.SeedSequence([self.flip_seed, self.epoch, int(index)]).generate_state(1)[0] & 1)
         return self.get(index, flip)
 
+    def always_ignore(self, ignore_index: int) -> np.ndarray:
+        """(H, W) bool: the pixels that are ``ignore_index`` in every cached mask (letterbox padding)."""
+        if self._data is not None:
+            return (self._data["mask"] == ignore_index).all(dim=0).numpy()
+        always = None
+        for i in range(len(self)):
+            ignored = self._row("mask", i) == ignore_index
+            always = ignored if always is None else always & ignored
+        return always.numpy() if always is not None else np.zeros(self.resolution, dtype=bool)
+
     def latent_stats(self, max_samples: int = 1024) -> tuple[float, float]:
         """Mean and std of the posterior means over up to ``max_samples`` evenly spaced samples: a
         codec's ``shift_factor`` and ``1 / scaling_factor`` measured from this data."""

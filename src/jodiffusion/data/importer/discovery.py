@@ -11,7 +11,9 @@ Three ways, tried in this order:
    SRC belongs to a *family*: its folder (up to a split-named folder such as ``train/``, below which
    city or scene sub-folders are part of the same family), its extension, and its name *tag*, the
    trailing words shared by many files there (``_leftImg8bit``, ``_gtFine_labelIds``, ``_mask``;
-   numbers never are). What is left of the name is the pairing key. A few files of each family are
+   numbers never are). What is left of the name is the pairing key, after the case or tile folders
+   (``P1/``, ``Tile 1/``: sibling folders each holding images with their masks, written ``*`` in the
+   family's folder) and the sub-folders below a split folder. A few files of each family are
    opened: the masks are the family whose files are single-channel or palette images with few
    distinct values (any small set: {0, 255}, {1, 2, 3}, {0..20, 255}; lossy JPEG noise allowed), the
    images a family of pictures sharing the most keys with it. Colour-coded RGB masks count only when
@@ -24,7 +26,6 @@ folder is never left out without a word.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,12 +34,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jodiffusion.data.importer.options import SHOWN
+from jodiffusion.data.importer.names import SPLIT_ALIASES, group_dirs, key_and_tag, name_tags, place
 from jodiffusion.errors import DatasetError
 
 SOURCE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test", "testing": "test"}
 IMAGE_FOLDERS = ("images", "image", "imgs", "img", "JPEGImages", "photos", "Images")
 MASK_FOLDERS = ("masks", "mask", "labels", "label", "annotations", "SegmentationClass", "gt", "ground_truth",
                 "groundtruth", "Masks", "Labels")
@@ -50,16 +49,20 @@ SAMPLED_FILES = 5         # files opened per family to tell masks from pictures
 FEW_VALUES = 32           # a mask's most frequent values (or colours) ...
 FEW_VALUES_COVER = 0.97   # ... cover at least this share of its pixels; a picture's do not
 GREY_SPREAD = 24          # an RGB file whose channels differ less than this (99% of pixels) is grey
-TAG_SHARE = 0.2           # a word is a tag when at least this share of a folder's files end with it
-MAX_TAG_WORDS = 3
 
 
 @dataclass(frozen=True)
 class SourceFile:
     path: Path
-    rel: str           # relative to SRC, for messages
-    stem: str          # the pairing key: the file name without extension (and without its family tag)
-    split: str | None  # from a split-named folder
+    rel: str                 # relative to SRC, for messages
+    stem: str                # the file name without extension
+    split: str | None        # from a split-named folder
+    key: tuple[str, ...]     # the pairing key: the folders an image and its mask must share (case or tile
+                             # folders, sub-folders below a split folder), then the name without its tag
+
+    @property
+    def name_key(self) -> str:
+        return self.key[-1]
 
 
 @dataclass
@@ -99,8 +102,8 @@ def find_sides(src: Path, images: str | None, masks: str | None) -> Found:
     named_images = images or _named(src, IMAGE_FOLDERS)
     named_masks = masks or _named(src, MASK_FOLDERS)
     if named_images and named_masks:
-        image_side = find_files(src, named_images, "images", "--images")
-        mask_side = find_files(src, named_masks, "masks", "--masks")
+        image_side, mask_side = _apart(find_files(src, named_images, "images", "--images"),
+                                       find_files(src, named_masks, "masks", "--masks"))
         how = "--images/--masks" if images and masks else "folder names" if not (images or masks) else \
             "--images/--masks and folder names"
         used = {f.path for f in image_side.files} | {f.path for f in mask_side.files}
@@ -110,6 +113,25 @@ def find_sides(src: Path, images: str | None, masks: str | None) -> Found:
     fixed_images = find_files(src, images, "images", "--images") if images else None
     fixed_masks = find_files(src, masks, "masks", "--masks") if masks else None
     return _by_content(src, fixed_images, fixed_masks)
+
+
+def _apart(images: Side, masks: Side) -> tuple[Side, Side]:
+    """The two sides without the files both name: a glob inside the other (``--images '*/*.tif' --masks
+    '*/*_mask.tif'``) gives up the files the narrower one names; any other overlap is refused."""
+    image_paths, mask_paths = {f.path for f in images.files}, {f.path for f in masks.files}
+    both = image_paths & mask_paths
+    if not both:
+        return images, masks
+    if both == mask_paths and image_paths != mask_paths:
+        kept = [f for f in images.files if f.path not in both]
+        return Side(images.where, _drop_common_folders(kept), images.others), masks
+    if both == image_paths and image_paths != mask_paths:
+        kept = [f for f in masks.files if f.path not in both]
+        return images, Side(masks.where, _drop_common_folders(kept), masks.others)
+    shown = sorted(f.rel for f in masks.files if f.path in both)
+    raise DatasetError(f"--images and --masks both name {shown[0]} (and {len(shown) - 1} more), and neither is "
+                       "inside the other; give each its own folder or glob, e.g. --images 'data/*.jpg' --masks "
+                       "'data/*.png', or --images '*/*.tif' --masks '*/*_mask.tif'")
 
 
 def _named(src: Path, candidates: Sequence[str]) -> str | None:
@@ -153,11 +175,21 @@ def find_files(src: Path, spec: str, what: str, flag: str) -> Side:
         if path.suffix.lower() not in SOURCE_SUFFIXES:
             others.append(rel)
             continue
-        first = rel_base.parts[0].lower() if len(rel_base.parts) > 1 else None
-        files.append(SourceFile(path, rel, path.stem, SPLIT_ALIASES.get(first) if first else None))
+        dirs = rel_base.parts[:-1]
+        split = SPLIT_ALIASES.get(dirs[0].lower()) if dirs else None
+        files.append(SourceFile(path, rel, path.stem, split, (*(dirs[1:] if split else dirs), path.stem)))
     if not files:
         raise DatasetError(f"{where}: no {what} found ({', '.join(SOURCE_SUFFIXES)}); name them with {flag}")
-    return Side(where, files, others)
+    return Side(where, _drop_common_folders(files), others)
+
+
+def _drop_common_folders(files: list[SourceFile]) -> list[SourceFile]:
+    """Sub-folders that every file of a side sits in (``annotations/trimaps/``) say nothing about which
+    image a mask belongs to: they leave the keys, the folders that differ (case or tile folders) stay."""
+    common = 0
+    while all(len(f.key) > common + 1 for f in files) and len({f.key[common] for f in files}) == 1:
+        common += 1
+    return [SourceFile(f.path, f.rel, f.stem, f.split, f.key[common:]) for f in files] if common else files
 
 
 def rel_to(path: Path, src: Path) -> str:
@@ -179,7 +211,7 @@ class _Family:
     note: str = ""             # what the sampled files look like, for messages
 
     def keys(self, by_split: bool) -> set:
-        return {(f.split, f.stem) if by_split else f.stem for f in self.files}
+        return {(f.split, f.key) if by_split else f.key for f in self.files}
 
     @property
     def has_splits(self) -> bool:
@@ -192,93 +224,34 @@ class _Family:
         return sum(w in text for w in words)
 
 
-_WORD = re.compile(r"[_\-.]")
-
-
-def _split_words(stem: str) -> list[tuple[int, str]]:
-    """(start, word) of each word of a name (separators: _ - .)."""
-    out, start = [], 0
-    for m in _WORD.finditer(stem):
-        out.append((start, stem[start:m.start()]))
-        start = m.end()
-    out.append((start, stem[start:]))
-    return out
-
-
-def _tags(stems: list[str]) -> set[tuple[int, str]]:
-    """(position from the end, word) pairs shared by at least ``TAG_SHARE`` of ``stems`` (and two of
-    them), numbers excluded: the name tags of a folder."""
-    counts: Counter = Counter()
-    for stem in stems:
-        words = _split_words(stem)
-        for p in range(1, min(MAX_TAG_WORDS, len(words) - 1) + 1):
-            counts[(p, words[-p][1])] += 1
-    need = max(2, TAG_SHARE * len(stems))
-    return {k for k, n in counts.items() if n >= need and not k[1].isdigit() and k[1]}
-
-
-def _key_and_tag(stem: str, tags: set[tuple[int, str]]) -> tuple[str, str]:
-    words = _split_words(stem)
-    cut = len(words)
-    for p in range(1, min(MAX_TAG_WORDS, len(words) - 1) + 1):
-        if (p, words[-p][1]) not in tags:
-            break
-        cut = len(words) - p
-    if cut == len(words):
-        return stem, ""
-    start = words[cut][0]
-    return stem[:start - 1], stem[start - 1:]
-
-
-SIDE_WORDS = ("annot", "annots", "annotations", "labels", "label", "masks", "mask", "gt", "seg", "images", "image",
-              "imgs", "img", "rgb", "photos")
-
-
-def _split_of(part: str) -> tuple[str | None, str]:
-    """(split, the folder name with the split written ``{split}``) of a folder named after a split:
-    ``train``, ``validation``, and also ``trainannot`` / ``val_labels`` / ``images_train`` (SegNet's CamVid)."""
-    lower = part.lower()
-    if lower in SPLIT_ALIASES:
-        return SPLIT_ALIASES[lower], "{split}"
-    for alias in sorted(SPLIT_ALIASES, key=len, reverse=True):
-        if lower.startswith(alias) and lower[len(alias):].strip("_-") in SIDE_WORDS:
-            return SPLIT_ALIASES[alias], "{split}" + part[len(alias):]
-        if lower.endswith(alias) and lower[:-len(alias)].strip("_-") in SIDE_WORDS:
-            return SPLIT_ALIASES[alias], part[:-len(alias)] + "{split}"
-    return None, part
-
-
-def _place(dirs: tuple[str, ...]) -> tuple[str, str | None, bool]:
-    """(family folder, split, whether files sit in sub-folders below it) of a file's folders: up to the
-    first split-named one, written ``{split}``, so every split of one kind of file is one family."""
-    for i, part in enumerate(dirs):
-        split, shown = _split_of(part)
-        if split:
-            return "/".join((*dirs[:i], shown)), split, len(dirs) > i + 1
-    return "/".join(dirs), None, False
-
-
 def _families(src: Path, exclude: set[Path], tagged: bool) -> list[_Family]:
     """The families of the image files under ``src``; ``tagged``: split off name tags (else a family is a
     folder and an extension, and the key the whole name)."""
-    by_base: dict[str, list[tuple[Path, str | None, bool]]] = defaultdict(list)
+    paths = []
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
-        if any(part.startswith(".") for part in rel.parts) or path in exclude:
+        if any(part.startswith(".") for part in rel.parts):
             continue
         if path.suffix.lower() not in SOURCE_SUFFIXES or not path.is_file():
             continue
-        base, split, deep = _place(rel.parts[:-1])
-        by_base[base].append((path, split, deep))
+        paths.append((path, rel))
+    groups = group_dirs([rel.parts for _, rel in paths])
+    by_base: dict[str, list[tuple[Path, str | None, bool, tuple[str, ...]]]] = defaultdict(list)
+    for path, rel in paths:
+        if path in exclude:
+            continue
+        base, split, deep, folders = place(rel.parts[:-1], groups)
+        by_base[base].append((path, split, deep, folders))
     families = []
     for base, entries in by_base.items():
-        tags = _tags([p.stem for p, _, _ in entries]) if tagged else set()
-        groups: dict[tuple[str, str], list[tuple[SourceFile, bool]]] = defaultdict(list)
-        for path, split, deep in entries:
-            key, tag = _key_and_tag(path.stem, tags)
+        tags = name_tags([p.stem for p, _, _, _ in entries]) if tagged else set()
+        groups_of: dict[tuple[str, str], list[tuple[SourceFile, bool]]] = defaultdict(list)
+        for path, split, deep, folders in entries:
+            key, tag = key_and_tag(path.stem, tags)
             ext = path.suffix.lower().replace(".jpeg", ".jpg")
-            groups[(tag, ext)].append((SourceFile(path, rel_to(path, src), key, split), deep))
-        for (tag, ext), members in sorted(groups.items()):
+            source = SourceFile(path, rel_to(path, src), path.stem, split, (*folders, key))
+            groups_of[(tag, ext)].append((source, deep))
+        for (tag, ext), members in sorted(groups_of.items()):
             folder = (base + "/") if base else ""
             deep = "**/" if any(d for _, d in members) else ""
             families.append(_Family(f"{folder}{deep}*{tag}{ext}", base, tag, [f for f, _ in members]))
@@ -287,9 +260,14 @@ def _families(src: Path, exclude: set[Path], tagged: bool) -> list[_Family]:
 
 def _family_of(side: Side, tagged: bool) -> _Family:
     """A side the user named, as one family (with ``tagged``, its names' tags stripped)."""
-    tags = _tags([f.stem for f in side.files]) if tagged else set()
-    files = [SourceFile(f.path, f.rel, _key_and_tag(f.stem, tags)[0], f.split) for f in side.files]
-    return _Family(side.where, side.where, "", files)
+    return _Family(side.where, side.where, "", retag(side.files) if tagged else side.files)
+
+
+def retag(files: list[SourceFile]) -> list[SourceFile]:
+    """The files with their name tags (``_mask``, ``_L``) split off their keys."""
+    tags = name_tags([f.name_key for f in files])
+    return [SourceFile(f.path, f.rel, f.stem, f.split, (*f.key[:-1], key_and_tag(f.name_key, tags)[0]))
+            for f in files]
 
 
 # --- what a family holds ----------------------------------------------------------------------------
@@ -315,8 +293,11 @@ def _file_kind(path: Path) -> tuple[str, str]:
                 if np.quantile(spread, 0.99) >= GREY_SPREAD:
                     packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
                     cover = _coverage(packed)
-                    return ("colour", f"RGB, {cover:.0%} of pixels in {FEW_VALUES} colours") \
-                        if cover >= FEW_VALUES_COVER else ("photo", "colour pictures")
+                    if cover < FEW_VALUES_COVER:
+                        return "photo", "colour pictures"
+                    distinct = len(np.unique(packed))
+                    return "colour", (f"RGB, {distinct} colours" if distinct <= FEW_VALUES else
+                                      f"RGB, {cover:.0%} of pixels in {FEW_VALUES} of {distinct} colours")
                 arr, mode_text = rgb[..., 0], "grey RGB"
             elif mode == "P":
                 arr, mode_text = np.asarray(im), "palette"
@@ -406,14 +387,21 @@ def _why_unused(f: _Family, images: _Family, masks: _Family) -> str:
     if not (shared_images or shared_masks):
         return f"{f.note}; no file name shared with the images ({images.where}) or masks ({masks.where})"
     if f.kind in ("ids", "colour"):
+        if not shared_images:
+            return (f"masks ({f.note}) of other images: no file name shared with the images ({images.where}); "
+                    "name them with --images / --masks to import them")
         chosen = "single-channel" if masks.kind == "ids" and f.kind == "colour" else "named as masks" \
-            if masks.hint(MASK_HINTS) > f.hint(MASK_HINTS) else "first found"
-        return (f"also masks of the same images ({f.note}); {masks.where} was used ({chosen}); "
-                f"name it with --masks to use it instead")
+            if masks.hint(MASK_HINTS) > f.hint(MASK_HINTS) else "pairs more images" \
+            if _shared(masks, images) > shared_images else "first found"
+        return (f"also masks of the same images ({shared_images} names shared; {f.note}); {masks.where} was used "
+                f"({chosen}); name it with --masks to use it instead")
+    if not shared_masks:
+        return (f"pictures ({f.note}) sharing {shared_images} file names with the images used, none with the masks; "
+                "a copy or another view of them")
     if f.kind == "grey-photo" and images.kind == "photo":
         return f"grey copies of the pictures in {images.where} ({f.note}); the colour ones were used"
-    return (f"pictures with the same names as {images.where} ({f.note}); name it with --images to use it "
-            "instead")
+    return (f"pictures ({f.note}) with {shared_masks} file names of the masks, as {images.where} has "
+            f"{_shared(images, masks)}; name it with --images to use it instead")
 
 
 def _nothing_pairs(src: Path, found: list[_Family], fixed_images: Side | None, fixed_masks: Side | None) -> str:
@@ -427,24 +415,5 @@ def _nothing_pairs(src: Path, found: list[_Family], fixed_images: Side | None, f
             f"(relative to {src}).")
 
 
-# --- pairing the files -----------------------------------------------------------------------------
-
-def index_by_stem(files: list[SourceFile], by_split: bool, what: str) -> dict:
-    out: dict = {}
-    duplicates = []
-    for f in files:
-        key = (f.split, f.stem) if by_split else f.stem
-        if key in out:
-            duplicates.append((out[key].rel, f.rel))
-        else:
-            out[key] = f
-    if duplicates:
-        listed = "\n".join(f"  {a}  and  {b}" for a, b in duplicates[:SHOWN])
-        more = f"\n  ... and {len(duplicates) - SHOWN} more" if len(duplicates) > SHOWN else ""
-        raise DatasetError(f"{len(duplicates)} {what} share a stem, so they cannot be paired by stem:\n{listed}{more}\n"
-                           "Name one folder or glob per side with --images / --masks (e.g. --images 'images/*.jpg').")
-    return out
-
-
 __all__ = ["Found", "IMAGE_FOLDERS", "MASK_FOLDERS", "SOURCE_SUFFIXES", "SPLIT_ALIASES", "Side", "SourceFile",
-           "UnusedFamily", "find_files", "find_sides", "rel_to"]
+           "UnusedFamily", "find_files", "find_sides", "rel_to", "retag"]

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from jodiffusion.data import layout
-from jodiffusion.data.importer.discovery import find_sides, index_by_stem
-from jodiffusion.data.importer.mask_scan import is_colour, scan_mask
+from jodiffusion.data.importer.class_files import candidate_hint, read_class_file
+from jodiffusion.data.importer.discovery import find_sides
+from jodiffusion.data.importer.hints import empty_class_warnings
+from jodiffusion.data.importer.mask_scan import scan_mask
 from jodiffusion.data.importer.options import (
     IMPORT_COMMAND,
     IMPORT_ENTRIES,
@@ -23,7 +25,8 @@ from jodiffusion.data.importer.options import (
     ImportSummary,
     LeftOut,
 )
-from jodiffusion.data.importer.plan import make_plan
+from jodiffusion.data.importer.pairing import pair_files, shown_key
+from jodiffusion.data.importer.plan import check_arguments, choose_type, make_plan
 from jodiffusion.data.importer.value_map import parse_value_map
 from jodiffusion.data.importer.write import bad_values, can_copy, raise_bad_values, write_pair
 from jodiffusion.data.readers.common import format_stem_line
@@ -112,26 +115,22 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
 def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bool) -> ImportSummary:
     """The import itself, holding OUT's lock: find, scan, plan, write into a hidden folder, swap it in."""
     value_map_raw = parse_value_map(options.value_map)
+    class_file = read_class_file(options.classes_file) if options.classes_file is not None else None
+    check_arguments(options, value_map_raw, class_file)
 
     found = find_sides(src_path, options.images, options.masks)
-    images_at, image_files, image_others = found.images.where, found.images.files, found.images.others
-    masks_at, mask_files, mask_others = found.masks.where, found.masks.files, found.masks.others
-    image_set = {f.path for f in image_files}
-    overlap = [f.rel for f in mask_files if f.path in image_set]
-    if overlap:
-        raise DatasetError(f"--images and --masks both name {overlap[0]} (and {len(overlap) - 1} more); give "
-                           "each its own folder or glob, e.g. --images 'data/*.jpg' --masks 'data/*.png'")
-    by_split = all(f.split for f in image_files) and all(f.split for f in mask_files)
-    images = index_by_stem(image_files, by_split, "images")
-    masks = index_by_stem(mask_files, by_split, "masks")
+    images_at, image_others = found.images.where, found.images.others
+    masks_at, mask_others = found.masks.where, found.masks.others
+    pairing = pair_files(found)
+    images, masks, names = pairing.images, pairing.masks, pairing.names
     left_out: list[LeftOut] = []
     for key in sorted(images.keys() - masks.keys(), key=str):
         f = images[key]
-        left_out.append(LeftOut(f.rel, "no-mask", f"no mask with the stem '{f.stem}' in {masks_at}"))
+        left_out.append(LeftOut(f.rel, "no-mask", f"no mask for '{shown_key(f)}' in {masks_at}"))
     for key in sorted(masks.keys() - images.keys(), key=str):
         f = masks[key]
-        left_out.append(LeftOut(f.rel, "no-image", f"no image with the stem '{f.stem}' in {images_at}"))
-    keys = sorted(images.keys() & masks.keys(), key=str)
+        left_out.append(LeftOut(f.rel, "no-image", f"no image for '{shown_key(f)}' in {images_at}"))
+    keys = pairing.keys
 
     colour_forced = options.mask_type == "colour"
     scans: dict = {}
@@ -144,20 +143,22 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
     if not scans:
         raise DatasetError(f"{src_path}: no image-mask pairs to import ({len(left_out)} files left out: "
                            + "; ".join(f"{x.path}: {x.reason}" for x in left_out[:5]) + ")")
-    if options.mask_type == "auto" and any(is_colour(s) for s in scans.values()):
-        for key, s in list(scans.items()):  # colour counts of the grey / palette masks too
+    if choose_type(options, list(scans.values()), value_map_raw, class_file)[0] == "colour":
+        for key, s in list(scans.items()):  # colour counts of the grey masks too
             if s.colours is None:
                 scans[key] = scan_mask(masks[key].path, True)
-    plan = make_plan(options, scans, value_map_raw)
+    names_given = class_file is not None or options.names is not None
+    plan = make_plan(options, scans, value_map_raw, class_file, "" if names_given else candidate_hint(src_path))
     bad = {masks[k].rel: b for k, s in scans.items() if (b := bad_values(s, plan))}
+    raw_values = {int(v) for s in scans.values() for v in s.values.tolist()}
     if bad:
-        raise_bad_values(bad, plan.classes)
+        raise_bad_values(bad, plan, raw_values)
 
     pair_keys = [k for k in keys if k in scans]
     split_of_pair = {}
     for k in pair_keys:
         split_of_pair[k] = images[k].split or masks[k].split
-    assignment, splits_from = assign_splits([(split_of_pair[k], images[k].stem) for k in pair_keys],
+    assignment, splits_from = assign_splits([(split_of_pair[k], names[k]) for k in pair_keys],
                                              options.val_fraction, options.seed)
 
     copy_images = can_copy(pair_keys, images, scans, options)
@@ -177,9 +178,10 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
         write_owner(tmp, IMPORT_COMMAND)
         written: dict[str, list[str]] = {}
         for key in progress_bar(pair_keys, desc="import: write pairs", unit="pair", disable=not progress, leave=False):
-            split = assignment[(split_of_pair[key], images[key].stem)]
-            if write_pair(tmp, split, images[key], masks[key], plan, options, summary, left_out, copy_images):
-                written.setdefault(split, []).append(images[key].stem)
+            split = assignment[(split_of_pair[key], names[key])]
+            if write_pair(tmp, split, names[key], images[key], masks[key], plan, options, summary, left_out,
+                          copy_images):
+                written.setdefault(split, []).append(names[key])
         empty = [s for s in ("train", "val") if s in set(assignment.values()) and not written.get(s)]
         if not written or empty:
             raise DatasetError(f"{src_path}: no pairs left in the {' and '.join(empty) or 'train'} split after "
@@ -193,6 +195,13 @@ def _import(src_path: Path, out_path: Path, options: ImportOptions, progress: bo
         summary.pairs = sum(summary.splits.values())
         summary.left_out = sorted(left_out, key=lambda x: x.path)
         summary.validation = _validate(tmp, list(summary.splits))
+        by_id = summary.class_pixels
+        pixels = [by_id.get(k, 0) for k in range(plan.classes.num_classes)]
+        summary.class_pixels = dict(zip(plan.classes.names, pixels, strict=True))
+        if by_id.get(plan.classes.ignore_index):
+            summary.class_pixels["ignore"] = by_id[plan.classes.ignore_index]
+        summary.warnings = empty_class_warnings(pixels, plan.classes, plan.mask_type, raw_values, plan.value_map,
+                                                plan.threshold)
         write_json_atomic(tmp / IMPORT_FILE, summary.to_dict())
         _move_into_place(tmp, out_path)
     finally:

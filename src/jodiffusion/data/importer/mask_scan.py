@@ -21,8 +21,9 @@ class MaskScan:
     lossy: bool
     values: np.ndarray | None = None  # distinct grey / index values
     max_spread: int = 0               # rgb: the largest channel difference of a pixel
-    colours: np.ndarray | None = None  # rgb / colour mode: distinct packed colours
+    colours: np.ndarray | None = None  # rgb, palette, colour mode: distinct packed colours
     colour_counts: np.ndarray | None = None
+    index_colours: dict[int, int] | None = None  # palette: the packed colour of each index used
 
 
 def open_mask(path: Path) -> tuple[str, np.ndarray, Image.Image | None]:
@@ -75,9 +76,12 @@ def scan_mask(path: Path, colour_mode: bool) -> MaskScan:
         scan.values = np.unique(grey_of_rgb(arr))
     else:
         scan.values = np.unique(arr)
-    if colour_mode or kind == "rgb":
-        rgb = as_rgb(kind, arr, rgb_image)
-        scan.colours, scan.colour_counts = np.unique(pack(rgb), return_counts=True)
+    if colour_mode or kind in ("rgb", "index"):
+        packed = pack(as_rgb(kind, arr, rgb_image))
+        scan.colours, scan.colour_counts = np.unique(packed, return_counts=True)
+        if kind == "index":  # palettes differ between files: the same index may stand for another colour
+            both = np.unique((arr.astype(np.int64) << 24) | packed)
+            scan.index_colours = {int(v >> 24): int(v & 0xFFFFFF) for v in both}
     return scan
 
 
@@ -94,16 +98,20 @@ def as_rgb(kind: str, arr: np.ndarray, rgb_image: Image.Image | None) -> np.ndar
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def colour_clusters(by_frequency: list[tuple[int, int]], radius: float = 48.0) -> list[tuple[int, int]]:
+JPEG_RADIUS = 48.0  # RGB distance within which lossy JPEG noise around a colour counts for it
+
+
+def colour_clusters(by_frequency: list[tuple[int, int]], radius: float = JPEG_RADIUS) -> list[tuple[int, int]]:
     """Group the colours found (most frequent first) around the most frequent ones: a colour within
     ``radius`` (RGB distance) of a kept colour counts for it (lossy JPEG noise), any other starts a new
-    one. Returns (colour, pixels of its group), most pixels first."""
+    one; radius 0 keeps every colour apart (lossless masks). Returns (colour, pixels of its group), most
+    pixels first."""
     centres: list[int] = []
     totals: list[int] = []
     rgb_centres = np.zeros((0, 3), dtype=np.int64)
     for colour, pixels in by_frequency:
         rgb = unpack(colour)
-        if len(centres):
+        if len(centres) and radius > 0:
             dist = np.sqrt(((rgb_centres - rgb) ** 2).sum(axis=1))
             nearest = int(dist.argmin())
             if dist[nearest] <= radius:

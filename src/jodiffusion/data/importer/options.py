@@ -44,6 +44,7 @@ class ImportOptions:
     val_fraction: float = 0.2         # share of the pairs that become val when the source has no val split
     seed: int = 0                     # seed of that split
     min_colour_fraction: float = 0.001  # colour masks without a palette: a colour covering less is noise
+    accept_colour_table: bool = False   # import with a colour table that snaps many pixels or empties a class
 
     def __post_init__(self):
         if self.mask_type not in MASK_TYPES:
@@ -95,6 +96,8 @@ class ImportSummary:
     snapped_note: str = ""
     value_mapped_pixels: int = 0
     palette: list[dict] = field(default_factory=list)
+    class_pixels: dict = field(default_factory=dict)  # class name (and "ignore") -> pixels written
+    warnings: list[str] = field(default_factory=list)            # e.g. classes without a pixel, with a hint
     left_out: list[LeftOut] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
     validation: dict = field(default_factory=dict)
@@ -115,6 +118,9 @@ class ImportSummary:
                  f"  masks: {self.masks_from}, read as {self.mask_type} ({self.mask_type_reason})",
                  f"  classes: {', '.join(self.classes['names'])} (ignore {self.classes['ignore_index']}, "
                  f"background {self.classes['background']})"]
+        if self.class_pixels:
+            lines.append("  pixels per class: " + ", ".join(f"{name} {share(n, self.mask_pixels)}"
+                                                            for name, n in self.class_pixels.items()))
         if self.palette:
             lines.append("  palette: " + ", ".join(f"{p['colour']}={p['class']} ({p['pixels']} px)"
                                                    for p in self.palette))
@@ -140,8 +146,10 @@ class ImportSummary:
         if self.ignored_files:
             shown = ", ".join(self.ignored_files[:5]) + (" ..." if len(self.ignored_files) > 5 else "")
             lines.append(f"  ignored: {len(self.ignored_files)} files that are not PNG/JPEG/BMP/TIFF ({shown})")
+        lines.extend(f"  warning: {w}" for w in self.warnings)
         if self.validation:
             state = "OK" if self.validation.get("ok") else "problems"
+            state += f", {len(self.warnings)} warnings above" if self.warnings else ""
             lines.append(f"  validate: {state} ("
                          + ", ".join(f"{s} {r['num_samples']}" for s, r in self.validation["splits"].items())
                          + ")")

@@ -1,17 +1,11 @@
-"""The user's words about the classes: the ``--value-map`` text, class files, ``--background`` and
-``--names``, turned into a ``ClassInfo`` and into class ids."""
+"""The user's words about the classes: the ``--value-map`` text, ``--background`` and ``--names``, turned
+into a ``ClassInfo`` and into class ids (class files: ``class_files.py``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
-import yaml
-
-from jodiffusion.data import layout
 from jodiffusion.data.classes import IGNORE_INDEX, ClassInfo
-from jodiffusion.data.importer.options import ImportOptions
 from jodiffusion.errors import ConfigError
 
 # --- the value map, the classes and the mask plan -------------------------------------------------
@@ -64,22 +58,6 @@ def resolve_target(target: str, classes: ClassInfo, item: str) -> int:
     return value
 
 
-def read_class_file(path: Path) -> tuple[ClassInfo, bool]:
-    """The classes of a file and whether it gives an explicit palette."""
-    if not path.is_file():
-        raise ConfigError(f"--classes {path}: file not found")
-    info = layout.read_classes_file(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json":
-            raw = json.loads(text)
-        else:
-            raw = yaml.safe_load(text)
-    except (OSError, ValueError):
-        raw = None
-    return info, isinstance(raw, dict) and bool(raw.get("palette"))
-
-
 def background_id(value: str | None, names: Sequence[str], default: int | None) -> int | None:
     if value is None:
         return default
@@ -114,12 +92,3 @@ def value_list(values) -> str:
     values = sorted(values)
     shown = ", ".join(str(v) for v in values[:12])
     return shown + (f" ... ({len(values)} distinct)" if len(values) > 12 else "")
-
-
-def given_names(options: ImportOptions) -> tuple[str, ...] | None:
-    if options.names is not None:
-        return tuple(options.names)
-    if options.classes_file is not None:
-        return layout.read_classes_file(options.classes_file).names
-    return None
-

@@ -12,8 +12,8 @@ from PIL import Image
 
 from jodiffusion.data import layout
 from jodiffusion.data.base import image_to_rgb
-from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.importer.discovery import SourceFile
+from jodiffusion.data.importer.hints import bad_values_hint
 from jodiffusion.data.importer.mask_scan import MaskScan, as_rgb, grey_of_rgb, open_mask, pack, unpack
 from jodiffusion.data.importer.options import COPY_SUFFIXES, SHOWN, ImportOptions, ImportSummary, LeftOut
 from jodiffusion.data.importer.plan import MaskPlan
@@ -101,7 +101,8 @@ def aspect_gap(a: tuple[int, int], b: tuple[int, int]) -> float:
 
 
 
-def raise_bad_values(bad: dict[str, dict[int, int]], classes: ClassInfo) -> None:
+def raise_bad_values(bad: dict[str, dict[int, int]], plan: MaskPlan, all_values: set[int]) -> None:
+    classes = plan.classes
     values = sorted({v for b in bad.values() for v in b})
     files = sorted(bad)
     listed = "\n".join(f"  {f}: {', '.join(str(v) for v in sorted(bad[f]))}" for f in files[:SHOWN])
@@ -109,8 +110,7 @@ def raise_bad_values(bad: dict[str, dict[int, int]], classes: ClassInfo) -> None
     raise DatasetError(
         f"{len(files)} masks hold values outside the class ids 0..{classes.num_classes - 1} and the ignore index "
         f"{classes.ignore_index} ({', '.join(classes.names)}): {value_list(values)}\n{listed}{more}\n"
-        "Nothing was written. Map them with --value-map (e.g. --value-map "
-        f"{values[0]}=ignore), or give more class names")
+        f"Nothing was written. {bad_values_hint(all_values, values, classes, plan.value_map)}")
 
 
 def can_copy(keys: list, images: dict, scans: dict, options: ImportOptions) -> bool:
@@ -132,8 +132,8 @@ def can_copy(keys: list, images: dict, scans: dict, options: ImportOptions) -> b
     return True
 
 
-def write_pair(tmp: Path, split: str, image: SourceFile, mask: SourceFile, plan: MaskPlan, options: ImportOptions,
-                summary: ImportSummary, left_out: list[LeftOut], copy_images: bool) -> bool:
+def write_pair(tmp: Path, split: str, stem: str, image: SourceFile, mask: SourceFile, plan: MaskPlan,
+               options: ImportOptions, summary: ImportSummary, left_out: list[LeftOut], copy_images: bool) -> bool:
     rgb, kind, reason = read_image(image.path)
     if rgb is None:
         left_out.append(LeftOut(image.rel, kind, reason))
@@ -168,14 +168,18 @@ def write_pair(tmp: Path, split: str, image: SourceFile, mask: SourceFile, plan:
             summary.resized_masks += 1
     suffix = image.path.suffix.lower()
     if copy_images and not resized_image:
-        target = tmp / layout.IMAGES_DIR / split / f"{image.stem}{'.jpg' if suffix == '.jpeg' else suffix}"
+        target = tmp / layout.IMAGES_DIR / split / f"{stem}{'.jpg' if suffix == '.jpeg' else suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(image.path, target)
         summary.copied_images += 1
     else:
-        layout.save_image_png(np.ascontiguousarray(rgb), tmp / layout.IMAGES_DIR / split / f"{image.stem}.png")
-    layout.save_mask_png(ids, tmp / layout.MASKS_DIR / split / f"{image.stem}.png", plan.classes)
+        layout.save_image_png(np.ascontiguousarray(rgb), tmp / layout.IMAGES_DIR / split / f"{stem}.png")
+    layout.save_mask_png(ids, tmp / layout.MASKS_DIR / split / f"{stem}.png", plan.classes)
     summary.mask_pixels += int(ids.size)
+    counts = np.bincount(ids.reshape(-1), minlength=256)
+    for k, n in enumerate(counts.tolist()):  # by id while writing; by name once all are written
+        if n:
+            summary.class_pixels[k] = summary.class_pixels.get(k, 0) + n
     summary.snapped_pixels += converted.snapped
     summary.snapped_masks += int(converted.snapped > 0)
     summary.value_mapped_pixels += converted.mapped
