@@ -3,7 +3,9 @@
     captions -> train-vae -> train-seg on real -> train (joint; its learning curves score image-mask
     agreement with the real-data segmenter) -> generate (x1, and x4 when asked)
     -> eval-joint (prompt adherence, the conditioning probe, image-mask agreement)
-    -> train-seg on synthetic / synthetic x4 / real+synthetic -> report
+    -> train-seg on synthetic / synthetic x4 -> real+synthetic: the candidates (filter: the quality filter
+    on the generated set; seg-real+synthetic[-<candidate>]), the best on val chosen (segmenters.py)
+    -> seg-test (the held-out split, when there is one) -> report
 
 Each stage is the library call behind its own command, configured by that command's preset and
 overrides (``PipelineConfig``), and runs in ``<output_dir>/<stage>``; a rerun skips complete stages
