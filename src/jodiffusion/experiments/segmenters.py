@@ -59,7 +59,8 @@ def segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | No
     scfg = stage_config(SegRunConfig, "seg", cfg.seg, **fields)
     export = train_segmenter(scfg, progress=progress, **train_args(folder, resume))
     report = json.loads((folder / "eval.json").read_text())
-    return {"export": str(export), "miou": report["miou"], "per_class": report["iou"]}
+    return {"export": str(export), "miou": report["miou"], "per_class": report["iou"],
+            "synthetic_ratio": report.get("synthetic_ratio")}
 
 
 def filter_stage(cfg: PipelineConfig, runner: StageRunner, synthetic: dict, judge: dict, progress: bool) -> dict:
@@ -93,7 +94,8 @@ def train_candidates(cfg: PipelineConfig, data: DataConfig, runner: StageRunner,
             mix, ratio, phase = "synthetic-then-real", None, cfg.synthetic_phase
         settings = seg_settings(cfg, data, mix, source["out"], ratio, phase)
         run = functools.partial(_run_candidate, cfg, data, mix, source["out"], progress, ratio, phase)
-        results[name] = {**runner.run(candidate_stage(name), settings, run), "pairs": source["pairs"]}
+        results[name] = {**runner.run(candidate_stage(name), settings, run), "pairs": source["pairs"],
+                         "mix": mix, "synthetic_phase": phase}
     return results, filtered
 
 
@@ -111,7 +113,10 @@ def choose(real_miou: float, candidates: dict[str, dict]) -> dict:
     beats = chosen is not None and scored[chosen] > real_miou
     return {"split": "val", "real": real_miou, "candidates": {n: r.get("miou") for n, r in candidates.items()},
             "skipped": {n: r["skipped"] for n, r in candidates.items() if r.get("skipped")},
-            "chosen": chosen, "selected": chosen if beats else "real", "synthetic_helps": beats}
+            "chosen": chosen, "selected": chosen if beats else "real", "synthetic_helps": beats,
+            # how each used the synthetic set: pairs, share of the samples drawn (two-phase: of the steps)
+            "recipes": {n: {k: r.get(k) for k in ("mix", "pairs", "synthetic_ratio", "synthetic_phase")}
+                        for n, r in candidates.items() if r.get("miou") is not None}}
 
 
 def test_stage(cfg: PipelineConfig, data: DataConfig, runner: StageRunner, segmenters: dict[str, str],
