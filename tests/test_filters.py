@@ -290,3 +290,53 @@ def test_the_models_padding_does_not_count_as_ignore():
     f.padding = (0, 0, 5, 5)
     r = f(_image(8, 16), mask, {CAT})
     assert r.keep and r.scores["ignore"] == 0.0 and r.scores["foreground"] == pytest.approx(12 / 48)
+
+
+# --- filtering a generated folder after the fact (the pipeline's "+filter" candidates) -----------------
+
+def _generated_folder(root):
+    """A folder as `generate` writes it: four pairs, their prompts' classes in manifest.jsonl."""
+    import json
+
+    from jodiffusion.data.layout import write_classes, write_pair
+
+    write_classes(root, CLASSES)
+    no_dog = _mask()
+    no_dog[no_dog == DOG] = CAT
+    pairs = {"a": (_mask(), ["cat", "dog"]), "b": (np.zeros((8, 8), np.uint8), ["cat"]),
+             "c": (no_dog, ["cat", "dog"]), "d": (_mask(), ["cat"])}
+    for i, (stem, (mask, _)) in enumerate(pairs.items()):
+        write_pair(root, "train", stem, np.full((8, 8, 3), 40 * i, np.uint8), mask, CLASSES)
+    (root / "manifest.jsonl").write_text("".join(
+        json.dumps({"index": i, "stem": s, "kept": True, "prompt_classes": c}) + "\n"
+        for i, (s, (_, c)) in enumerate(pairs.items())))
+    return root
+
+
+def test_filter_folder_writes_the_kept_pairs_and_counts_the_rest(tmp_path, segmenter_dir):
+    import json
+
+    from jodiffusion.data.readers.folder import read_folder
+    from jodiffusion.generation.filter_folder import filter_folder
+
+    source = _generated_folder(tmp_path / "generated")
+    summary = filter_folder(source, tmp_path / "kept", FilterConfig(consistency_mode="drop"), progress=False)
+    assert summary["seen"] == 4 and summary["kept"] == summary["pairs"] == 2
+    assert summary["dropped"] == {EMPTY: 1, MISSING_CLASSES: 1}  # c: the prompt asked for a dog it has not
+    kept = read_folder(tmp_path / "kept", "train")
+    assert [kept.stem(i) for i in range(len(kept))] == ["a", "d"]
+    assert (tmp_path / "kept" / "images" / "train" / "d.png").read_bytes() == \
+        (source / "images" / "train" / "d.png").read_bytes()
+    np.testing.assert_array_equal(kept.load_mask(0), _mask())
+    assert json.loads((tmp_path / "kept" / "filter.json").read_text())["kept"] == 2
+    decisions = [json.loads(r) for r in (tmp_path / "kept" / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["stem"], r["kept"], r["reason"]) for r in decisions] == [
+        ("a", True, None), ("b", False, EMPTY), ("c", False, MISSING_CLASSES), ("d", True, None)]
+
+    # with the real-data segmenter as judge and no tolerance, every pair it contradicts goes too; run again
+    # into the same folder, which is replaced whole
+    strict = FilterConfig(consistency_mode="drop", consistency_segmenter=str(segmenter_dir), confidence=1e-6,
+                          max_disagreement=0.0)
+    summary = filter_folder(source, tmp_path / "kept", strict, progress=False)
+    assert summary["dropped"].get(DISAGREEMENT, 0) == 2 and summary["kept"] == 0
+    assert not list((tmp_path / "kept" / "images" / "train").iterdir())

@@ -12,7 +12,8 @@ from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.experiments.config import PipelineConfig
-from jodiffusion.experiments.demo import run_demo
+from jodiffusion.experiments.demo import print_summary, run_demo
+from jodiffusion.experiments.segmenters import choose
 from jodiffusion.experiments.stages import MARKER, StageRunner
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
@@ -33,7 +34,8 @@ def demo(tmp_path_factory):
 def test_demo_runs_every_stage_and_reports_every_metric(demo):
     out, metrics = demo
     # the real-only segmenter comes before the joint model: its learning curves score agreement with it
-    stages = ["data", "vae", "seg-real", "joint", "generate", "eval-joint", "seg-synthetic", "seg-real+synthetic"]
+    stages = ["data", "vae", "seg-real", "joint", "generate", "eval-joint", "seg-synthetic", "filter",
+              "seg-real+synthetic", "seg-real+synthetic-two-phase+filter", "seg-test"]
     for stage in stages:
         assert (out / stage / MARKER).is_file(), stage
     assert list(metrics["stage_seconds"]) == [*stages, "report"]
@@ -59,6 +61,56 @@ def test_demo_runs_every_stage_and_reports_every_metric(demo):
     assert "mix: real+synthetic" in configs["real+synthetic"] and str(out / "generate") in configs["synthetic"]
     # real+synthetic draws the synthetic set's share of the union: 8 generated / (16 real + 8 generated)
     assert f"synthetic_ratio: {8 / 24}" in configs["real+synthetic"]
+
+
+def test_real_synthetic_is_the_best_candidate_on_val_and_every_candidate_is_reported(demo, capsys):
+    out, metrics = demo
+    selection = metrics["seg_selection"]
+    assert selection["split"] == "val" and list(selection["candidates"]) == ["mix", "two-phase+filter"]
+    vals = {name: json.loads((out / stage / "eval.json").read_text()) for name, stage in
+            (("mix", "seg-real+synthetic"), ("two-phase+filter", "seg-real+synthetic-two-phase+filter"))}
+    assert {n: r["split"] for n, r in vals.items()} == {"mix": "val", "two-phase+filter": "val"}
+    assert selection["candidates"] == {n: r["miou"] for n, r in vals.items()}
+    best = max(vals, key=lambda n: (vals[n]["miou"], n == "mix"))  # the first of a tie
+    assert metrics["seg_real_synthetic_candidate"] == selection["chosen"] == best
+    assert metrics["seg_miou_real_synthetic"] == vals[best]["miou"]
+    assert selection["selected"] == (best if vals[best]["miou"] > metrics["seg_miou_real"] else "real")
+    # the two-phase candidate trained on the filtered pairs, synthetic first
+    two = vals["two-phase+filter"]
+    assert two["mix"] == "synthetic-then-real" and two["synthetic"] == str(out / "filter")
+    assert metrics["filter"]["seen"] == 8 and metrics["filter"]["kept"] == two["num_synthetic_train"] == 8
+    # how each candidate drew the synthetic set: mix 1 of every 4 samples (8 / 24 of the union, rounded), two-phase
+    # half of the 4 steps
+    assert selection["recipes"] == {
+        "mix": {"mix": "real+synthetic", "pairs": 8, "synthetic_ratio": 0.25, "synthetic_phase": None},
+        "two-phase+filter": {"mix": "synthetic-then-real", "pairs": 8, "synthetic_ratio": 0.5, "synthetic_phase": 0.5}}
+    # the held-out split scores real only and the chosen candidate, after the choice
+    assert metrics["test_split"] == "test" and len(list((out / "data" / "images" / "test").iterdir())) == 8
+    held_out = json.loads((out / "seg-test" / MARKER).read_text())["result"]["miou"]
+    assert set(held_out) == {"real", best}
+    assert metrics["test_miou_real"] == held_out["real"] and metrics["test_miou_real_synthetic"] == held_out[best]
+    page = (out / "report" / "index.html").read_text()
+    assert "two-phase+filter" in page and "(chosen)" in page and "Held-out split" in page
+    saved = json.loads((out / "report" / "metrics.json").read_text())
+    assert saved["seg_selection"]["candidates"] == selection["candidates"]
+    print_summary(metrics, out)
+    summary = capsys.readouterr().out
+    assert f"best on val of 2: {best}" in summary and "candidates on val: mix " in summary
+    assert "quality filter: 8 of 8 pairs kept (dropped: none)" in summary
+    assert "held-out test split (never used to choose)" in summary
+
+
+def test_the_choice_reads_val_figures_and_keeps_real_only_unless_a_candidate_beats_it():
+    candidates = {"mix": {"miou": 50.0}, "two-phase": {"miou": 55.0},
+                  "mix+filter": {"miou": None, "skipped": "no generated pair passed the quality filter"}}
+    kept = choose(60.0, candidates)
+    assert kept["chosen"] == "two-phase" and kept["selected"] == "real" and not kept["synthetic_helps"]
+    assert kept["candidates"] == {"mix": 50.0, "two-phase": 55.0, "mix+filter": None}
+    assert kept["skipped"] == {"mix+filter": "no generated pair passed the quality filter"}
+    beaten = choose(52.0, candidates)
+    assert beaten["selected"] == "two-phase" and beaten["synthetic_helps"]
+    assert choose(0.0, {"b": {"miou": 5.0}, "a": {"miou": 5.0}})["chosen"] == "b"  # a tie: the first listed
+    assert choose(60.0, {"mix+filter": candidates["mix+filter"]})["chosen"] is None
 
 
 def test_report_folder_holds_the_figures_and_a_page_that_shows_them(demo):
@@ -124,6 +176,14 @@ def test_pipeline_config_is_validated():
         demo_with("experiments=[synthetic]")
     with pytest.raises(ConfigError, match="generate.num"):
         demo_with("generate.num=-1")
+    with pytest.raises(ConfigError, match="candidates"):
+        demo_with("candidates=[mix,mix]")
+    with pytest.raises(ConfigError, match="candidates"):
+        demo_with("candidates=[mix,three-phase]")
+    with pytest.raises(ConfigError, match="set by the pipeline"):
+        demo_with("filter.consistency_segmenter=/some/seg")
+    with pytest.raises(ConfigError, match="test_split"):
+        demo_with("test_split=val")
     cfg = load_config(PipelineConfig, group="pipeline", preset="camvid", overrides=["data.root=/x"])
     assert cfg.experiments == ["real", "synthetic", "synthetic_x4", "real+synthetic"]
 

@@ -114,6 +114,27 @@ def test_mixed_batches_hold_the_requested_share_of_each_source():
     assert list(sampler) != batches
 
 
+def test_two_phase_batches_are_all_synthetic_until_the_switch_then_all_real():
+    sampler = MixedBatchSampler(sizes=[10, 7], per_batch=[0, 4], seed=3, switch_at=5, per_batch_after=[4, 0])
+    batches = [sampler.batch(n) for n in range(12)]
+    assert all(len(b) == 4 for b in batches)
+    assert all(i >= 10 for b in batches[:5] for i, _ in b)  # synthetic source (offset by the 10 real ones)
+    assert all(i < 10 for b in batches[5:] for i, _ in b)
+    # each source's stream is read without gaps: the synthetic phase covers passes over all 7 pairs, the real
+    # phase starts at the beginning of the real stream
+    first_pass = [i for b in batches[:5] for i, _ in b][:7]
+    assert sorted(first_pass) == list(range(10, 17))
+    assert sorted([i for b in batches[5:8] for i, _ in b][:10]) == list(range(10))
+    # resumable: a new sampler (as after a restart) gives the same batches, through set_epoch as the loop does
+    again = MixedBatchSampler(sizes=[10, 7], per_batch=[0, 4], seed=3, switch_at=5, per_batch_after=[4, 0])
+    again.set_epoch(1)
+    assert list(again) == batches[len(again):2 * len(again)]
+    with pytest.raises(ValueError, match="go together"):
+        MixedBatchSampler(sizes=[10, 7], per_batch=[0, 4], switch_at=5)
+    with pytest.raises(ValueError, match="same batch size"):
+        MixedBatchSampler(sizes=[10, 7], per_batch=[0, 4], switch_at=5, per_batch_after=[3, 0])
+
+
 def test_training_batches_draw_real_and_synthetic_in_the_configured_ratio(synthetic_dir):
     from jodiffusion.data.readers.folder import read_folder
 
@@ -183,6 +204,25 @@ def test_train_on_synthetic_only_and_on_real_plus_synthetic(tmp_path, synthetic_
     assert report["num_real_train"] == 32 and report["num_synthetic_train"] == 12
     assert report["per_batch"] == {"real": 3, "synthetic": 1}
     assert report["samples_seen"] == {"real": 12, "synthetic": 4} and report["synthetic_ratio"] == 0.25
+
+
+def test_two_phase_schedule_trains_on_synthetic_first_then_real_with_one_lr_schedule(tmp_path, synthetic_dir):
+    cfg = _cfg(tmp_path, f"synthetic={synthetic_dir}", "mix=synthetic-then-real", "synthetic_phase=0.25",
+               "train.steps=8", "train.log_every=1", "train.lr_schedule=cosine", name="two")
+    train_segmenter(cfg, progress=False)
+    report = _report(tmp_path, "two")
+    assert report["mix"] == "synthetic-then-real" and report["synthetic_phase_steps"] == 2
+    assert report["samples_seen"] == {"real": 6 * 4, "synthetic": 2 * 4} and report["synthetic_ratio"] == 0.25
+    log = [json.loads(r) for r in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "synthetic_share" in r]
+    assert [r["synthetic_share"] for r in steps] == [1.0, 1.0] + [0.0] * 6
+    # continued, not restarted: the learning rate only falls across the switch
+    lrs = [r["lr"] for r in steps]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[2] < lrs[0]
+    with pytest.raises(ConfigError, match="synthetic_phase"):
+        _cfg(tmp_path, f"synthetic={synthetic_dir}", "mix=synthetic-then-real", "synthetic_phase=1.0")
+    with pytest.raises(ConfigError, match="needs synthetic"):
+        _cfg(tmp_path, "mix=synthetic-then-real")
 
 
 def test_synthetic_classes_must_match_the_real_dataset(tmp_path):

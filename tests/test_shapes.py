@@ -234,6 +234,22 @@ def test_write_shapes_dataset(tmp_path):
     assert all(set(r) == {"stem", "caption", "split"} for r in lines)
 
 
+def test_a_test_split_is_written_only_when_asked_and_read_back_as_split_test(tmp_path):
+    from jodiffusion.data.config import DataConfig
+    from jodiffusion.data.registry import build_dataset
+
+    write_shapes_dataset(tmp_path / "plain", num_train=2, num_val=2, resolution=32, progress=False)
+    assert not (tmp_path / "plain" / "images" / "test").exists()
+    out = write_shapes_dataset(tmp_path / "held", num_train=2, num_val=2, num_test=3, resolution=32, progress=False)
+    test = ShapesDataset("test", 3, 32)
+    assert sorted(p.stem for p in (out / "images" / "test").iterdir()) == [test.stem(i) for i in range(3)]
+    np.testing.assert_array_equal(read_mask(out / "masks" / "test" / f"{test.stem(0)}.png"), test.load_mask(0))
+    # the same split, rendered on demand: "shapes" with num_test; its images differ from train and val
+    on_demand = build_dataset(DataConfig(name="shapes", resolution=32, num_test=3), "test")
+    assert len(on_demand) == 3 and np.array_equal(on_demand.load_image(1), test.load_image(1))
+    assert not np.array_equal(test.load_image(0), ShapesDataset("val", 1, 32).load_image(0))
+
+
 def test_write_refuses_non_empty_folder(tmp_path):
     out = tmp_path / "data"
     write_shapes_dataset(out, 2, 2, 16, progress=False)

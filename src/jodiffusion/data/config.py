@@ -8,7 +8,7 @@ from jodiffusion.data.registry import dataset_names, needs_root
 from jodiffusion.data.shapes import DIFFICULTIES
 from jodiffusion.data.transforms import RESIZE_MODES
 
-SHAPES_ONLY = ("num_train", "num_val", "seed", "difficulty")  # settings of the embedded "shapes" generator
+SHAPES_ONLY = ("num_train", "num_val", "num_test", "seed", "difficulty")  # settings of the embedded "shapes" generator
 
 
 @dataclass
@@ -32,6 +32,8 @@ class DataConfig:
     # Embedded "shapes" dataset: number of images per split, and its seed.
     num_train: int = 512
     num_val: int = 128
+    # ... and of a "test" split held out from every choice (0: none written; read as split "test")
+    num_test: int = 0
     seed: int = 0
     # Embedded "shapes" dataset: "full" (every texture and background pattern) or "easy" (solid objects on
     # plain backgrounds, the demo's default; see data/shapes.py DIFFICULTIES).
@@ -63,6 +65,8 @@ class DataConfig:
             raise ValueError(f"data.seed={self.seed}: a seed must be an integer >= 0; give e.g. data.seed=0")
         if self.num_train < 1 or self.num_val < 1:
             raise ValueError("data.num_train and data.num_val must be positive")
+        if self.num_test < 0:
+            raise ValueError(f"data.num_test={self.num_test} must be >= 0 (0: no test split)")
 
     def record(self) -> dict:
         """The settings that apply to this dataset, for stage records: the embedded generator's

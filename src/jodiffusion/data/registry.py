@@ -34,6 +34,8 @@ class UnknownDatasetError(DatasetError, KeyError):
 
 def _shapes(cfg: Any, split: str) -> SegmentationDataset:
     num_images = cfg.num_train if split == cfg.train_split else cfg.num_val
+    if split == "test" and cfg.num_test:
+        num_images = cfg.num_test
     return ShapesDataset(split=split, num_images=num_images, resolution=cfg.resolution, seed=cfg.seed,
                          difficulty=cfg.difficulty)
 

@@ -411,11 +411,12 @@ class ShapesDataset(SegmentationDataset):
 
 def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_val: int = 128,
                          resolution: int = 64, seed: int = 0, overwrite: bool = False,
-                         progress: bool = True, difficulty: str = "full") -> Path:
+                         progress: bool = True, difficulty: str = "full", num_test: int = 0) -> Path:
     """Render both splits into the generic folder layout (see ``jodiffusion.data.layout``).
 
     Writes ``images/{train,val}/<stem>.png``, ``masks/{train,val}/<stem>.png``, ``classes.json``,
-    ``captions.jsonl`` (``{"stem", "caption", "split"}`` per line) and ``splits/{train,val}.txt``.
+    ``captions.jsonl`` (``{"stem", "caption", "split"}`` per line) and ``splits/{train,val}.txt``; with
+    ``num_test`` also a ``test`` split, for scores that no choice has seen.
     Everything goes to a temporary sibling folder that is renamed onto ``out_dir`` at the end, so an
     interrupted run leaves no half-written dataset. A non-empty ``out_dir`` is refused unless
     ``overwrite``, and even then unless it is a dataset this function wrote holding nothing else
@@ -427,6 +428,10 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
         raise ValueError("num_train and num_val must be positive")
     splits = {"train": ShapesDataset("train", num_train, resolution, seed, difficulty=difficulty),
               "val": ShapesDataset("val", num_val, resolution, seed, difficulty=difficulty)}
+    if int(num_test) < 0:
+        raise ValueError("num_test must be >= 0 (0: no test split)")
+    if num_test:
+        splits["test"] = ShapesDataset("test", num_test, resolution, seed, difficulty=difficulty)
 
     with beside_lock(out, "make-data"):  # one run into out at a time; leftovers of killed runs are removed
         out = check_make_data_output(out_dir, overwrite)  # again: another run may have written out meanwhile
@@ -449,7 +454,8 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
             write_captions(tmp / CAPTIONS_FILE, records)
             write_json_atomic(tmp / "dataset.json", {
                 "generator": f"{MAKE_DATA_GENERATOR} (embedded shapes dataset)", "jodiffusion_version": __version__,
-                "num_train": num_train, "num_val": num_val, "resolution": resolution, "seed": seed,
+                "num_train": num_train, "num_val": num_val, "num_test": num_test, "resolution": resolution,
+                "seed": seed,
                 "difficulty": difficulty})
             replace_folder(tmp, out)  # out was empty or a dataset folder (checked above)
         finally:

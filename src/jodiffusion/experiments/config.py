@@ -10,9 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jodiffusion.data.config import DataConfig
+from jodiffusion.generation.filters import FilterConfig
 
 EXPERIMENTS = ("real", "synthetic", "synthetic_x4", "real+synthetic")
 SYNTHETIC_SPLIT = "train"  # the split the generate stages write and the segmenters and the report read
+# The ways of using the synthetic set beside the real one (the real+synthetic experiment), each a segmenter:
+#   mix               every batch holds real and synthetic pairs (synthetic_ratio)
+#   two-phase         synthetic batches for synthetic_phase of the steps, then real ones (mix=synthetic-then-real)
+#   <either>+filter   the same on the pairs that pass the quality filter (filter: generate's filters, with
+#                     the real-only segmenter as the consistency judge)
+CANDIDATES = ("mix", "mix+filter", "two-phase", "two-phase+filter")
 
 
 @dataclass
@@ -56,6 +63,20 @@ class PipelineConfig:
     # real+synthetic: the share of every segmenter batch drawn from the synthetic set. None: the synthetic
     # set's share of the union of both sets (the paper trains on the union), e.g. 512 / (2048 + 512) = 0.2.
     synthetic_ratio: float | None = None
+    # real+synthetic: the candidates (CANDIDATES) trained beside the real-only baseline. The one best on the
+    # val split is the real+synthetic figure; the test split (test_split), when there is one, never takes
+    # part in the choice. Each candidate is one more segmenter run.
+    candidates: list[str] = field(default_factory=lambda: ["mix"])
+    synthetic_phase: float = 0.5   # two-phase candidates: the share of the segmenter's steps on synthetic pairs
+    # The "+filter" candidates' quality filter: generate's filters (filters.py) applied to the generated set,
+    # its consistency judge the real-only segmenter (set by the pipeline). "drop" keeps whole pairs whose
+    # confidently contradicted share of labelled pixels is at most max_disagreement: 0.05, about a third of a
+    # typical demo object (objects cover a median 14% of the image); generate's own 0.3 dropped none of the
+    # demo's pairs, whose confidently contradicted share stays under 4.3% for 90% of them (docs/results.md).
+    filter: FilterConfig = field(default_factory=lambda: FilterConfig(consistency_mode="drop", max_disagreement=0.05))
+    # A split of the real dataset held out from every choice (CamVid: test): the real-only segmenter and the
+    # chosen real+synthetic one are also scored there. None: no such split.
+    test_split: str | None = None
     eval_pairs: int = 128          # generated pairs scored for prompt adherence and image-mask agreement
     # Write the real dataset at data.resolution x data.width (data.size) into <output_dir>/data first
     # (images bicubic, masks nearest, centre crop where the aspect differs), so every stage, the
@@ -70,6 +91,17 @@ class PipelineConfig:
             raise ValueError(f"experiments={list(self.experiments)}: choose from {', '.join(EXPERIMENTS)}")
         if "real" not in self.experiments:
             raise ValueError("experiments must include 'real': it is the baseline and scores image-mask agreement")
+        unknown = [c for c in self.candidates if c not in CANDIDATES]
+        if unknown or not self.candidates or len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"candidates={list(self.candidates)}: name each once, from {', '.join(CANDIDATES)}")
+        if not 0 < self.synthetic_phase < 1:
+            raise ValueError(f"synthetic_phase={self.synthetic_phase} must lie strictly between 0 and 1")
+        if self.filter.consistency_segmenter is not None:
+            raise ValueError("filter.consistency_segmenter is set by the pipeline (its real-only segmenter); "
+                             "leave it unset")
+        if self.test_split is not None and self.test_split in (self.data.train_split, self.data.val_split):
+            raise ValueError(f"test_split={self.test_split!r} must be a split other than data.train_split and "
+                             "data.val_split (it is held out from training and from the choice)")
         if self.synthetic_ratio is not None and not 0 < self.synthetic_ratio < 1:
             raise ValueError(f"synthetic_ratio={self.synthetic_ratio} must lie strictly between 0 and 1 (or null)")
         if self.eval_pairs < 1:

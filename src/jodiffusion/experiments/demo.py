@@ -16,8 +16,9 @@ from jodiffusion.config.loader import load_config
 from jodiffusion.data.shapes import write_shapes_dataset
 from jodiffusion.data.transforms import describe_fit
 from jodiffusion.errors import JoDiffusionError
-from jodiffusion.experiments.config import PipelineConfig
+from jodiffusion.experiments.config import CANDIDATES, PipelineConfig
 from jodiffusion.experiments.experiment import run_pipeline
+from jodiffusion.experiments.segmenters import FILTER_STAGE, TEST_STAGE, candidate_stage
 from jodiffusion.experiments.stages import StageRunner
 from jodiffusion.utils.lock import folder_lock
 from jodiffusion.utils.ownership import check_replaceable, clear_folder, read_owner, write_owner
@@ -26,7 +27,8 @@ log = logging.getLogger("jodiffusion")
 DATA_DIR = "data"
 # What a demo folder holds: its stage folders and the report (see pipelines/experiment.py).
 DEMO_ENTRIES = (DATA_DIR, "captions", "vae", "joint", "generate", "generate_x4", "seg-real", "eval-joint",
-                "seg-synthetic", "seg-synthetic_x4", "seg-real+synthetic", "report")
+                "seg-synthetic", "seg-synthetic_x4", FILTER_STAGE, *map(candidate_stage, CANDIDATES), TEST_STAGE,
+                "report")
 
 
 def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, progress: bool = True,
@@ -49,6 +51,8 @@ def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, prog
         runner = StageRunner(out)
         shapes = {"num_train": cfg.data.num_train, "num_val": cfg.data.num_val, "resolution": cfg.data.resolution,
                   "seed": cfg.data.seed, "difficulty": cfg.data.difficulty}
+        if cfg.data.num_test:  # recorded only when asked for, so a data stage written before keeps its record
+            shapes["num_test"] = cfg.data.num_test
 
         def make_data(folder: Path, resume: bool) -> dict:
             write_shapes_dataset(folder, **shapes, overwrite=True, progress=progress)
@@ -106,6 +110,33 @@ def _fit_lines(fit: dict | None) -> list[str]:
     return [f"  data {split}: {describe_fit(counts)}" for split, counts in (fit or {}).items()]
 
 
+def _real_synthetic_lines(metrics: dict) -> list[str]:
+    """real+synthetic as the best candidate on val, every candidate's val figure, the filter's counts, what
+    the pipeline stands behind, and the held-out split's scores."""
+    selection = metrics.get("seg_selection")
+    if not selection:  # a run from before the candidates, or one without real+synthetic
+        return ([f"  segmenter mIoU, real + synthetic          {_fmt(metrics['seg_miou_real_synthetic'])}"]
+                if "seg_miou_real_synthetic" in metrics else [])
+    chosen = selection.get("chosen")
+    scores = selection.get("candidates", {})
+    lines = [f"  segmenter mIoU, real + synthetic          {_fmt(metrics.get('seg_miou_real_synthetic'))}"
+             + (f"  (best on val of {len(scores)}: {chosen})" if chosen else "  (no candidate trained)")]
+    if len(scores) > 1 or selection.get("skipped"):
+        lines.append("    candidates on val: " + ", ".join(
+            f"{name} {_fmt(value).strip()}" for name, value in scores.items()))
+    fil = metrics.get("filter")
+    if fil:
+        dropped = ", ".join(f"{why} {n}" for why, n in fil.get("dropped", {}).items()) or "none"
+        lines.append(f"    quality filter: {fil['kept']} of {fil['seen']} pairs kept (dropped: {dropped})")
+    if chosen and not selection.get("synthetic_helps"):
+        lines.append("    no candidate beat real only on val: the real-only segmenter stays the pipeline's pick")
+    if metrics.get("test_split"):
+        lines.append(f"  on the held-out {metrics['test_split']} split (never used to choose): real only "
+                     f"{_fmt(metrics.get('test_miou_real')).strip()}, real + synthetic "
+                     f"{_fmt(metrics.get('test_miou_real_synthetic')).strip()}")
+    return lines
+
+
 def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> None:
     """One screen: the numbers that matter, the time of each stage, and where the report is."""
     seconds = metrics.get("stage_seconds", {})
@@ -122,8 +153,7 @@ def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> 
         f"  segmenter mIoU, synthetic only            {_fmt(metrics.get('seg_miou_synthetic'))}",
         *([f"  segmenter mIoU, synthetic only (4x)       {_fmt(metrics['seg_miou_synthetic_x4'])}"]
           if metrics.get("seg_miou_synthetic_x4") is not None else []),
-        *([f"  segmenter mIoU, real + synthetic          {_fmt(metrics['seg_miou_real_synthetic'])}"]
-          if "seg_miou_real_synthetic" in metrics else []),
+        *_real_synthetic_lines(metrics),
         "  wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
         + f"  (total {sum(seconds.values()) / 60:.1f} min)",
     ]

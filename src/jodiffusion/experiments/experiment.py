@@ -3,7 +3,9 @@
     captions -> train-vae -> train-seg on real -> train (joint; its learning curves score image-mask
     agreement with the real-data segmenter) -> generate (x1, and x4 when asked)
     -> eval-joint (prompt adherence, the conditioning probe, image-mask agreement)
-    -> train-seg on synthetic / synthetic x4 / real+synthetic -> report
+    -> train-seg on synthetic / synthetic x4 -> real+synthetic: the candidates (filter: the quality filter
+    on the generated set; seg-real+synthetic[-<candidate>]), the best on val chosen (segmenters.py)
+    -> seg-test (the held-out split, when there is one) -> report
 
 Each stage is the library call behind its own command, configured by that command's preset and
 overrides (``PipelineConfig``), and runs in ``<output_dir>/<stage>``; a rerun skips complete stages
@@ -19,7 +21,6 @@ import logging
 import os
 from pathlib import Path
 
-from jodiffusion.config.loader import config_to_dict, load_config
 from jodiffusion.data.captions import (
     caption_dataset,
     captions_path,
@@ -35,12 +36,12 @@ from jodiffusion.engine.loop import training_rate
 from jodiffusion.evaluation.joint_quality import evaluate_model
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.experiments.report_stage import write_pipeline_report
-from jodiffusion.experiments.stages import StageRunner, has_checkpoint
+from jodiffusion.experiments.segmenters import choose, seg_settings, segment, test_stage, train_candidates
+from jodiffusion.experiments.stages import StageRunner, stage_config, train_args
 from jodiffusion.generation.generate import GenerateConfig, generate_dataset
 from jodiffusion.generation.prompts import PromptConfig
-from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
+from jodiffusion.training.config import JointRunConfig, VAERunConfig
 from jodiffusion.training.joint import train_joint
-from jodiffusion.training.segmenter import train_segmenter
 from jodiffusion.training.vae import train_vae
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.progress import progress_bar
@@ -49,20 +50,6 @@ log = logging.getLogger("jodiffusion")
 
 SEG_METRIC_KEYS = {"real": "seg_miou_real", "synthetic": "seg_miou_synthetic",
                    "synthetic_x4": "seg_miou_synthetic_x4", "real+synthetic": "seg_miou_real_synthetic"}
-
-
-def _train_args(folder: Path, resume: bool) -> dict:
-    """How to (re)start a training command in a stage folder: continue from its latest checkpoint;
-    a folder without one holds only an interrupted start, which is replaced."""
-    if resume and has_checkpoint(folder):
-        return {"resume": "latest", "overwrite": False}
-    return {"resume": None, "overwrite": True}
-
-
-def _stage_config(schema, group: str, spec, **fields):
-    """The stage's own preset and overrides, then what the pipeline ties together (dataset, folders)."""
-    values = {k: config_to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()}
-    return load_config(schema, group=group, preset=spec.preset, overrides=list(spec.overrides), values=values)
 
 
 def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner | None = None) -> dict:
@@ -74,26 +61,28 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         resized, fit = _resized_data_stage(cfg, runner, progress)
         cfg = dataclasses.replace(cfg, data=resized)
     real_train = build_dataset(cfg.data, cfg.data.train_split)
+    if cfg.test_split:  # a missing held-out split fails now, not after an hour of training
+        build_dataset(cfg.data, cfg.test_split)
     data = _captions_stage(cfg, runner, real_train, progress)
 
     # -- annotation VAE -----------------------------------------------------------------------------
     def vae_stage(folder: Path, resume: bool) -> dict:
-        vcfg = _stage_config(VAERunConfig, "vae", cfg.vae, data=data, output_dir=str(folder))
-        export = train_vae(vcfg, progress=progress, **_train_args(folder, resume))
+        vcfg = stage_config(VAERunConfig, "vae", cfg.vae, data=data, output_dir=str(folder))
+        export = train_vae(vcfg, progress=progress, **train_args(folder, resume))
         evaluation = json.loads((folder / "eval.json").read_text())
         return {"export": str(export), "miou": evaluation["miou"], "parameters": evaluation.get("parameters")}
 
     vae = runner.run("vae", {"data": data.record(), "spec": dataclasses.asdict(cfg.vae)}, vae_stage)
 
     # -- the real-data segmenter: the baseline, and the judge of the joint model's learning curves ----------
-    seg = {"real": runner.run("seg-real", _seg_settings(cfg, data, "real", None),
-                              lambda f, r: _segment(cfg, data, "real", None, f, r, progress))}
+    seg = {"real": runner.run("seg-real", seg_settings(cfg, data, "real", None),
+                              lambda f, r: segment(cfg, data, "real", None, f, r, progress))}
 
     # -- joint diffusion model ------------------------------------------------------------------------
     def joint_stage(folder: Path, resume: bool) -> dict:
-        jcfg = _stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
+        jcfg = stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
                              probe_segmenter=seg["real"]["export"], output_dir=str(folder))
-        result = {"export": str(train_joint(jcfg, progress=progress, **_train_args(folder, resume)))}
+        result = {"export": str(train_joint(jcfg, progress=progress, **train_args(folder, resume)))}
         world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
         result["samples_per_second"] = training_rate(folder, jcfg.train.batch_size * jcfg.train.grad_accum * world)
         if fit is None:  # the joint stage fits the pairs to its size itself (latent cache): count that
@@ -116,18 +105,27 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     quality = runner.run("eval-joint", {"joint": joint, "segmenter": seg["real"]["export"],
                                         "pairs": cfg.eval_pairs, "generate": dataclasses.asdict(cfg.generate)},
                          lambda f, r: _evaluate_joint(cfg, data, joint, seg["real"], f, progress))
+    selection = filtered = None
     for experiment in cfg.experiments:
         if experiment == "real":
             continue
+        if experiment == "real+synthetic":  # the best of the candidates on val (experiments/segmenters.py)
+            candidates, filtered = train_candidates(cfg, data, runner, synthetic["synthetic"], seg["real"],
+                                                    len(real_train), progress)
+            selection = choose(seg["real"]["miou"], candidates)
+            selection["results"] = candidates
+            if selection["chosen"] is not None:
+                seg[experiment] = candidates[selection["chosen"]]
+            continue
         folder = synthetic["synthetic_x4" if experiment == "synthetic_x4" else "synthetic"]["out"]
-        mix = "real+synthetic" if experiment == "real+synthetic" else "synthetic"
-        ratio = None
-        if mix == "real+synthetic":
-            n_syn = synthetic["synthetic"]["pairs"]
-            ratio = cfg.synthetic_ratio or n_syn / (len(real_train) + n_syn)
-        seg[experiment] = runner.run(
-            f"seg-{experiment}", _seg_settings(cfg, data, mix, folder, ratio),
-            lambda f, r, m=mix, s=folder, q=ratio: _segment(cfg, data, m, s, f, r, progress, q))
+        seg[experiment] = runner.run(f"seg-{experiment}", seg_settings(cfg, data, "synthetic", folder),
+                                     lambda f, r, s=folder: segment(cfg, data, "synthetic", s, f, r, progress))
+    held_out = None
+    if cfg.test_split:  # scored after the choice, which it never sees
+        picks = {"real": seg["real"]["export"]}
+        if selection and selection["chosen"] is not None:
+            picks[selection["chosen"]] = seg["real+synthetic"]["export"]
+        held_out = test_stage(cfg, data, runner, picks, progress)
 
     metrics = {
         "data_fit": fit,
@@ -140,11 +138,31 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         **{SEG_METRIC_KEYS[e]: seg[e]["miou"] for e in seg},
         "seg_per_class": {e: seg[e]["per_class"] for e in seg},
         "eval_joint": quality,
+        **_selection_metrics(selection, filtered, held_out),
     }
     if cfg.report:
         runner.seconds["report"] = 0.0
         metrics = write_pipeline_report(cfg, data, joint, synthetic["synthetic"], metrics, runner, progress)
     return metrics
+
+
+def _selection_metrics(selection: dict | None, filtered: dict | None, held_out: dict | None) -> dict:
+    """Every real+synthetic candidate's val figure, the choice, the filter's counts and the held-out scores."""
+    out = {}
+    if selection is not None:
+        out["seg_real_synthetic_candidate"] = selection["chosen"]
+        out["seg_selection"] = {k: v for k, v in selection.items() if k != "results"}
+        if selection["chosen"] is None:
+            out["seg_miou_real_synthetic"] = None
+    if filtered is not None:
+        out["filter"] = {k: filtered[k] for k in ("seen", "kept", "dropped", "dropped_total", "thresholds")}
+    if held_out is not None:
+        scores = held_out["miou"]
+        out["test_split"] = held_out["split"]
+        out["test_miou_real"] = scores["real"]
+        chosen = selection["chosen"] if selection else None
+        out["test_miou_real_synthetic"] = scores.get(chosen) if chosen else None
+    return out
 
 
 # --- stages -------------------------------------------------------------------------------------------
@@ -159,7 +177,8 @@ def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool
     size, mode = cfg.data.size, cfg.data.resize
 
     def make(folder: Path, resume: bool) -> dict:
-        splits = {s: build_dataset(cfg.data, s) for s in (cfg.data.train_split, cfg.data.val_split)}
+        names = (cfg.data.train_split, cfg.data.val_split, *([cfg.test_split] if cfg.test_split else []))
+        splits = {s: build_dataset(cfg.data, s) for s in names}
         write_classes(folder, splits[cfg.data.train_split].classes)
         fit = {}
         for split, ds in splits.items():
@@ -178,7 +197,9 @@ def _resized_data_stage(cfg: PipelineConfig, runner: StageRunner, progress: bool
             write_captions(folder / CAPTIONS_FILE, read_caption_records(source))
         return {"root": str(folder), "fit": fit}
 
-    done = runner.run(RESIZED_DATA_DIR, {"data": cfg.data.record()}, make)
+    # the held-out split is recorded only when there is one, so a data stage written before keeps its record
+    held_out = {"test_split": cfg.test_split} if cfg.test_split else {}
+    done = runner.run(RESIZED_DATA_DIR, {"data": cfg.data.record(), **held_out}, make)
     data = DataConfig(name="folder", root=done["root"], train_split=cfg.data.train_split,
                       val_split=cfg.data.val_split, resolution=size[0], width=cfg.data.width, resize=mode)
     return data, done.get("fit", {})
@@ -216,24 +237,6 @@ def _generate(cfg: PipelineConfig, joint: dict, data: DataConfig, folder: Path, 
     summary = generate_dataset(joint["export"], gcfg, progress=progress)
     return {"out": str(folder), "pairs": summary.get("pairs", num),
             "pairs_per_second": summary.get("pairs_per_second")}
-
-
-def _seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None,
-                  ratio: float | None = None) -> dict:
-    settings = {"data": data.record(), "mix": mix, "synthetic": synthetic, "spec": dataclasses.asdict(cfg.seg)}
-    return settings if ratio is None else {**settings, "synthetic_ratio": ratio}
-
-
-def _segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
-             progress: bool, synthetic_ratio: float | None = None) -> dict:
-    fields = dict(data=data, mix=mix, synthetic=synthetic, synthetic_split=SYNTHETIC_SPLIT, output_dir=str(folder))
-    if synthetic_ratio is not None:  # at least one sample of each source per batch
-        batch = _stage_config(SegRunConfig, "seg", cfg.seg, **fields).train.batch_size
-        fields["synthetic_ratio"] = min(max(synthetic_ratio, 1 / batch), 1 - 1 / batch)
-    scfg = _stage_config(SegRunConfig, "seg", cfg.seg, **fields)
-    export = train_segmenter(scfg, progress=progress, **_train_args(folder, resume))
-    report = json.loads((folder / "eval.json").read_text())
-    return {"export": str(export), "miou": report["miou"], "per_class": report["iou"]}
 
 
 def _evaluate_joint(cfg: PipelineConfig, data: DataConfig, joint: dict, seg_real: dict, folder: Path,

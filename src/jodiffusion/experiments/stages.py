@@ -12,12 +12,14 @@ so it exists only for a complete stage. On a rerun:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jodiffusion.config.loader import config_to_dict, load_config
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.io import write_json_atomic
 
@@ -65,3 +67,17 @@ def has_checkpoint(run_dir: Path) -> bool:
     """Whether a training run folder holds a checkpoint to resume from."""
     ckpts = run_dir / "checkpoints"
     return ckpts.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in ckpts.iterdir())
+
+
+def train_args(folder: Path, resume: bool) -> dict:
+    """How to (re)start a training command in a stage folder: continue from its latest checkpoint;
+    a folder without one holds only an interrupted start, which is replaced."""
+    if resume and has_checkpoint(folder):
+        return {"resume": "latest", "overwrite": False}
+    return {"resume": None, "overwrite": True}
+
+
+def stage_config(schema, group: str, spec, **fields):
+    """The stage's own preset and overrides, then what the pipeline ties together (dataset, folders)."""
+    values = {k: config_to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()}
+    return load_config(schema, group=group, preset=spec.preset, overrides=list(spec.overrides), values=values)

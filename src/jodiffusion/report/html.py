@@ -41,6 +41,8 @@ OPTIONAL_ROWS: tuple[tuple[str, str, str], ...] = (
     ("refined_mask_miou", "Mask optimisation: mIoU after", "percent"),
     ("pairs", "Generated pairs: count", "count"),
     ("pairs_per_second", "Generated pairs per second", "number"),
+    ("test_miou_real", "Held-out split: real only", "percent"),
+    ("test_miou_real_synthetic", "Held-out split: real + synthetic (the val choice)", "percent"),
 )
 # Time entries are rendered from stage_times, not repeated among the other values.
 _TIME_KEYS = ("stage_seconds", "total_seconds")
@@ -133,6 +135,30 @@ def _summary_table(metrics: Mapping) -> str:
     rows = [_row(label, text(key, kind)) for key, label, kind in SUMMARY_ROWS]
     rows += [_row(label, format_value(metrics[key], kind)) for key, label, kind in OPTIONAL_ROWS if key in metrics]
     return '<table class="metrics"><caption>Metrics</caption>' + "".join(rows) + "</table>"
+
+
+def _candidates_table(metrics: Mapping) -> str:
+    """real+synthetic's candidates, each with its val mIoU, the one chosen on val marked, beside real only;
+    the filter's counts under it."""
+    selection = metrics.get("seg_selection")
+    if not isinstance(selection, Mapping) or not selection.get("candidates"):
+        return ""
+    skipped = selection.get("skipped") or {}
+    rows = [_row("real only (baseline)", format_value(selection.get("real"), "percent"))]
+    for name, value in selection["candidates"].items():
+        text = f"n/a: {skipped[name]}" if name in skipped else format_value(value, "percent")
+        mark = " (chosen)" if name == selection.get("chosen") else ""
+        rows.append(_row(f"{name}{mark}", text, css="total" if mark else ""))
+    verdict = ("the chosen candidate beats real only on val" if selection.get("synthetic_helps") else
+               "no candidate beats real only on val: the real-only segmenter stays the pick")
+    note = f"<p>{_esc(verdict)}.</p>"
+    fil = metrics.get("filter")
+    if isinstance(fil, Mapping) and "kept" in fil:
+        dropped = ", ".join(f"{why} {n}" for why, n in (fil.get("dropped") or {}).items()) or "none"
+        note += (f"<p>Quality filter: {_esc(fil['kept'])} of {_esc(fil['seen'])} pairs kept "
+                 f"(dropped: {_esc(dropped)}).</p>")
+    return ('<table class="candidates"><caption>real + synthetic: candidates, mIoU on the val split</caption>'
+            + "".join(rows) + "</table>" + note)
 
 
 def _times_table(stage_times: Mapping[str, float]) -> str:
@@ -231,6 +257,7 @@ def render_report(folder: str | Path, metrics: Mapping, figures: Sequence[tuple[
         '<body data-images-loaded="pending">',
         f"<h1>{_esc(title)}</h1>",
         f'<div class="summary">{_summary_table(metrics)}{_times_table(stage_times)}</div>',
+        _candidates_table(metrics),
         _fit_note(metrics.get("data_fit")),
         _other_values(metrics),
     ]

@@ -4,7 +4,8 @@ Every training pair is fitted to one *training frame* (the size of the first tra
 short side scaled to ``input_size`` when set), then scale-jittered, cropped and flipped with a
 generator seeded per drawn sample, so batches do not depend on worker or process counts and a
 resumed run sees the same data. With ``mix=real+synthetic`` every batch holds a fixed number of
-samples from each source (:func:`batch_split`), drawn by :class:`MixedBatchSampler`.
+samples from each source (:func:`batch_split`), drawn by :class:`MixedBatchSampler`; with
+``mix=synthetic-then-real`` the same sampler switches from all-synthetic to all-real batches at one batch.
 """
 
 from __future__ import annotations
@@ -122,18 +123,34 @@ class MixedBatchSampler:
     ``per_batch[s]`` items per batch, so batch ``b`` of epoch ``e`` depends only on (seed, e, b): a resumed
     run sees the same batches. An epoch is one pass over the source that takes the most batches to go
     through. Indices of source ``s`` are offset by the sizes of the sources before it.
+
+    ``switch_at`` and ``per_batch_after``: from batch number ``switch_at`` on (counted from the start of
+    training over all epochs), batches hold ``per_batch_after[s]`` of each source instead: the two-phase
+    schedule (all synthetic, then all real). Where each source's stream stands is a closed form of the
+    batch number, so a run resumed in either phase draws what an uninterrupted one would.
     """
 
     drop_last = True  # every batch is full
 
-    def __init__(self, sizes: list[int], per_batch: list[int], seed: int = 0, min_batches: int = 1):
-        if len(sizes) != len(per_batch) or min(sizes) < 1 or min(per_batch) < 0 or sum(per_batch) < 1:
-            raise ValueError(f"bad sources: sizes {sizes}, per batch {per_batch}")
+    def __init__(self, sizes: list[int], per_batch: list[int], seed: int = 0, min_batches: int = 1,
+                 switch_at: int | None = None, per_batch_after: list[int] | None = None):
+        compositions = [per_batch] if per_batch_after is None else [per_batch, per_batch_after]
+        for k in compositions:
+            if len(sizes) != len(k) or min(sizes) < 1 or min(k) < 0 or sum(k) < 1:
+                raise ValueError(f"bad sources: sizes {sizes}, per batch {k}")
+        if (switch_at is None) != (per_batch_after is None) or (switch_at is not None and switch_at < 0):
+            raise ValueError(f"switch_at={switch_at} and per_batch_after={per_batch_after} go together, "
+                             "switch_at >= 0")
+        if per_batch_after is not None and sum(per_batch_after) != sum(per_batch):
+            raise ValueError(f"both phases need the same batch size: {per_batch} and {per_batch_after}")
         self.sizes, self.per_batch, self.seed = list(sizes), list(per_batch), int(seed)
+        self.switch_at = switch_at
+        self.per_batch_after = list(per_batch_after) if per_batch_after is not None else None
         self.offsets = np.cumsum([0] + self.sizes)
         self.batch_size = sum(per_batch)
         # min_batches: the number of processes, so that each gets at least one batch per epoch
-        self.batches_per_epoch = max([min_batches] + [-(-n // k) for n, k in zip(sizes, per_batch, strict=True) if k])
+        self.batches_per_epoch = max([min_batches] + [-(-n // k) for per in compositions
+                                                      for n, k in zip(sizes, per, strict=True) if k])
         self.epoch = 0
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
@@ -155,11 +172,24 @@ class MixedBatchSampler:
             self._perms[key] = np.random.default_rng([self.seed, source, rnd]).permutation(self.sizes[source])
         return self._perms[key]
 
+    def composition(self, number: int) -> list[int]:
+        """Samples of each source in batch ``number``."""
+        if self.switch_at is not None and number >= self.switch_at:
+            return self.per_batch_after
+        return self.per_batch
+
+    def _stream_start(self, source: int, number: int) -> int:
+        """Position in source ``source``'s stream where batch ``number`` starts reading."""
+        if self.switch_at is None or number <= self.switch_at:
+            return number * self.per_batch[source]
+        return self.switch_at * self.per_batch[source] + (number - self.switch_at) * self.per_batch_after[source]
+
     def batch(self, number: int) -> list[tuple[int, int]]:
         """The ``number``-th batch since the start of training (epoch * batches_per_epoch + batch)."""
         keys = []
-        for s, (n, k) in enumerate(zip(self.sizes, self.per_batch, strict=True)):
-            for j in range(number * k, (number + 1) * k):  # position j in source s's stream
+        for s, (n, k) in enumerate(zip(self.sizes, self.composition(number), strict=True)):
+            first = self._stream_start(s, number)
+            for j in range(first, first + k):  # position j in source s's stream
                 index = int(self.offsets[s] + self._perm(s, j // n)[j % n])
                 seed = int(np.random.SeedSequence([self.seed, s, j]).generate_state(1)[0])
                 keys.append((index, seed))

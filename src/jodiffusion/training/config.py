@@ -176,7 +176,9 @@ class JointRunConfig:
 
 # --- train-seg: a segmenter on real, synthetic or real+synthetic pairs -------------------------------
 
-MIX_MODES = ("real", "synthetic", "real+synthetic")
+# "synthetic-then-real": the two-phase schedule, synthetic pairs only for the first ``synthetic_phase`` of the
+# steps, then real pairs only (pre-train on the generated set, fine-tune on the real one).
+MIX_MODES = ("real", "synthetic", "real+synthetic", "synthetic-then-real")
 
 
 @dataclass
@@ -186,8 +188,13 @@ class SegRunConfig:
     # A generated dataset in the generic layout (images/<split>/, masks/<split>/, classes.json).
     synthetic: str | None = None
     synthetic_split: str = "train"
-    mix: str = "real"               # "real", "synthetic" or "real+synthetic"
+    mix: str = "real"               # "real", "synthetic", "real+synthetic" or "synthetic-then-real"
     synthetic_ratio: float = 0.5    # real+synthetic: fraction of every batch drawn from synthetic data
+    # synthetic-then-real: the fraction of train.steps on synthetic batches; the rest are real batches. One
+    # warmup + LR schedule spans both phases (continued, not restarted): the real phase starts at an LR the
+    # schedule has already lowered and ends annealed on real data, as a fine-tune does; a restart to the peak
+    # LR would largely overwrite what the synthetic phase taught.
+    synthetic_phase: float = 0.5
     model: str = "small"            # a name in segmentation.models.SEGMENTERS
     backbone_weights: str | None = None  # local torchvision ResNet state dict (.pth / .safetensors)
     aux_loss: bool = False          # deeplabv3 only: auxiliary FCN head on layer3
@@ -212,6 +219,9 @@ class SegRunConfig:
             raise ValueError(f"mix='{self.mix}' needs synthetic=<folder of generated pairs>")
         if not 0.0 < self.synthetic_ratio < 1.0:
             raise ValueError(f"synthetic_ratio={self.synthetic_ratio} must lie strictly between 0 and 1")
+        if not 0.0 < self.synthetic_phase < 1.0:
+            raise ValueError(f"synthetic_phase={self.synthetic_phase} must lie strictly between 0 and 1 (the "
+                             "share of train.steps on synthetic pairs before the real ones)")
         if self.model not in SEGMENTERS:
             raise ValueError(f"model='{self.model}' is not a segmenter; choose one of {', '.join(SEGMENTERS)}")
         if self.input_size < 0 or self.crop_size < 0:

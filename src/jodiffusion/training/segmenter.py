@@ -5,8 +5,12 @@ This is how generated data is judged: a segmenter trained on synthetic (or real 
 must do well on real images (mIoU). The loop is the shared engine's (``engine.loop.fit``: resume,
 graceful stop, checkpoints, ``metrics.jsonl``); the result is ``<output_dir>/segmenter``
 (``config.json`` + ``model.safetensors``) and ``eval.json``. The run settings live in
-``segmentation/config.py``, the training data (frame fitting, augmentation, mixed batches) in
+``training/config.py`` (``SegRunConfig``), the training data (frame fitting, augmentation, mixed batches) in
 ``segmentation/data.py``, evaluation and prediction in ``segmentation/inference.py``.
+
+Synthetic pairs enter in one of three ways: alone (``mix=synthetic``), as a fixed share of every batch
+(``mix=real+synthetic``, ``synthetic_ratio``), or first and alone for ``synthetic_phase`` of the steps,
+then real pairs alone (``mix=synthetic-then-real``: pre-train on the generated set, fine-tune on the real).
 """
 
 from __future__ import annotations
@@ -42,18 +46,41 @@ MODEL_DIR = "segmenter"  # the exported model inside a run folder
 
 
 def batch_split(cfg: SegRunConfig) -> tuple[int, int]:
-    """(real, synthetic) samples in every batch."""
+    """(real, synthetic) samples in every batch; for the two-phase schedule, in a batch of each phase."""
     b = cfg.train.batch_size
     if cfg.mix == "real":
         return b, 0
     if cfg.mix == "synthetic":
         return 0, b
+    if cfg.mix == "synthetic-then-real":
+        return b, b
     n_syn = round(cfg.synthetic_ratio * b)
     if not 0 < n_syn < b:
         raise ConfigError(f"synthetic_ratio={cfg.synthetic_ratio} of train.batch_size={b} gives {n_syn} synthetic "
                           "samples per batch; mixing needs at least one of each: raise the batch size or "
                           "move the ratio towards 0.5")
     return b - n_syn, n_syn
+
+
+def synthetic_steps(cfg: SegRunConfig) -> int:
+    """Two-phase schedule: the optimizer steps trained on synthetic pairs before the real ones."""
+    steps = cfg.train.steps
+    if steps < 2:
+        raise ConfigError(f"mix=synthetic-then-real needs train.steps >= 2 (one per phase), got {steps}")
+    return min(max(round(cfg.synthetic_phase * steps), 1), steps - 1)
+
+
+def _batch_sampler(cfg: SegRunConfig, sizes: list[int], n_real: int, n_syn: int,
+                   num_processes: int) -> MixedBatchSampler:
+    """Fixed shares per batch, or for the two-phase schedule all-synthetic batches until the switch, then
+    all-real ones. Batch numbers count every process's micro-batches, so the switch falls on a step."""
+    if cfg.mix != "synthetic-then-real":
+        return MixedBatchSampler(sizes, [k for k in (n_real, n_syn) if k], cfg.train.seed,
+                                 min_batches=num_processes)
+    b = cfg.train.batch_size
+    switch = synthetic_steps(cfg) * cfg.train.grad_accum * num_processes
+    return MixedBatchSampler(sizes, [0, b], cfg.train.seed, min_batches=num_processes, switch_at=switch,
+                             per_batch_after=[b, 0])
 
 
 def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: bool = False,
@@ -69,6 +96,9 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
     val_set = build_split(cfg.data, cfg.data.val_split, show)
     classes = val_set.classes
     n_real, n_syn = batch_split(cfg)
+    two_phase = cfg.mix == "synthetic-then-real"
+    if two_phase:
+        synthetic_steps(cfg)  # a run too short for two phases fails here, before any data is read
     sources: list[tuple[SegmentationDataset, bool]] = []
     if n_real:
         sources.append((build_split(cfg.data, cfg.data.train_split, show), False))
@@ -82,8 +112,7 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
     out_size = (cfg.crop_size, cfg.crop_size) if cfg.crop_size else frame
     pairs = TrainPairs(sources, frame, out_size, (cfg.min_scale, cfg.max_scale), cfg.hflip, classes.ignore_index,
                        cache=cfg.cache, resize=cfg.data.resize, dihedral=cfg.dihedral)
-    sampler = MixedBatchSampler([len(ds) for ds, _ in sources], [k for k in (n_real, n_syn) if k], cfg.train.seed,
-                                min_batches=accelerator.num_processes)
+    sampler = _batch_sampler(cfg, [len(ds) for ds, _ in sources], n_real, n_syn, accelerator.num_processes)
     loader = torch.utils.data.DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.train.num_workers,
                                          persistent_workers=cfg.train.num_workers > 0)
     num_train = {"real": len(sources[0][0]) if n_real else 0, "synthetic": len(sources[-1][0]) if n_syn else 0}
@@ -96,10 +125,12 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if main:
+        batches = (f"synthetic batches for {synthetic_steps(cfg)} steps, then real ones" if two_phase else
+                   f"{n_real} real + {n_syn} synthetic per batch")
         log.info("segmenter %s: %.2fM parameters, %s; %d classes; frame %dx%d, crops %dx%d; %d real + %d synthetic "
-                 "train pairs, %d real + %d synthetic per batch; %d val images", cfg.model,
+                 "train pairs, %s; %d val images", cfg.model,
                  num_parameters(model) / 1e6, backbone, classes.num_classes, frame[1], frame[0], out_size[1],
-                 out_size[0], num_train["real"], num_train["synthetic"], n_real, n_syn, len(val_set))
+                 out_size[0], num_train["real"], num_train["synthetic"], batches, len(val_set))
     optimizer = make_optimizer(model.parameters(), cfg.train)
     scheduler = make_lr_scheduler(optimizer, cfg.train)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -116,7 +147,8 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
         loss = F.cross_entropy(logits.float(), masks, ignore_index=ignore)
         if aux is not None:
             loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), masks, ignore_index=ignore)
-        return loss, {}
+        # the two-phase schedule logs each step's synthetic share, so the curves show where the switch fell
+        return loss, ({"synthetic_share": synthetic.float() / len(masks)} if two_phase else {})
 
     def on_resume(extra: dict) -> None:
         nonlocal backbone
@@ -145,10 +177,13 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
                                      aux_loss=cfg.aux_loss, backbone=backbone)
             save_segmenter(raw_model, config, model_dir)
             report = eval_report(cm, classes.names, cfg.data.val_split)
+            # the share of the samples drawn from the synthetic set (two-phase: the share of the steps)
+            share = synthetic_steps(cfg) / cfg.train.steps if two_phase else n_syn / (n_real + n_syn)
             report.update(
                 dataset=cfg.data.name, mix=cfg.mix, synthetic=cfg.synthetic if n_syn else None,
-                synthetic_ratio=n_syn / (n_real + n_syn), num_real_train=num_train["real"],
+                synthetic_ratio=share, num_real_train=num_train["real"],
                 num_synthetic_train=num_train["synthetic"], per_batch={"real": n_real, "synthetic": n_syn},
+                synthetic_phase_steps=synthetic_steps(cfg) if two_phase else None,
                 samples_seen={"real": total_seen[0], "synthetic": total_seen[1]}, model=cfg.model,
                 backbone=backbone, backbone_loaded=backbone != RANDOM_INIT, parameters=num_parameters(raw_model),
                 input_size=list(frame), steps=final_step)
