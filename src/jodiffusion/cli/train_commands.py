@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Encode and decode every image of a split at --resolution (fitted as training "
                                    "fits it) and report the mean absolute error (grey levels of 255) and PSNR.")
     p.add_argument("model", help="an image_codec folder (train-codec) or any AutoencoderKL folder")
-    add_eval_dataset_args(p)
+    add_eval_dataset_args(p, shapes_size=True)
     p.set_defaults(func=_score_codec)
 
 

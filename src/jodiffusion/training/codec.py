@@ -72,7 +72,8 @@ class ImageSet(torch.utils.data.Dataset):
         if self.hflip:
             flip = np.random.default_rng(seed).random() < 0.5 if seed is not None else float(torch.rand(())) < 0.5
             image = image[:, ::-1] if flip else image
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+        # a copy: cached images may be read-only views of the decoded files
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def build_autoencoder(model: CodecModelConfig, sample_size: int):
