@@ -105,7 +105,7 @@ def test_presets_lists_every_stage_preset_with_what_it_changes(capsys):
 
     assert main(["presets", "--models"]) == 0
     out = capsys.readouterr().out
-    for group in ("vae", "joint", "seg", "pipeline"):
+    for group in ("vae", "codec", "joint", "seg", "pipeline"):
         for name in list_presets(group):
             assert f"\n  {name}\n" in out.split(f"== {group} ")[1].split("\n== ")[0], (group, name)
     joint = out.split("== joint ")[1].split("\n== ")[0]

@@ -40,7 +40,7 @@ def test_overwrite_replaces_a_run_of_the_same_command(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == [OWNER_FILE]
 
 
-@pytest.mark.parametrize("command", ["train", "train-vae", "train-seg"])
+@pytest.mark.parametrize("command", ["train", "train-vae", "train-codec", "train-seg"])
 def test_overwrite_refuses_a_folder_of_user_files(tmp_path, command):
     run = tmp_path / "mine"
     (run / "photos").mkdir(parents=True)

@@ -1,14 +1,17 @@
-"""The three training commands (`train-vae`, `train`, `train-seg`) and the two that score a trained
-model on a dataset split (`eval-vae`, `eval-seg`): one table each, so the stages' commands cannot drift."""
+"""The training commands (`train-vae`, `train-codec`, `train`, `train-seg`) and those that score a trained
+model on a dataset split (`eval-vae`, `eval-seg`, `eval-codec`): one table each, so the stages' commands
+cannot drift."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from jodiffusion.cli.common import add_eval_dataset_args, add_training_command, eval_data_config
 from jodiffusion.segmentation.inference import evaluate_segmenter
 from jodiffusion.segmentation.metrics import eval_report
-from jodiffusion.training.config import JointRunConfig, SegRunConfig, VAERunConfig
+from jodiffusion.training.codec import evaluate_codec, train_codec
+from jodiffusion.training.config import CodecRunConfig, JointRunConfig, SegRunConfig, VAERunConfig
 from jodiffusion.training.joint import train_joint
 from jodiffusion.training.segmenter import train_segmenter
 from jodiffusion.training.vae import evaluate_vae, train_vae
@@ -20,6 +23,12 @@ TRAINING = (
      "annotation VAE written to {}", "train the annotation VAE (masks -> latents -> class logits)",
      "Train the annotation VAE on a dataset's masks, measure its latent scale factor and export it to "
      "<output_dir>/annotation_vae."),
+    ("train-codec", "codec", "shapes", CodecRunConfig, train_codec,
+     "image codec written to {} (use it with codec.kind=sd-vae codec.path=<that folder>)",
+     "train a learned image codec (a small AutoencoderKL) on a dataset's images",
+     "Train a small diffusers AutoencoderKL from scratch on a dataset's train images at data.size, measure its "
+     "latents' scale and shift, export it to <output_dir>/image_codec (for `train` with codec.kind=sd-vae "
+     "codec.path=<that folder>) and write the val reconstruction error to eval.json."),
     ("train", "joint", "small", JointRunConfig, train_joint,
      "model exported to {}", "train the joint image-mask diffusion model",
      "Train the denoiser (U-ViT or conv UNet) of image and mask latents together, conditioned on captions; "
@@ -53,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("model", help=f"{model} (config.json + model.safetensors)")
         add_eval_dataset_args(p, shapes_size=name == "eval-seg")
         p.set_defaults(func=_score, evaluate=evaluate, score=score)
+    p = sub.add_parser("eval-codec", help="reconstruction error of a trained image codec on a dataset split",
+                       description="Encode and decode every image of a split at --resolution (fitted as training "
+                                   "fits it) and report the mean absolute error (grey levels of 255) and PSNR.")
+    p.add_argument("model", help="an image_codec folder (train-codec) or any AutoencoderKL folder")
+    add_eval_dataset_args(p, shapes_size=True)
+    p.set_defaults(func=_score_codec)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -62,4 +77,13 @@ def _score(args: argparse.Namespace) -> int:
     print(f"{args.score.format(dataset=args.dataset, split=args.split)}: {cm.miou():.2f}")
     if args.json:
         write_json_atomic(args.json, eval_report(cm, names, args.split))
+    return 0
+
+
+def _score_codec(args: argparse.Namespace) -> int:
+    report = evaluate_codec(args.model, eval_data_config(args), args.split, batch_size=args.batch_size)
+    print(json.dumps(report, indent=1))
+    print(f"reconstruction error ({args.split}): {report['mae']:.2f} / 255, PSNR {report['psnr']:.2f} dB")
+    if args.json:
+        write_json_atomic(args.json, report)
     return 0

@@ -49,10 +49,12 @@ log = logging.getLogger("jodiffusion")
 # What each training command writes at the top of its run folder (besides the owner marker and
 # temporary files): all that ``--overwrite`` may delete (see ``jodiffusion.utils.ownership``).
 _RUN_ENTRIES = ("config.yaml", "classes.json", "checkpoints", "metrics.jsonl", "tensorboard", "eval.json")
-FINAL_OUTPUT = {"train": "export", "train-vae": "annotation_vae", "train-seg": "segmenter"}
+FINAL_OUTPUT = {"train": "export", "train-vae": "annotation_vae", "train-codec": "image_codec",
+                "train-seg": "segmenter"}
 RUN_OUTPUTS = {
     "train": (*_RUN_ENTRIES, "export", "samples", "cache"),
     "train-vae": (*_RUN_ENTRIES, "annotation_vae"),
+    "train-codec": (*_RUN_ENTRIES, "image_codec"),
     "train-seg": (*_RUN_ENTRIES, "segmenter"),
 }
 # Kept when an interrupted start begins again: it is rebuilt only if its fingerprint differs.

@@ -55,6 +55,10 @@ class PipelineConfig:
     # Datasets without captions get template captions from their masks ("a photo of road, car and sky").
     caption_min_fraction: float = 0.01
     vae: StageSpec = field(default_factory=lambda: StageSpec("shapes"))
+    # A learned image codec trained after the annotation VAE (`train-codec`, e.g. ``codec.preset=shapes``),
+    # handed to the joint stage as codec.kind=sd-vae codec.path=<its export>. None: the joint preset's
+    # own codec (pixel-unshuffle in every shipped preset).
+    codec: StageSpec | None = None
     joint: StageSpec = field(default_factory=lambda: StageSpec("small"))
     generate: GenerationSpec = field(default_factory=GenerationSpec)
     seg: StageSpec = field(default_factory=lambda: StageSpec("shapes"))

@@ -26,7 +26,7 @@ from jodiffusion.utils.ownership import check_replaceable, clear_folder, read_ow
 log = logging.getLogger("jodiffusion")
 DATA_DIR = "data"
 # What a demo folder holds: its stage folders and the report (see pipelines/experiment.py).
-DEMO_ENTRIES = (DATA_DIR, "captions", "vae", "joint", "generate", "generate_x4", "seg-real", "eval-joint",
+DEMO_ENTRIES = (DATA_DIR, "captions", "vae", "codec", "joint", "generate", "generate_x4", "seg-real", "eval-joint",
                 "seg-synthetic", "seg-synthetic_x4", FILTER_STAGE, *map(candidate_stage, CANDIDATES), TEST_STAGE,
                 "report")
 
@@ -137,6 +137,14 @@ def _real_synthetic_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def _codec_lines(metrics: dict) -> list[str]:
+    """The learned image codec's reconstruction, when the pipeline trained one."""
+    if metrics.get("codec_reconstruction_mae") is None:
+        return []
+    return [f"  image codec reconstruction error          {metrics['codec_reconstruction_mae']:5.1f} / 255 "
+            f"(PSNR {metrics['codec_reconstruction_psnr']:.1f} dB)"]
+
+
 def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> None:
     """One screen: the numbers that matter, the time of each stage, and where the report is."""
     seconds = metrics.get("stage_seconds", {})
@@ -145,6 +153,7 @@ def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> 
         f"{title}: summary",
         *_fit_lines(metrics.get("data_fit")),
         f"  annotation VAE reconstruction mIoU        {_fmt(metrics.get('vae_reconstruction_miou'))}",
+        *_codec_lines(metrics),
         *([f"  joint model training speed                {metrics['joint_samples_per_second']:5.0f} samples/s "
            "(probes excluded)"] if metrics.get("joint_samples_per_second") else []),
         *_adherence_lines(metrics),

@@ -1,6 +1,6 @@
 """`jodiffusion pipeline`: every stage of the paper on one dataset, resumable stage by stage.
 
-    captions -> train-vae -> train-seg on real -> train (joint; its learning curves score image-mask
+    captions -> train-vae -> [train-codec] -> train-seg on real -> train (joint; its learning curves score image-mask
     agreement with the real-data segmenter) -> generate (x1, and x4 when asked)
     -> eval-joint (prompt adherence, the conditioning probe, image-mask agreement)
     -> train-seg on synthetic / synthetic x4 -> real+synthetic: the candidates (filter: the quality filter
@@ -33,6 +33,7 @@ from jodiffusion.data.layout import CAPTIONS_FILE, write_classes, write_pair
 from jodiffusion.data.registry import build_dataset
 from jodiffusion.data.transforms import FitCounter, describe_fit, fit_counts, resize_pair
 from jodiffusion.engine.loop import training_rate
+from jodiffusion.errors import ConfigError
 from jodiffusion.evaluation.joint_quality import evaluate_model
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.experiments.report_stage import write_pipeline_report
@@ -40,7 +41,8 @@ from jodiffusion.experiments.segmenters import choose, seg_settings, segment, te
 from jodiffusion.experiments.stages import StageRunner, stage_config, train_args
 from jodiffusion.generation.generate import GenerateConfig, generate_dataset
 from jodiffusion.generation.prompts import PromptConfig
-from jodiffusion.training.config import JointRunConfig, VAERunConfig
+from jodiffusion.training.codec import train_codec
+from jodiffusion.training.config import CodecRunConfig, JointRunConfig, VAERunConfig
 from jodiffusion.training.joint import train_joint
 from jodiffusion.training.vae import train_vae
 from jodiffusion.utils.io import write_json_atomic
@@ -73,6 +75,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         return {"export": str(export), "miou": evaluation["miou"], "parameters": evaluation.get("parameters")}
 
     vae = runner.run("vae", {"data": data.record(), "spec": dataclasses.asdict(cfg.vae)}, vae_stage)
+    codec = _codec_stage(cfg, runner, data, vae, progress)
 
     # -- the real-data segmenter: the baseline, and the judge of the joint model's learning curves ----------
     seg = {"real": runner.run("seg-real", seg_settings(cfg, data, "real", None),
@@ -81,7 +84,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     # -- joint diffusion model ------------------------------------------------------------------------
     def joint_stage(folder: Path, resume: bool) -> dict:
         jcfg = stage_config(JointRunConfig, "joint", cfg.joint, data=data, vae=vae["export"],
-                             probe_segmenter=seg["real"]["export"], output_dir=str(folder))
+                             probe_segmenter=seg["real"]["export"], output_dir=str(folder), **_joint_codec(codec))
         result = {"export": str(train_joint(jcfg, progress=progress, **train_args(folder, resume)))}
         world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
         result["samples_per_second"] = training_rate(folder, jcfg.train.batch_size * jcfg.train.grad_accum * world)
@@ -90,7 +93,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
         return result
 
     joint = runner.run("joint", {"vae": vae, "spec": dataclasses.asdict(cfg.joint),
-                                 "probe_segmenter": seg["real"]["export"]}, joint_stage)
+                                 "probe_segmenter": seg["real"]["export"], **({"codec": codec} if codec else {})},
+                       joint_stage)
     fit = fit or joint.get("fit")
 
     # -- synthetic datasets -----------------------------------------------------------------------------
@@ -130,6 +134,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     metrics = {
         "data_fit": fit,
         "vae_reconstruction_miou": vae["miou"], "vae_parameters": vae.get("parameters"),
+        **_codec_metrics(codec),
         "prompt_precision": quality["prompt_precision"], "prompt_recall": quality["prompt_recall"],
         "agreement_miou": quality.get("agreement_miou"), "not_applicable": quality.get("not_applicable", {}),
         "probe": quality.get("probe"),
@@ -166,6 +171,46 @@ def _selection_metrics(selection: dict | None, filtered: dict | None, held_out: 
 
 
 # --- stages -------------------------------------------------------------------------------------------
+
+CODEC_DIR = "codec"
+
+
+def _codec_stage(cfg: PipelineConfig, runner: StageRunner, data: DataConfig, vae: dict,
+                 progress: bool) -> dict | None:
+    """The learned image codec (``cfg.codec``), trained on the real train images after the annotation
+    VAE; None when the pipeline keeps the joint preset's own codec. Its grid must be the VAE's: that is
+    checked before minutes of training, not after."""
+    if cfg.codec is None:
+        return None
+
+    def make(folder: Path, resume: bool) -> dict:
+        ccfg = stage_config(CodecRunConfig, "codec", cfg.codec, data=data, output_dir=str(folder))
+        vae_downsample = json.loads((Path(vae["export"]) / "config.json").read_text())["downsample"]
+        if ccfg.model.downsample != vae_downsample:
+            raise ConfigError(f"the codec stage (codec.preset={cfg.codec.preset}) downsamples by "
+                              f"{ccfg.model.downsample} but the annotation VAE at {vae['export']} by {vae_downsample}:"
+                              " both latents must share one grid; give the codec "
+                              f"{vae_downsample.bit_length()} blocks (model.block_out_channels) or retrain "
+                              f"the VAE with model.downsample={ccfg.model.downsample}")
+        export = train_codec(ccfg, progress=progress, **train_args(folder, resume))
+        evaluation = json.loads((folder / "eval.json").read_text())
+        return {"export": str(export), "mae": evaluation["mae"], "psnr": evaluation["psnr"],
+                "parameters": evaluation["parameters"]}
+
+    return runner.run(CODEC_DIR, {"data": data.record(), "spec": dataclasses.asdict(cfg.codec)}, make)
+
+
+def _joint_codec(codec: dict | None) -> dict:
+    """What the joint stage is told about the image codec: the learned one's export, else nothing."""
+    return {"codec": {"kind": "sd-vae", "path": codec["export"]}} if codec else {}
+
+
+def _codec_metrics(codec: dict | None) -> dict:
+    if codec is None:
+        return {}
+    return {"codec_reconstruction_mae": codec["mae"], "codec_reconstruction_psnr": codec["psnr"],
+            "codec_parameters": codec["parameters"], "codec_export": codec["export"]}
+
 
 RESIZED_DATA_DIR = "data"
 

@@ -7,6 +7,7 @@ Always rebuilt (it takes seconds), so it reflects every stage, skipped or freshl
   class_histogram.png  real vs synthetic class pixel frequencies
   mask_refinement.png  generated masks before and after mask optimisation
   learning_curves.png  the joint model's quality against training samples (when it logged its probe)
+  codec_reconstruction.png  real val images beside the learned image codec's reconstructions (with a codec stage)
   metrics.json, index.html
 """
 
@@ -30,11 +31,13 @@ from jodiffusion.evaluation.probe import probe_pairs
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.masks.refine import refine_mask
+from jodiffusion.models.image_codec import StableDiffusionVAECodec
 from jodiffusion.report.curves import learning_curves_figure, read_curves
 from jodiffusion.report.figures import (
     class_histogram,
     pairs_grid,
     real_vs_generated,
+    reconstruction_figure,
     refinement_figure,
     trajectory_figure,
 )
@@ -59,6 +62,24 @@ def _first_pairs(folder: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarra
             masks.append(np.asarray(im))
         prompts.append(record["prompt"])
     return images, masks, prompts
+
+
+def _codec_figure(metrics: dict, data: DataConfig, out: Path, n: int = 6) -> tuple[str, str]:
+    """Real val images at the working size beside the learned codec's reconstructions (posterior mean,
+    as the joint model's latents are encoded)."""
+    codec = StableDiffusionVAECodec.from_pretrained(metrics["codec_export"])
+    val = build_dataset(data, data.val_split)
+    picks = range(0, len(val), max(1, len(val) // n))
+    real = [resize_pair(val.load_image(i), val.load_mask(i), data.size, data.resize, val.classes.ignore_index)[0]
+            for i in picks][:n]
+    x = torch.from_numpy(np.stack(real)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    recon = codec.decode(codec.encode(x, sample=False))
+    recon = recon.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    reconstruction_figure(real, list(recon), out / "codec_reconstruction.png", max_rows=n)
+    return ("codec_reconstruction.png", f"The learned image codec: real val images, their reconstructions and the "
+                                        f"error (row titles: mean absolute error; over the val split "
+                                        f"{metrics['codec_reconstruction_mae']:.1f} / 255, PSNR "
+                                        f"{metrics['codec_reconstruction_psnr']:.1f} dB).")
 
 
 def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, synthetic: dict, metrics: dict,
@@ -120,6 +141,9 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
                                title="joint model: quality against training samples")
         figures.append(("learning_curves.png", "Learning curves of the joint model: the probe's figures on pairs "
                                                "drawn every few training steps; dashed lines: the real data."))
+
+    if metrics.get("codec_export"):
+        figures.append(_codec_figure(metrics, data, out))
 
     runner.seconds["report"] = round(time.time() - start, 2)
     metrics = {**metrics, "class_pixel_frequency": {

@@ -1,5 +1,6 @@
-"""The PNG figures of the demo's report: generated pairs, the denoising trajectory, mask optimisation and
-real vs synthetic class frequencies. Each function writes one PNG (atomically) and returns its path."""
+"""The PNG figures of the demo's report: generated pairs, the denoising trajectory, mask optimisation,
+real vs synthetic class frequencies and the learned image codec's reconstructions. Each function writes
+one PNG (atomically) and returns its path."""
 
 from __future__ import annotations
 
@@ -77,6 +78,22 @@ def refinement_figure(images: Sequence[np.ndarray], before: Sequence[np.ndarray]
         titles.append(f"{changed:.1f}%\nchanged")
     columns = ["image", *(["truth"] if truths is not None else []), "before", "after"]
     return save_png(grid(rows, columns, row_titles=titles, scale=scale), path)
+
+
+def reconstruction_figure(images: Sequence[np.ndarray], reconstructions: Sequence[np.ndarray], path: str | Path,
+                          max_rows: int = 6, scale: int = 2, gain: float = 4.0) -> Path:
+    """An image codec's reconstructions, one image per row: real | reconstruction | error (the absolute
+    difference, ``gain`` times brighter, so a few grey levels show). The row title gives the image's mean
+    absolute error in grey levels of 255."""
+    n = min(len(images), len(reconstructions), max_rows)
+    if n == 0:
+        raise ValueError("reconstruction_figure needs at least one image and its reconstruction")
+    rows, titles = [], []
+    for real, recon in zip(images[:n], reconstructions[:n], strict=True):
+        diff = np.abs(real.astype(np.float32) - recon.astype(np.float32))
+        rows.append([real, recon, np.clip(diff * gain, 0, 255).astype(np.uint8)])
+        titles.append(f"{diff.mean():.1f}\n/ 255")
+    return save_png(grid(rows, ["real", "reconstruction", f"error x{gain:g}"], row_titles=titles, scale=scale), path)
 
 
 def frame_indices(steps: int, num_frames: int) -> list[int]:

@@ -37,6 +37,9 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
 # Shown in the summary only when present (the demo's other stages).
 OPTIONAL_ROWS: tuple[tuple[str, str, str], ...] = (
     ("vae_parameters", "Annotation VAE: parameters", "count"),
+    ("codec_reconstruction_mae", "Image codec: reconstruction error (grey levels of 255)", "number"),
+    ("codec_reconstruction_psnr", "Image codec: reconstruction PSNR (dB)", "number"),
+    ("codec_parameters", "Image codec: parameters", "count"),
     ("raw_mask_miou", "Mask optimisation: mIoU before", "percent"),
     ("refined_mask_miou", "Mask optimisation: mIoU after", "percent"),
     ("pairs", "Generated pairs: count", "count"),

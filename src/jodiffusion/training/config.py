@@ -1,9 +1,10 @@
-"""The run configs of the three training stages, one dataclass tree per command: ``VAERunConfig``
-(``train-vae``, the ``vae`` preset group), ``JointRunConfig`` with its ``codec``, ``text`` and ``model``
-sections (``train``, ``joint``) and ``SegRunConfig`` (``train-seg``, ``seg``). Every config checks itself
-on construction, so a bad value fails when the config is loaded rather than part-way into a run. The
-other two commands keep theirs the same way beside their code: ``generation/config.py`` (``generate``)
-and ``experiments/config.py`` (``pipeline``).
+"""The run configs of the training stages, one dataclass tree per command: ``VAERunConfig``
+(``train-vae``, the ``vae`` preset group), ``CodecRunConfig`` (``train-codec``, ``codec``),
+``JointRunConfig`` with its ``codec``, ``text`` and ``model`` sections (``train``, ``joint``) and
+``SegRunConfig`` (``train-seg``, ``seg``). Every config checks itself on construction, so a bad value
+fails when the config is loaded rather than part-way into a run. The other two commands keep theirs the
+same way beside their code: ``generation/config.py`` (``generate``) and ``experiments/config.py``
+(``pipeline``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,66 @@ class VAERunConfig:
             raise ValueError(f"latent_noise={self.latent_noise} must be >= 0")
         if self.eval_batch_size < 1 or self.scale_samples < 1:
             raise ValueError("eval_batch_size and scale_samples must be >= 1")
+
+
+# --- train-codec: a learned image codec (a small AutoencoderKL trained from scratch) -----------------
+
+CODEC_LOSSES = ("l1", "mse")
+
+
+@dataclass
+class CodecModelConfig:
+    # One encoder / decoder block per entry, each but the last halving the size: the downsampling factor
+    # is 2 ** (len - 1), and it must be the annotation VAE's (both latents share one grid).
+    block_out_channels: list[int] = field(default_factory=lambda: [16, 64, 64])
+    latent_channels: int = 4
+    layers_per_block: int = 1
+    norm_num_groups: int = 8      # GroupNorm groups; must divide every entry of block_out_channels
+    mid_attention: bool = True    # self-attention in the middle block, on the latent grid
+
+    def __post_init__(self):
+        self.block_out_channels = [int(c) for c in self.block_out_channels]
+        if not self.block_out_channels or min(self.block_out_channels) < 1:
+            raise ValueError(f"model.block_out_channels={self.block_out_channels} must list positive widths")
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if self.norm_num_groups < 1 or bad:
+            raise ValueError(f"model.norm_num_groups={self.norm_num_groups} must divide every block width "
+                             f"(not {bad}); e.g. model.norm_num_groups=8")
+        if self.latent_channels < 1 or self.layers_per_block < 1:
+            raise ValueError("model.latent_channels and model.layers_per_block must be >= 1")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass
+class CodecRunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: CodecModelConfig = field(default_factory=CodecModelConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, weight_decay=0.0))
+    # "l1": sharper edges than "mse" on flat-coloured data (the median, not the mean, of what an edge
+    # could be), and it is the figure eval.json reports (mean absolute error)
+    loss: str = "l1"
+    # KL of the latent posterior against N(0, 1), per latent value, against the per-pixel reconstruction
+    # loss: small, so the latents stay bounded and the posterior keeps a little noise without blurring
+    kl_weight: float = 1e-4
+    hflip: bool = True
+    eval_batch_size: int = 16
+    scale_samples: int = 512      # train images the latents' mean and std (shift / scaling factor) come from
+    output_dir: str = "runs/codec"
+
+    def __post_init__(self):
+        if self.loss not in CODEC_LOSSES:
+            raise ValueError(f"loss='{self.loss}'; choose one of {', '.join(CODEC_LOSSES)}")
+        if self.kl_weight < 0:
+            raise ValueError(f"kl_weight={self.kl_weight} must be >= 0")
+        if self.eval_batch_size < 1 or self.scale_samples < 1:
+            raise ValueError("eval_batch_size and scale_samples must be >= 1")
+        h, w = self.data.size
+        if h % self.model.downsample or w % self.model.downsample:
+            raise ValueError(f"data size {h}x{w} is not divisible by the codec's downsampling factor "
+                             f"{self.model.downsample} (2 ** (len(model.block_out_channels) - 1))")
 
 
 # --- train: the joint image-mask diffusion model ------------------------------------------------
