@@ -80,10 +80,10 @@ def test_real_synthetic_is_the_best_candidate_on_val_and_every_candidate_is_repo
     assert two["mix"] == "synthetic-then-real" and two["synthetic"] == str(out / "filter")
     assert metrics["filter"]["seen"] == 8 and metrics["filter"]["kept"] == two["num_synthetic_train"] == 8
     # how each candidate drew the synthetic set: mix 1 of every 4 samples (8 / 24 of the union, rounded), two-phase
-    # half of the 4 steps
+    # the first of the 4 steps (0.2 of them, at least one)
     assert selection["recipes"] == {
         "mix": {"mix": "real+synthetic", "pairs": 8, "synthetic_ratio": 0.25, "synthetic_phase": None},
-        "two-phase+filter": {"mix": "synthetic-then-real", "pairs": 8, "synthetic_ratio": 0.5, "synthetic_phase": 0.5}}
+        "two-phase+filter": {"mix": "synthetic-then-real", "pairs": 8, "synthetic_ratio": 0.25, "synthetic_phase": 0.2}}
     # the held-out split scores real only and the chosen candidate, after the choice
     assert metrics["test_split"] == "test" and len(list((out / "data" / "images" / "test").iterdir())) == 8
     held_out = json.loads((out / "seg-test" / MARKER).read_text())["result"]["miou"]

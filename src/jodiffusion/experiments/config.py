@@ -71,7 +71,7 @@ class PipelineConfig:
     # val split is the real+synthetic figure; the test split (test_split), when there is one, never takes
     # part in the choice. Each candidate is one more segmenter run.
     candidates: list[str] = field(default_factory=lambda: ["mix"])
-    synthetic_phase: float = 0.5   # two-phase candidates: the share of the segmenter's steps on synthetic pairs
+    synthetic_phase: float = 0.2   # two-phase candidates: the share of the segmenter's steps on synthetic pairs
     # The "+filter" candidates' quality filter: generate's filters (filters.py) applied to the generated set,
     # its consistency judge the real-only segmenter (set by the pipeline). "drop" keeps whole pairs whose
     # confidently contradicted share of labelled pixels is at most max_disagreement: 0.05, about a third of a
