@@ -106,16 +106,19 @@ def _self_conditioning(model) -> bool:
 
 
 def clean_estimate(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
-                   prediction_type: str) -> torch.Tensor:
-    """The clean latents implied by the network's ``output`` at noisy latents ``x_t`` and timesteps ``t``."""
+                   prediction_type: str, limit: float | None = 20.0) -> torch.Tensor:
+    """The clean latents implied by the network's ``output`` at noisy latents ``x_t`` and timesteps ``t``
+    (any shape with the batch first). ``limit``: an epsilon estimate, which divides by sqrt(alpha) and so
+    blows up near zero SNR, is clamped to +-limit (None: left as it is, as the trajectory pictures show it)."""
     if prediction_type == "sample":
         return output
     alpha = alphas_cumprod.to(x_t.device)[t.long()].float().view(-1, *([1] * (x_t.dim() - 1)))
     if prediction_type == "v_prediction":
         return (alpha.sqrt() * x_t.float() - (1 - alpha).sqrt() * output.float()).to(output.dtype)
-    # epsilon: undefined at zero SNR (alpha = 0), where the estimate is clamped to the data's range
+    if limit is None:
+        return ((x_t.float() - (1 - alpha).sqrt() * output.float()) / alpha.sqrt()).to(output.dtype)
     x0 = (x_t.float() - (1 - alpha).sqrt() * output.float()) / alpha.sqrt().clamp(min=1e-4)
-    return x0.clamp(-20, 20).to(output.dtype)
+    return x0.clamp(-limit, limit).to(output.dtype)
 
 
 @torch.no_grad()

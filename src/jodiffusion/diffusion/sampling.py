@@ -124,14 +124,9 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
                         clean_estimate(raw[1], mask.to(dtype).repeat(rows, 1, 1, 1), t_mask.repeat(rows), ac, kind))
         eps = torch.cat([eps_img.float().reshape(b, -1), eps_mask.float().reshape(b, -1)], 1)
         if trajectory_every and (i % trajectory_every == 0 or i == len(scheduler.timesteps) - 1):
-            alpha = scheduler.alphas_cumprod[int(t)].to(device)
-            if schedule.prediction_type == "v_prediction":  # the network's output is v, despite its name here
-                x0 = alpha.sqrt() * x - (1 - alpha).sqrt() * eps
-            elif schedule.prediction_type == "sample":  # ... or the clean sample itself
-                x0 = eps
-            else:
-                x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
-            trajectory.append(split(x0))
+            # the network's output ("eps" here) is v or the clean sample under those prediction types
+            trajectory.append(split(clean_estimate(eps, x, tt, scheduler.alphas_cumprod, schedule.prediction_type,
+                                                   limit=None)))
         x = scheduler.step(eps, t, x).prev_sample
     img, mask = split(x)
     if mode == "img2mask":

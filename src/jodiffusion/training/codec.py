@@ -36,7 +36,9 @@ from jodiffusion.engine.loop import TrainingStage, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.models.image_codec import StableDiffusionVAECodec
+from jodiffusion.models.persistence import num_parameters
 from jodiffusion.training.config import CodecModelConfig, CodecRunConfig
+from jodiffusion.training.vae import mean_and_std
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.progress import progress_bar
 
@@ -138,18 +140,7 @@ def measure_latent_stats(autoencoder: nn.Module, images: ImageSet, max_samples: 
     ``shift_factor`` and ``1 / scaling_factor``, so the joint model sees latents of mean 0 and std 1."""
     picks = np.unique(np.linspace(0, len(images) - 1, min(max_samples, len(images))).round().astype(int))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(images, picks.tolist()), batch_size=batch_size)
-    total, total_sq, count = 0.0, 0.0, 0
-    for batch in loader:
-        z = autoencoder.encode(batch.to(device)).latent_dist.mean.double()
-        total += z.sum().item()
-        total_sq += (z * z).sum().item()
-        count += z.numel()
-    mean = total / count
-    return mean, max(total_sq / count - mean * mean, 1e-12) ** 0.5
-
-
-def num_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    return mean_and_std(autoencoder.encode(batch.to(device)).latent_dist.mean for batch in loader)
 
 
 def train_codec(cfg: CodecRunConfig, resume: str | None = None, overwrite: bool = False,

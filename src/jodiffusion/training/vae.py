@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -68,16 +69,20 @@ def measure_latent_stats(model: AnnotationVAE, masks: MaskDataset, max_samples: 
     n = min(max_samples, len(masks))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(masks, list(range(n))), batch_size=batch_size,
                                          collate_fn=pad_collate(cfg.downsample, cfg.ignore_index))
-    total, total_sq, count = 0.0, 0.0, 0
     model.eval()
-    for batch in loader:
-        z = model.encode(batch.to(device)).double()
+    return mean_and_std(model.encode(batch.to(device)) for batch in loader)
+
+
+def mean_and_std(batches: Iterable[torch.Tensor]) -> tuple[float, float]:
+    """Mean and std of every value of ``batches`` (latents), accumulated in float64: a latent scale."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for z in batches:
+        z = z.double()
         total += z.sum().item()
         total_sq += (z * z).sum().item()
         count += z.numel()
     mean = total / count
-    std = max(total_sq / count - mean * mean, 1e-12) ** 0.5
-    return mean, std
+    return mean, max(total_sq / count - mean * mean, 1e-12) ** 0.5
 
 
 def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = False,
