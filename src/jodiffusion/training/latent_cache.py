@@ -192,12 +192,16 @@ class LatentCache(torch.utils.data.Dataset):
         k = int(bool(flip))
         mean = self._row("img_mean", index)[k].float()
         std = self._row("img_std", index)[k].float() if self.meta["has_std"] else torch.zeros_like(mean)
-        mask = self._row("mask", index).long()
+        mask = self.mask(index)
         item = {"img_mean": mean, "img_std": std, "mask": mask.flip(-1) if flip else mask,
                 "caption": self.captions[index], "stem": self.stems[index], "flip": bool(flip), "index": index}
         if self.has_text_embeddings:
             item["text_emb"] = self._row("text_emb", index).float()
         return item
+
+    def mask(self, index: int) -> torch.Tensor:
+        """The resized mask of sample ``index`` (unflipped), without reading its image latents."""
+        return self._row("mask", index).long()
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the training loop's loader each epoch: flips are a function of (epoch, index),

@@ -47,7 +47,7 @@ class MaskLatentTable:
         """Encode every mask of ``cache`` (a LatentCache) and its mirror image with ``vae``'s encoder.
         Returns None, leaving the encoding to each step, where the table would exceed ``max_bytes``."""
         n = len(cache)
-        h, w = cache.get(0)["mask"].shape[-2:]
+        h, w = cache.mask(0).shape[-2:]
         f, c = vae.config.downsample, vae.config.latent_channels
         size = n * 2 * c * (h // f) * (w // f) * 4
         if size > max_bytes:
@@ -56,7 +56,7 @@ class MaskLatentTable:
             return None
         table = torch.empty(n, 2, c, h // f, w // f)
         for start in progress_bar(range(0, n, batch_size), desc="encode masks", disable=not progress):
-            masks = torch.stack([cache.get(i)["mask"] for i in range(start, min(n, start + batch_size))]).to(device)
+            masks = torch.stack([cache.mask(i) for i in range(start, min(n, start + batch_size))]).to(device)
             table[start:start + len(masks), 0] = vae.encode(masks).float().cpu()
             table[start:start + len(masks), 1] = vae.encode(masks.flip(-1)).float().cpu()
         return cls(table)
