@@ -27,7 +27,7 @@ class NoiseScheduleConfig:
     # preset or override of prediction_type decides it; an exported model records the resolved value.
     # Without it the last timestep still carries the data's global brightness, the network learns to
     # read it from the noise instead of the caption, and sampling starts every image from the data's
-    # mean brightness (issue 17, docs/results.md).
+    # mean brightness (docs/results.md).
     rescale_betas_zero_snr: bool | None = None
 
     def __post_init__(self):

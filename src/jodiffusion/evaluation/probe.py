@@ -1,7 +1,7 @@
 """The conditioning probe: does each word of a prompt move the generated pair as it moves real data?
 
 Prompted-class precision and recall (``joint_quality.py``) say whether the right classes appear. They
-cannot see a model that ignores every other word: issue 17 found a generator whose backgrounds were the
+cannot see a model that ignores every other word: a generator once drew backgrounds of the
 same grey for "dark" and "light" prompts. The probe reads the attributes a caption names and measures
 each one on the pair, without any human label:
 

@@ -12,7 +12,7 @@ the caption tokens condition it by cross-attention at the coarse levels (``atten
 with ``pooled_text``, through a global path: diffusers' ``addition_embed_type="text"`` pools the caption
 tokens by attention and adds the result to the time embedding, which scales and shifts every ResNet
 block at every level. Without it a caption reaches the fine levels only through the coarse ones, and a
-global attribute (the background's brightness) was ignored entirely (issue 17, docs/results.md).
+global attribute (the background's brightness) was ignored entirely (docs/results.md).
 """
 
 from __future__ import annotations

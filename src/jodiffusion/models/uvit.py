@@ -54,7 +54,7 @@ class UViTConfig:
     pos_embed_init: str = "sincos"
     # A global path for the caption: the mean of its tokens, projected (zero-initialised, so pretrained
     # weights start unchanged), is added to every timestep, image and mask token. Attention alone let a
-    # short run ignore a global attribute such as the background's brightness (issue 17).
+    # short run ignore a global attribute such as the background's brightness (docs/results.md).
     pooled_text: bool = False
 
     def __post_init__(self):
