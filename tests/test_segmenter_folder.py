@@ -12,8 +12,15 @@ from safetensors.torch import load_file, save_file
 from jodiffusion import __version__
 from jodiffusion.errors import CheckpointError
 from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
-from jodiffusion.segmentation.models import (DeepLabV3, Segmenter, SegmenterConfig, SmallContextNet, build_segmenter,
-                                             load_segmenter, save_segmenter)
+from jodiffusion.segmentation.models import (
+    DeepLabV3,
+    Segmenter,
+    SegmenterConfig,
+    SmallContextNet,
+    build_segmenter,
+    load_segmenter,
+    save_segmenter,
+)
 
 CONFIG = SegmenterConfig(model="small", num_classes=3, class_names=["background", "cat", "dog"], ignore_index=255,
                          input_height=32, input_width=48, aux_loss=False, backbone="random initialisation")
