@@ -163,7 +163,7 @@ class DeepLabV3(Segmenter):
 
 
 # name -> constructor(num_classes, aux_loss); info: backbone (default True), whether the network has a
-# pretrained backbone to load and an auxiliary head.
+# pretrained backbone to load and an auxiliary head. A network saved with save_segmenter subclasses Segmenter.
 SEGMENTERS: Registry[Callable[[int, bool], Segmenter]] = Registry("segmenter")
 SEGMENTERS.register("small", lambda k, aux: SmallContextNet(k), backbone=False)
 SEGMENTERS.register("deeplabv3_resnet50", lambda k, aux: DeepLabV3(50, k, aux))
