@@ -80,23 +80,23 @@ def test_non_finite_numbers_are_refused_for_every_stage_and_in_python():
 def test_a_registered_dataset_is_reachable_from_a_config(tmp_path):
     """Issue 10: data.name accepts whatever the registry holds (no second list of names)."""
     from jodiffusion.data.config import DataConfig
-    from jodiffusion.data.registry import DATASETS, build_dataset, dataset_names, register_dataset
+    from jodiffusion.data.registry import DATASETS, build_dataset, dataset_names
     from jodiffusion.data.shapes import ShapesDataset
     from jodiffusion.training.config import VAERunConfig
 
-    with pytest.raises(ConfigError, match="not a known dataset.*register_dataset"):
+    with pytest.raises(ConfigError, match=r"not a known dataset.*DATASETS\.register"):
         load_config(VAERunConfig, overrides=["data.name=my-shapes"])
-    register_dataset("my-shapes", lambda cfg, split: ShapesDataset(split, 4, cfg.resolution), needs_root=False)
+    DATASETS.register("my-shapes", lambda cfg, split: ShapesDataset(split, 4, cfg.resolution), needs_root=False)
     try:
         assert "my-shapes" in dataset_names()
         cfg = load_config(VAERunConfig, overrides=["data.name=my-shapes", "data.resolution=32"])
         assert len(build_dataset(cfg.data, "train")) == 4
-        register_dataset("needs-a-folder", lambda cfg, split: None)
+        DATASETS.register("needs-a-folder", lambda cfg, split: None)
         with pytest.raises(ValueError, match="data.root is required"):
             DataConfig(name="needs-a-folder")
     finally:
-        DATASETS.pop("my-shapes", None)
-        DATASETS.pop("needs-a-folder", None)
+        DATASETS.unregister("my-shapes")
+        DATASETS.unregister("needs-a-folder")
 
 
 def test_presets_lists_every_stage_preset_with_what_it_changes(capsys):

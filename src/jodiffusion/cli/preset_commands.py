@@ -14,8 +14,7 @@ from importlib import resources
 from jodiffusion.cli.train_commands import TRAINING
 from jodiffusion.config.loader import PRESET_PACKAGE, config_changes, config_to_dict, list_presets, load_config
 from jodiffusion.experiments.config import PipelineConfig
-from jodiffusion.models.joint_unet import UNET_PRESETS
-from jodiffusion.models.uvit import UVIT_PRESETS
+from jodiffusion.models.denoisers import DENOISERS
 
 # preset group -> its command's config class: the training commands' table, and the pipeline's
 GROUPS = {group: schema for _, group, _, schema, *_ in TRAINING}
@@ -60,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"      {key} = {value}")
     if args.models:
         print("== denoiser architectures (model.preset; model.arch.<field> changes one field)")
-        for backbone, presets in (("uvit", UVIT_PRESETS), ("unet", UNET_PRESETS)):
-            for name, fields in presets.items():
+        for backbone in DENOISERS.names():
+            for name, fields in DENOISERS.info(backbone)["presets"].items():
                 print(f"  {backbone}/{name}: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
     return 0

@@ -13,7 +13,7 @@ SHAPES_ONLY = ("num_train", "num_val", "num_test", "seed", "difficulty")  # sett
 
 @dataclass
 class DataConfig:
-    # A dataset registered in data/registry.py (``dataset_names()``; ``register_dataset`` adds your own):
+    # A dataset registered in data/registry.py (``dataset_names()``; ``DATASETS.register`` adds your own):
     # shapes, voc, ade20k, coco-stuff, coco-things, cityscapes, camvid, folder. "shapes" is the embedded
     # procedural dataset (no download, the default).
     name: str = "shapes"
@@ -50,7 +50,7 @@ class DataConfig:
         if self.name not in dataset_names():
             raise ValueError(f"data.name='{self.name}' is not a known dataset; "
                              f"choose one of {', '.join(dataset_names())} (or register yours with "
-                             "jodiffusion.data.registry.register_dataset)")
+                             "jodiffusion.data.registry.DATASETS.register)")
         if needs_root(self.name) and not self.root:
             raise ValueError(f"data.root is required for dataset '{self.name}' (the folder that holds it)")
         if self.resolution < 16 or self.resolution % 8:

@@ -1,5 +1,9 @@
-"""``build_dataset``: from a ``DataConfig`` and a split name to a dataset, by a registry of builders;
-``build_split``: the same, validated (what every stage trains or scores on).
+"""``build_dataset``: from a ``DataConfig`` and a split name to a dataset, by the registry of builders
+``DATASETS``; ``build_split``: the same, validated (what every stage trains or scores on).
+
+Your own dataset: ``DATASETS.register("mine", builder)`` with a builder ``(cfg, split) ->
+SegmentationDataset`` makes ``data.name=mine`` work in every config (``needs_root=False`` for one that is
+built without ``data.root``); ``@DATASETS.register("mine")`` does the same as a decorator.
 
 The builders take the ``DataConfig`` typed as ``Any``: ``data/config.py`` imports this registry to check
 ``data.name``, so importing ``DataConfig`` here would close a circle."""
@@ -21,6 +25,7 @@ from jodiffusion.data.shapes import ShapesDataset
 from jodiffusion.data.validate import ensure_valid
 from jodiffusion.errors import DatasetError
 from jodiffusion.utils.ownership import check_path_component
+from jodiffusion.utils.registry import Registry
 
 Builder = Callable[[Any, str], SegmentationDataset]  # (a DataConfig, split name)
 
@@ -32,6 +37,11 @@ class UnknownDatasetError(DatasetError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+# Each entry's info: needs_root (default True), whether data.root is required.
+DATASETS: Registry[Builder] = Registry("dataset", error=UnknownDatasetError)
+
+
+@DATASETS.register("shapes", needs_root=False)  # embedded: built without a folder
 def _shapes(cfg: Any, split: str) -> SegmentationDataset:
     num_images = cfg.num_train if split == cfg.train_split else cfg.num_val
     if split == "test" and cfg.num_test:
@@ -40,66 +50,48 @@ def _shapes(cfg: Any, split: str) -> SegmentationDataset:
                          difficulty=cfg.difficulty)
 
 
+@DATASETS.register("voc")
 def _voc(cfg: Any, split: str) -> SegmentationDataset:
     return read_voc(cfg.root, split, trainaug=cfg.voc_trainaug)
 
 
+@DATASETS.register("ade20k")
 def _ade20k(cfg: Any, split: str) -> SegmentationDataset:
     return read_ade20k(cfg.root, split)
 
 
+@DATASETS.register("coco-stuff")
 def _coco_stuff(cfg: Any, split: str) -> SegmentationDataset:
     return read_coco(cfg.root, split, variant="stuff")
 
 
+@DATASETS.register("coco-things")
 def _coco_things(cfg: Any, split: str) -> SegmentationDataset:
     return read_coco(cfg.root, split, variant="things")
 
 
+@DATASETS.register("cityscapes")
 def _cityscapes(cfg: Any, split: str) -> SegmentationDataset:
     return read_cityscapes(cfg.root, split)
 
 
+@DATASETS.register("camvid")
 def _camvid(cfg: Any, split: str) -> SegmentationDataset:
     return read_camvid(cfg.root, split)
 
 
+@DATASETS.register("folder")
 def _folder(cfg: Any, split: str) -> SegmentationDataset:
     return read_folder(cfg.root, split)  # classes from <root>/classes.json|yaml (layout.read_classes)
 
 
-DATASETS: dict[str, Builder] = {
-    "shapes": _shapes,
-    "voc": _voc,
-    "ade20k": _ade20k,
-    "coco-stuff": _coco_stuff,
-    "coco-things": _coco_things,
-    "cityscapes": _cityscapes,
-    "camvid": _camvid,
-    "folder": _folder,
-}
-
-
-# Datasets that are built without a root folder (the embedded ones).
-_ROOTLESS = {"shapes"}
-
-
-def register_dataset(name: str, builder: Builder, *, overwrite: bool = False, needs_root: bool = True) -> None:
-    """Add a builder ``(cfg, split) -> SegmentationDataset`` under ``name``; ``data.name=<name>`` then
-    selects it in every config (``needs_root``: whether ``data.root`` is required)."""
-    if name in DATASETS and not overwrite:
-        raise ValueError(f"dataset '{name}' is already registered")
-    DATASETS[name] = builder
-    (_ROOTLESS.discard if needs_root else _ROOTLESS.add)(name)
-
-
 def dataset_names() -> tuple[str, ...]:
     """The names ``data.name`` accepts: every registered dataset, built-in ones first."""
-    return tuple(DATASETS)
+    return DATASETS.names()
 
 
 def needs_root(name: str) -> bool:
-    return name not in _ROOTLESS
+    return DATASETS.info(name).get("needs_root", True)
 
 
 def build_dataset(cfg: Any, split: str, transform: Transform | None = None) -> SegmentationDataset:
@@ -109,11 +101,7 @@ def build_dataset(cfg: Any, split: str, transform: Transform | None = None) -> S
     an unknown ``cfg.name``, ``ConfigError`` for a split that is not a plain name (``..``, ``a/b``) and
     ``DatasetError`` for a missing or malformed dataset folder.
     """
-    try:
-        builder = DATASETS[cfg.name]
-    except KeyError:
-        raise UnknownDatasetError(
-            f"unknown dataset '{cfg.name}'; valid names: {', '.join(sorted(DATASETS))}") from None
+    builder = DATASETS.get(cfg.name)
     check_path_component(split, "dataset split")  # it becomes a folder / file name in every reader
     dataset = builder(cfg, split)
     dataset.transform = transform

@@ -1,4 +1,5 @@
-"""The joint denoisers a model folder may hold, found by the class name in its ``config.json``."""
+"""The joint denoisers: ``DENOISERS`` maps a backbone name (``model.backbone``) to its class, with its
+architecture presets and fields; a model folder's denoiser is found by the class name in its ``config.json``."""
 
 from __future__ import annotations
 
@@ -7,15 +8,22 @@ from pathlib import Path
 
 from torch import nn
 
-from jodiffusion.errors import CheckpointError
+from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.models import joint_unet, uvit
-from jodiffusion.models.joint_unet import UNET_PRESETS, JointUNet, JointUNetConfig
+from jodiffusion.models.joint_unet import UNET_PRESETS, JointUNet
 from jodiffusion.models.persistence import CONFIG_NAME
-from jodiffusion.models.uvit import UVIT_PRESETS, JointUViT, UViTConfig
+from jodiffusion.models.uvit import UVIT_PRESETS, JointUViT
+from jodiffusion.utils.registry import Registry
+
+# Each entry: a PretrainedMixin class built as cls(cls.config_class(**fields)); its info: presets (name ->
+# architecture fields) and arch_fields (the fields a preset or model.arch may set).
+DENOISERS: Registry[type] = Registry("denoiser backbone", error=ConfigError)
+DENOISERS.register("uvit", JointUViT, presets=UVIT_PRESETS, arch_fields=uvit.ARCH_FIELDS)
+DENOISERS.register("unet", JointUNet, presets=UNET_PRESETS, arch_fields=joint_unet.ARCH_FIELDS)
 
 
 def denoiser_classes() -> dict[str, type]:
-    return {JointUViT.__name__: JointUViT, JointUNet.__name__: JointUNet}
+    return {cls.__name__: cls for cls in DENOISERS.values()}
 
 
 def load_denoiser(folder: str | Path) -> nn.Module:
@@ -34,21 +42,18 @@ def load_denoiser(folder: str | Path) -> nn.Module:
 
 
 def backbone_presets(backbone: str) -> tuple[dict[str, dict], tuple[str, ...]]:
-    """(architecture presets, architecture fields) of a backbone: ``"uvit"`` or ``"unet"``."""
-    if backbone == "unet":
-        return UNET_PRESETS, joint_unet.ARCH_FIELDS
-    return UVIT_PRESETS, uvit.ARCH_FIELDS
+    """(architecture presets, architecture fields) of a backbone: a name in ``DENOISERS``."""
+    info = DENOISERS.info(backbone)
+    return info["presets"], info["arch_fields"]
 
 
 def build_denoiser(backbone: str, preset: str, arch: dict, **shapes) -> nn.Module:
     """A fresh denoiser: the preset's architecture, ``arch`` replacing some of its fields, and the shape
     fields (``uvit.SHAPE_FIELDS``) that training takes from the codec, the annotation VAE and the text
     encoder."""
+    cls = DENOISERS.get(backbone)
     presets, _ = backbone_presets(backbone)
-    fields = {**presets[preset], **arch, **shapes}
-    if backbone == "unet":
-        return JointUNet(JointUNetConfig(**fields))
-    return JointUViT(UViTConfig(**fields))
+    return cls(cls.config_class(**{**presets[preset], **arch, **shapes}))
 
 
 class DenoiserWithText(nn.Module):

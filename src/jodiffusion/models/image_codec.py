@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from jodiffusion.errors import CheckpointError, ConfigError
+from jodiffusion.utils.registry import Registry
 from jodiffusion.utils.safe_load import check_weight_folder, pickle_refusal
-from jodiffusion.utils.specs import build_from_spec
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -358,16 +358,17 @@ def _build_pca(spec: dict[str, Any]) -> ImageCodec:
     return PatchPCACodec(**{k: spec[k] for k in keys if spec.get(k) is not None})
 
 
-IMAGE_CODECS: dict[str, Callable[[dict[str, Any]], ImageCodec]] = {
-    PatchPCACodec.kind: _build_pca,
-    StableDiffusionVAECodec.kind: _build_sd_vae,
-    PixelUnshuffleCodec.kind: _build_pixel_unshuffle,
-}
+# A spec's "kind" -> the builder that rebuilds it from the spec (the form to_dict() writes).
+IMAGE_CODECS: Registry[Callable[[dict[str, Any]], ImageCodec]] = Registry(
+    "image codec kind", error=ConfigError, valid="kinds")
+IMAGE_CODECS.register(PatchPCACodec.kind, _build_pca)
+IMAGE_CODECS.register(StableDiffusionVAECodec.kind, _build_sd_vae)
+IMAGE_CODECS.register(PixelUnshuffleCodec.kind, _build_pixel_unshuffle)
 
 
 def build_image_codec(spec: dict[str, Any]) -> ImageCodec:
     """Rebuild a codec from ``to_dict()`` output (or a config section of the same shape)."""
-    return build_from_spec(IMAGE_CODECS, spec, "image codec")
+    return IMAGE_CODECS.get(spec.get("kind"))(dict(spec))
 
 
 __all__ = ["IMAGE_CODECS", "ImageCodec", "PatchPCACodec", "PixelUnshuffleCodec", "StableDiffusionVAECodec",

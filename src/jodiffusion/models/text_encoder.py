@@ -29,8 +29,8 @@ from torch import nn
 from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.models.image_codec import dtype_name, pretrained_source, resolve_dtype
 from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
+from jodiffusion.utils.registry import Registry
 from jodiffusion.utils.safe_load import check_weight_folder, load_safetensors, pickle_refusal
-from jodiffusion.utils.specs import build_from_spec
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
@@ -372,15 +372,16 @@ def _build_caption(spec: dict[str, Any]) -> TextEncoder:
     return CaptionTextEncoder.from_pretrained(spec["path"])
 
 
-TEXT_ENCODERS: dict[str, Callable[[dict[str, Any]], TextEncoder]] = {
-    CLIPTextEncoder.kind: _build_clip,
-    CaptionTextEncoder.kind: _build_caption,
-}
+# A spec's "kind" -> the builder that rebuilds it from the spec (the form to_dict() writes).
+TEXT_ENCODERS: Registry[Callable[[dict[str, Any]], TextEncoder]] = Registry(
+    "text encoder kind", error=ConfigError, valid="kinds")
+TEXT_ENCODERS.register(CLIPTextEncoder.kind, _build_clip)
+TEXT_ENCODERS.register(CaptionTextEncoder.kind, _build_caption)
 
 
 def build_text_encoder(spec: dict[str, Any]) -> TextEncoder:
     """Rebuild a text encoder from ``to_dict()`` output (or a config section of the same shape)."""
-    return build_from_spec(TEXT_ENCODERS, spec, "text encoder")
+    return TEXT_ENCODERS.get(spec.get("kind"))(dict(spec))
 
 
 __all__ = ["TEXT_ENCODERS", "CLIPTextEncoder", "CaptionTextEncoder", "CaptionTextEncoderConfig", "TextEncoder",

@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jodiffusion import __version__
 from jodiffusion.errors import CheckpointError, ConfigError
-from jodiffusion.utils.io import save_safetensors_atomic, write_json_atomic
-from jodiffusion.utils.safe_load import load_safetensors, load_torch_weights, read_json
+from jodiffusion.models.persistence import PretrainedMixin
+from jodiffusion.utils.registry import Registry
+from jodiffusion.utils.safe_load import load_safetensors, load_torch_weights
 
 log = logging.getLogger("jodiffusion")
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 RANDOM_INIT = "random initialisation"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,7 +64,43 @@ class DilatedResidual(nn.Module):
         return F.relu(x + self.norm(self.conv(x)))
 
 
-class SmallContextNet(nn.Module):
+@dataclass
+class SegmenterConfig:
+    """What rebuilds a trained segmenter and how to feed it."""
+
+    model: str = "small"
+    num_classes: int = 2
+    class_names: list[str] = field(default_factory=list)
+    ignore_index: int = 255
+    # Images are resized to (input_height, input_width) before the network, the size it was trained
+    # at; logits are resized back. 0: use images as given.
+    input_height: int = 0
+    input_width: int = 0
+    aux_loss: bool = False
+    backbone: str = RANDOM_INIT  # where the initial weights came from
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return (self.input_height, self.input_width) if self.input_height and self.input_width else None
+
+
+class Segmenter(PretrainedMixin, nn.Module):
+    """Every segmenter: saved as one folder whose ``config.json`` (class "Segmenter") names the network."""
+
+    config_class = SegmenterConfig
+    saved_class = "Segmenter"
+    record_version = True
+    written_by = "`jodiffusion train-seg` to <output_dir>/segmenter"
+    config: SegmenterConfig  # set by build_segmenter, replaced by save_segmenter with the trained one's
+
+    @classmethod
+    def from_config(cls, config: SegmenterConfig) -> Segmenter:
+        model, _ = build_segmenter(config.model, config.num_classes, aux_loss=config.aux_loss)
+        model.config = config
+        return model
+
+
+class SmallContextNet(Segmenter):
     """The CPU segmenter (about 0.33M parameters), for any input size.
 
     A stride-4 stem, then residual dilated convolutions at 1/4 resolution whose receptive field spans
@@ -96,7 +130,7 @@ class SmallContextNet(nn.Module):
         return (logits, None) if with_aux else logits
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(Segmenter):
     """torchvision's DeepLabV3 (output stride 8), built offline, with ImageNet normalisation inside."""
 
     def __init__(self, depth: int, num_classes: int, aux_loss: bool = False):
@@ -128,31 +162,29 @@ class DeepLabV3(nn.Module):
         return logits, aux
 
 
-# name -> constructor(num_classes, aux_loss)
-SEGMENTERS: dict[str, Callable[[int, bool], nn.Module]] = {
-    "small": lambda k, aux: SmallContextNet(k),
-    "deeplabv3_resnet50": lambda k, aux: DeepLabV3(50, k, aux),
-    "deeplabv3_resnet101": lambda k, aux: DeepLabV3(101, k, aux),
-}
+# name -> constructor(num_classes, aux_loss); info: backbone (default True), whether the network has a
+# pretrained backbone to load and an auxiliary head. A network saved with save_segmenter subclasses Segmenter.
+SEGMENTERS: Registry[Callable[[int, bool], Segmenter]] = Registry("segmenter")
+SEGMENTERS.register("small", lambda k, aux: SmallContextNet(k), backbone=False)
+SEGMENTERS.register("deeplabv3_resnet50", lambda k, aux: DeepLabV3(50, k, aux))
+SEGMENTERS.register("deeplabv3_resnet101", lambda k, aux: DeepLabV3(101, k, aux))
 
 
 def build_segmenter(name: str, num_classes: int, backbone_weights: str | Path | None = None,
                     aux_loss: bool = False) -> tuple[nn.Module, str]:
     """A freshly initialised segmenter and a line saying where its weights came from:
     ``"random initialisation"`` or ``"backbone from <file>"`` (plus any ignored keys)."""
-    try:
-        make = SEGMENTERS[name]
-    except KeyError:
-        raise KeyError(f"unknown segmenter '{name}'; valid names: {', '.join(SEGMENTERS)}") from None
+    make = SEGMENTERS.get(name)
     if num_classes < 2:
         raise ConfigError(f"a segmenter needs at least 2 classes, got num_classes={num_classes}")
-    if name == "small" and (aux_loss or backbone_weights):
-        raise ConfigError("the 'small' segmenter has no pretrained backbone and no auxiliary head; "
+    if not SEGMENTERS.info(name).get("backbone", True) and (aux_loss or backbone_weights):
+        raise ConfigError(f"the '{name}' segmenter has no pretrained backbone and no auxiliary head; "
                           "unset backbone_weights and aux_loss, or choose a deeplabv3 model")
     model = make(num_classes, aux_loss)
     info = RANDOM_INIT
     if backbone_weights:
         info = load_backbone_weights(model, backbone_weights)
+    model.config = SegmenterConfig(model=name, num_classes=num_classes, aux_loss=aux_loss, backbone=info)
     return model, info
 
 
@@ -213,56 +245,14 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> str:
 
 # --- saved segmenters -------------------------------------------------------------------------------
 
-@dataclass
-class SegmenterConfig:
-    """What rebuilds a trained segmenter and how to feed it."""
-
-    model: str = "small"
-    num_classes: int = 2
-    class_names: list[str] = field(default_factory=list)
-    ignore_index: int = 255
-    # Images are resized to (input_height, input_width) before the network, the size it was trained
-    # at; logits are resized back. 0: use images as given.
-    input_height: int = 0
-    input_width: int = 0
-    aux_loss: bool = False
-    backbone: str = RANDOM_INIT  # where the initial weights came from
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        return (self.input_height, self.input_width) if self.input_height and self.input_width else None
+def save_segmenter(model: Segmenter, config: SegmenterConfig, folder: str | Path) -> Path:
+    """Write ``model`` with ``config`` (what rebuilds it and how to feed it) as a segmenter folder."""
+    model.config = config
+    model.save_pretrained(folder)
+    return Path(folder)
 
 
-def save_segmenter(model: nn.Module, config: SegmenterConfig, folder: str | Path) -> Path:
-    folder = Path(folder)
-    save_safetensors_atomic(model.state_dict(), folder / WEIGHTS_NAME)
-
-    write_json_atomic(folder / CONFIG_NAME, {"class": "Segmenter", "jodiffusion_version": __version__,
-                                             **asdict(config)})
-    return folder
-
-
-def load_segmenter(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Module, SegmenterConfig]:
-    """Rebuild a segmenter saved by :func:`save_segmenter` (eval mode)."""
-    folder = Path(folder)
-    cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise CheckpointError(f"{p} not found: a segmenter folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
-                                  "(written by `jodiffusion train-seg` to <output_dir>/segmenter)")
-    data = read_json(cfg_path, "segmenter config", "train the segmenter again (`jodiffusion train-seg`)")
-    data.pop("jodiffusion_version", None)
-    if data.pop("class", "Segmenter") != "Segmenter":
-        raise CheckpointError(f"{cfg_path} does not describe a segmenter")
-    try:
-        config = SegmenterConfig(**data)
-        model, _ = build_segmenter(config.model, config.num_classes, aux_loss=config.aux_loss)
-    except (TypeError, KeyError, ConfigError) as exc:
-        raise CheckpointError(f"{cfg_path}: invalid segmenter config: {exc}") from None
-    try:
-        model.load_state_dict(load_safetensors(w_path, map_location, "train the segmenter again"))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{w_path} does not match {cfg_path}: {str(exc).splitlines()[0]}") from None
-    return model.eval(), config
-
-
+def load_segmenter(folder: str | Path, map_location: str = "cpu") -> tuple[Segmenter, SegmenterConfig]:
+    """Rebuild a segmenter saved by :func:`save_segmenter` (eval mode) and its config."""
+    model = Segmenter.from_pretrained(folder, map_location)
+    return model.eval(), model.config

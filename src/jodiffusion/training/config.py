@@ -18,7 +18,7 @@ from jodiffusion.diffusion.sampling import SamplerConfig
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.models.annotation_vae import AnnotationVAEConfig
-from jodiffusion.models.denoisers import backbone_presets
+from jodiffusion.models.denoisers import DENOISERS, backbone_presets
 from jodiffusion.models.uvit import SHAPE_FIELDS
 from jodiffusion.segmentation.models import SEGMENTERS
 
@@ -149,9 +149,6 @@ class TextConfig:
             raise ValueError("text.path is required for text.kind=clip (a local folder or cached hub id)")
 
 
-BACKBONES = ("uvit", "unet")
-
-
 @dataclass
 class JointModelConfig:
     # "uvit": the UniDiffuser-style transformer (models/uvit.py; the path for pretrained UniDiffuser
@@ -167,8 +164,8 @@ class JointModelConfig:
     init_from: str | None = None   # UniDiffuser-v1 weights: original checkpoint or diffusers folder
 
     def __post_init__(self):
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"model.backbone='{self.backbone}'; choose one of {', '.join(BACKBONES)}")
+        if self.backbone not in DENOISERS:
+            raise ValueError(f"model.backbone='{self.backbone}'; choose one of {', '.join(DENOISERS.names())}")
         presets, arch_fields = backbone_presets(self.backbone)
         if self.preset not in presets:
             raise ValueError(f"model.preset='{self.preset}' is not a {self.backbone} preset; choose one of "
