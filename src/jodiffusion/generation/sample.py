@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
-from jodiffusion.errors import JoDiffusionError
+from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.generation.config import SampleConfig
 from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.report.viz import colorize, grid, overlay, save_png
@@ -38,9 +38,9 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)  # before anything is changed
     try:
         sampler = pipe.sampler.override(steps, guidance)
-    except ValueError as exc:  # SamplerConfig's checks: --steps 0, a negative or nan --guidance
-        raise JoDiffusionError(str(exc).replace("sampler.steps", "--steps").replace("sampler.guidance_scale",
-                                                                                    "--guidance")) from None
+    except ValueError as exc:  # SamplerConfig's checks, on values SampleConfig let through
+        raise ConfigError(str(exc).replace("sampler.steps", "steps").replace("sampler.guidance_scale",
+                                                                             "guidance")) from None
     with folder_lock(out, COMMAND):  # one writer: a second run into this folder is refused, naming the first
         return _write_samples(pipe, sampler, prompts, out, num_per_prompt, seed, batch_size, min_confidence, tau,
                               device, overwrite, progress)
