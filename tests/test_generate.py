@@ -149,7 +149,7 @@ def test_unknown_classes_are_refused_with_the_valid_names(classes, tmp_path, mod
 
 
 @pytest.mark.parametrize("kw, match", [({"num": 0}, "positive"), ({"num": -3}, "positive"),
-                                      ({"batch_size": 0}, "batch_size"), ({"image_format": "gif"}, "image format"),
+                                      ({"batch_size": 0}, "batch_size"), ({"image_format": "gif"}, "image_format="),
                                       ({"image_format": "jpeg", "jpeg_quality": 90}, "95"),
                                       ({"format": "zip"}, "format"), ({"guidance": float("inf")}, "finite"),
                                       ({"guidance": float("nan")}, "finite")])
