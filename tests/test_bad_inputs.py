@@ -750,25 +750,25 @@ def _(ws, a):
 @case("prompts: empty file (generate)")
 def _(ws, a):
     (ws / "prompts.txt").write_bytes(b"")
-    return gen_args(a.model, ws / "out", "--prompts", str(ws / "prompts.txt")), [str(ws / "prompts.txt")]
+    return gen_args(a.model, ws / "out", "--prompts-file", str(ws / "prompts.txt")), [str(ws / "prompts.txt")]
 
 
 @case("prompts: only blank lines (generate)")
 def _(ws, a):
     (ws / "prompts.txt").write_text("\n   \n\t\n")
-    return gen_args(a.model, ws / "out", "--prompts", str(ws / "prompts.txt")), [str(ws / "prompts.txt")]
+    return gen_args(a.model, ws / "out", "--prompts-file", str(ws / "prompts.txt")), [str(ws / "prompts.txt")]
 
 
 @case("prompts: not UTF-8 (generate)")
 def _(ws, a):
     (ws / "prompts.txt").write_bytes("a photo of a caf\u00e9\n".encode("latin-1"))
-    return gen_args(a.model, ws / "out", "--prompts", str(ws / "prompts.txt")), [str(ws / "prompts.txt"), "UTF-8"]
+    return gen_args(a.model, ws / "out", "--prompts-file", str(ws / "prompts.txt")), [str(ws / "prompts.txt"), "UTF-8"]
 
 
 @case("prompts: binary file (generate)")
 def _(ws, a):
     (ws / "prompts.bin").write_bytes(b"\x00\x01\x02 a circle \x00" * 20)
-    return gen_args(a.model, ws / "out", "--prompts", str(ws / "prompts.bin")), [str(ws / "prompts.bin")]
+    return gen_args(a.model, ws / "out", "--prompts-file", str(ws / "prompts.bin")), [str(ws / "prompts.bin")]
 
 
 @case("prompts: not UTF-8 (sample --prompts-file)")
@@ -791,7 +791,7 @@ def _(ws, a):
 @case("prompts: a JSON line naming an unknown class")
 def _(ws, a):
     (ws / "prompts.jsonl").write_text('{"prompt": "a zebra", "classes": ["zebra"]}\n')
-    return gen_args(a.model, ws / "out", "--prompts", str(ws / "prompts.jsonl")), ["zebra", "line 1"]
+    return gen_args(a.model, ws / "out", "--prompts-file", str(ws / "prompts.jsonl")), ["zebra", "line 1"]
 
 
 @case("prompts: --captions not UTF-8 (generate)")
@@ -809,10 +809,10 @@ def _(ws, a):
         [str(ws / "captions.jsonl"), "line 2", "100,000 characters"]
 
 
-@case("prompts: generate --prompts FILE with a 100 000-character line")
+@case("prompts: generate --prompts-file with a 100 000-character line")
 def _(ws, a):
     (ws / "prompts.txt").write_text("a circle\n" + "x" * 100_000 + "\n")
-    return gen_args(a.model, ws / "out", "--prompts", str(ws / "prompts.txt")), \
+    return gen_args(a.model, ws / "out", "--prompts-file", str(ws / "prompts.txt")), \
         [str(ws / "prompts.txt"), "line 2", "100,000 characters"]
 
 
@@ -832,12 +832,12 @@ def _(ws, a):
 
 @case("seed: generate --seed -1")
 def _(ws, a):
-    return gen_args(a.model, ws / "out", "--prompts", "templates", "--seed", "-1"), ["--seed -1"]
+    return gen_args(a.model, ws / "out", "--prompts", "templates", "--seed", "-1"), ["seed=-1"]
 
 
 @case("seed: sample --seed -1")
 def _(ws, a):
-    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--seed", "-1"), ["--seed -1"]
+    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--seed", "-1"), ["seed=-1"]
 
 
 @case("seed: make-data --seed -1")
@@ -847,22 +847,97 @@ def _(ws, a):
 
 @case("sampling: sample --steps 0")
 def _(ws, a):
-    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--steps", "0"), ["--steps=0"]
+    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--steps", "0"), ["steps=0"]
 
 
 @case("sampling: sample --guidance nan")
 def _(ws, a):
-    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--guidance", "nan"), ["--guidance=nan"]
+    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--guidance", "nan"), ["guidance=nan"]
 
 
 @case("sampling: sample --min-confidence 2")
 def _(ws, a):
-    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--min-confidence", "2"), ["--min-confidence 2"]
+    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--min-confidence", "2"), ["min_confidence=2"]
 
 
 @case("sampling: generate --guidance inf")
 def _(ws, a):
     return gen_args(a.model, ws / "out", "--prompts", "templates", "--guidance", "inf"), ["guidance=inf"]
+
+
+# a config's bad value, given as a flag or as KEY=VALUE, is a ConfigError naming the key -------------------
+
+@case("config: generate batch_size=0")
+def _(ws, a):
+    return gen_args(a.model, ws / "out", "--prompts", "templates", "batch_size=0"), ["batch_size=0"]
+
+
+@case("config: generate --max-ignore 1 filters.max_ignore=2 (the override wins)")
+def _(ws, a):
+    return gen_args(a.model, ws / "out", "--prompts", "templates", "--max-ignore", "1", "filters.max_ignore=2"), \
+        ["filters", "max_ignore=2"]
+
+
+@case("config: generate without --num")
+def _(ws, a):
+    return ["generate", str(a.model), "--out", str(ws / "out")], ["'num'", "num=VALUE"]
+
+
+@case("config: sample --num 2 --per-prompt 3")
+def _(ws, a):
+    return sample_args(a.model, ws / "out", "--prompt", "a circle", "--num", "2", "--per-prompt", "3"), \
+        ["num=2", "per_prompt=3"]
+
+
+@case("config: sample num=0")
+def _(ws, a):
+    return sample_args(a.model, ws / "out", "--prompt", "a circle", "num=0"), ["num=0"]
+
+
+@case("config: eval-joint --num 0")
+def _(ws, a):
+    return ["eval-joint", str(a.model), "--resolution", "32", "--num", "0"], ["num=0"]
+
+
+@case("config: eval-vae data.resolution=12")
+def _(ws, a):
+    return ["eval-vae", str(a.vae), "data.resolution=12"], ["data.resolution=12"]
+
+
+@case("config: eval-seg --batch-size 0")
+def _(ws, a):
+    return ["eval-seg", str(a.segmenter), "--batch-size", "0"], ["batch_size=0"]
+
+
+@case("config: eval-codec unknown key")
+def _(ws, a):
+    return ["eval-codec", str(a.vae), "data.bogus=1"], ["data.bogus"]
+
+
+@case("config: validate --config without a data: section")
+def _(ws, a):
+    (ws / "run.yaml").write_text("train:\n  steps: 3\n")
+    return ["validate", "--config", str(ws / "run.yaml")], [str(ws / "run.yaml"), "data:"]
+
+
+# old spellings of flags whose meaning moved: refused, naming the new one -----------------------------------
+
+@case("config: generate --prompts FILE (now --prompts-file)")
+def _(ws, a):
+    (ws / "prompts.txt").write_text("a circle\n")
+    return gen_args(a.model, ws / "out", "--prompts", str(ws / "prompts.txt")), \
+        [f"--prompts-file {ws / 'prompts.txt'}"]
+
+
+@case("config: caption --out FILE (now --output-file)")
+def _(ws, a):
+    return ["caption", "--dataset", "folder", "--root", str(a.dataset), "--out", str(ws / "captions.jsonl")], \
+        [f"--output-file {ws / 'captions.jsonl'}"]
+
+
+@case("config: export-mmseg --out FILE (now --output-file)")
+def _(ws, a):
+    return ["export-mmseg", str(a.dataset), "--out", str(ws / "mmseg.py")], [f"--output-file {ws / 'mmseg.py'}"]
 
 
 # output folders ---------------------------------------------------------------------------------------
@@ -1014,16 +1089,16 @@ def _(ws, a):
     return ["eval-vae", str(a.vae), "--resolution", "32", "--json", str(ws / "reports")], [str(ws / "reports")]
 
 
-@case("output: export-mmseg --out names a folder")
+@case("output: export-mmseg --output-file names a folder")
 def _(ws, a):
     (ws / "configs").mkdir()
-    return ["export-mmseg", str(a.dataset), "--out", str(ws / "configs")], [str(ws / "configs")]
+    return ["export-mmseg", str(a.dataset), "--output-file", str(ws / "configs")], [str(ws / "configs")]
 
 
-@case("output: caption --out names a folder")
+@case("output: caption --output-file names a folder")
 def _(ws, a):
     (ws / "captions").mkdir()
-    return ["caption", "--dataset", "folder", "--root", str(a.dataset), "--out", str(ws / "captions")], \
+    return ["caption", "--dataset", "folder", "--root", str(a.dataset), "--output-file", str(ws / "captions")], \
         [str(ws / "captions")]
 
 

@@ -310,7 +310,7 @@ def test_cli_help(capsys):
 def test_cli_caption_folder(tmp_path, capsys):
     root = write_shapes_dataset(tmp_path / "shapes", num_train=4, num_val=3, resolution=16, progress=False)
     out = tmp_path / "val_captions.jsonl"
-    args = ["caption", "--dataset", "folder", "--root", str(root), "--split", "val", "--out", str(out),
+    args = ["caption", "--dataset", "folder", "--root", str(root), "--split", "val", "--output-file", str(out),
             "--no-progress"]
     assert main(args) == 0
     caps = read_captions(out, split="val")
@@ -320,12 +320,12 @@ def test_cli_caption_folder(tmp_path, capsys):
     assert main(args) == 1
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--method", "template", "--min-fraction", "0.5"]) == 0
-    assert main(["caption", "--dataset", "voc", "--split", "val", "--out", str(tmp_path / "v.jsonl")]) == 1
+    assert main(["caption", "--dataset", "voc", "--split", "val", "--output-file", str(tmp_path / "v.jsonl")]) == 1
     assert "--root" in capsys.readouterr().err
 
 
 def test_cli_caption_shapes_own_captions(tmp_path):
     out = tmp_path / "caps.jsonl"
-    assert main(["caption", "--dataset", "shapes", "--split", "val", "--method", "dataset", "--out", str(out),
+    assert main(["caption", "--dataset", "shapes", "--split", "val", "--method", "dataset", "--output-file", str(out),
                  "--no-progress"]) == 0
     assert read_captions(out, split="val") == ShapesDataset("val", 128).captions()

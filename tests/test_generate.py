@@ -149,7 +149,7 @@ def test_unknown_classes_are_refused_with_the_valid_names(classes, tmp_path, mod
 
 
 @pytest.mark.parametrize("kw, match", [({"num": 0}, "positive"), ({"num": -3}, "positive"),
-                                      ({"batch_size": 0}, "batch_size"), ({"image_format": "gif"}, "image format"),
+                                      ({"batch_size": 0}, "batch_size"), ({"image_format": "gif"}, "image_format="),
                                       ({"image_format": "jpeg", "jpeg_quality": 90}, "95"),
                                       ({"format": "zip"}, "format"), ({"guidance": float("inf")}, "finite"),
                                       ({"guidance": float("nan")}, "finite")])
@@ -413,15 +413,17 @@ def test_jpeg_images(model_dir, classes, tmp_path):
 
 
 def test_drop_empty_only_checks_the_foreground():
-    from jodiffusion.cli.generate_commands import _filter_config
+    from jodiffusion.cli.generate_commands import generate_config
     from jodiffusion.cli.main import build_parser
 
     parse = build_parser().parse_args
-    cfg = _filter_config(parse(["generate", "m", "-n", "1", "--out", "o", "--drop-empty"]))
+    cfg = generate_config(parse(["generate", "m", "-n", "1", "--out", "o", "--drop-empty"])).filters
     assert cfg.enabled and not cfg.require_prompted_classes and cfg.max_ignore == 1.0
-    cfg = _filter_config(parse(["generate", "m", "-n", "1", "--out", "o", "--max-ignore", "0.2"]))
+    cfg = generate_config(parse(["generate", "m", "-n", "1", "--out", "o", "--max-ignore", "0.2"])).filters
     assert cfg.enabled and cfg.require_prompted_classes and cfg.max_ignore == 0.2
-    assert not _filter_config(parse(["generate", "m", "-n", "1", "--out", "o"])).enabled
+    cfg = generate_config(parse(["generate", "m", "-n", "1", "--out", "o", "--filter", "--drop-empty"])).filters
+    assert cfg.enabled and cfg.require_prompted_classes and cfg.max_ignore == 0.5
+    assert not generate_config(parse(["generate", "m", "-n", "1", "--out", "o"])).filters.enabled
 
 
 def test_cli_help_lists_the_options(capsys):

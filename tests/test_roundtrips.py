@@ -217,7 +217,7 @@ def test_mmengine_loads_the_export_mmseg_config_and_every_path_exists(imported_d
     Config = pytest.importorskip("mmengine.config", reason="mmengine: scripts/setup.sh installs it").Config
 
     out = tmp_path / "train_deeplab.py"
-    assert main(["export-mmseg", str(imported_dataset), "--out", str(out), "--val-root", str(imported_dataset),
+    assert main(["export-mmseg", str(imported_dataset), "--output-file", str(out), "--val-root", str(imported_dataset),
                  "--base-dir", str(mmseg_base_dir), "--crop", "16", "16", "--iters", "100"]) == 0
     cfg = Config.fromfile(str(out))
     classes = json.loads((imported_dataset / "classes.json").read_text())
@@ -242,6 +242,6 @@ def test_mmengine_resolves_the_mmseg_scope_when_mmsegmentation_is_installed(impo
     Config = pytest.importorskip("mmengine.config", reason="mmengine: scripts/setup.sh installs it").Config
     pytest.importorskip("mmseg", reason="mmsegmentation (needs the compiled mmcv) is not installed")
     out = tmp_path / "cfg.py"
-    assert main(["export-mmseg", str(imported_dataset), "--out", str(out)]) == 0
+    assert main(["export-mmseg", str(imported_dataset), "--output-file", str(out)]) == 0
     cfg = Config.fromfile(str(out))
     assert cfg.model.decode_head.num_classes == 2

@@ -330,7 +330,8 @@ def test_mmseg_config_points_at_the_dataset(tmp_path, synthetic_dir):
 
 def test_cli_export_mmseg(tmp_path, synthetic_dir, capsys):
     out = tmp_path / "train_deeplab.py"
-    assert main(["export-mmseg", str(synthetic_dir), "--out", str(out), "--crop", "128", "96", "--iters", "500"]) == 0
+    assert main(["export-mmseg", str(synthetic_dir), "--output-file", str(out), "--crop", "128", "96",
+                 "--iters", "500"]) == 0
     assert "written to" in capsys.readouterr().out
     text = out.read_text()
     ast.parse(text)

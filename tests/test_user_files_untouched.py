@@ -178,11 +178,11 @@ def test_file_names_with_spaces_unicode_dash_and_hash_round_trip(tmp_path, capsy
             assert s.image_path.name == f"{s.stem}.png" and s.mask_path.name == f"{s.stem}.png"
     assert main(["validate", "--dataset", "folder", "--root", str(out), "--split", "train"]) == 0
     captions = tmp_path / "captions.jsonl"
-    assert main(["caption", "--dataset", "folder", "--root", str(out), "--split", "train", "--out",
+    assert main(["caption", "--dataset", "folder", "--root", str(out), "--split", "train", "--output-file",
                  str(captions)]) == 0
     captioned = {json.loads(line)["stem"] for line in captions.read_text(encoding="utf-8").splitlines()}
     assert captioned == {s.stem for s in read_folder(out, "train").samples}
-    assert main(["export-mmseg", str(out), "--out", str(tmp_path / "mmseg.py")]) == 0
+    assert main(["export-mmseg", str(out), "--output-file", str(tmp_path / "mmseg.py")]) == 0
     capsys.readouterr()
 
 

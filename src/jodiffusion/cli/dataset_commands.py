@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from jodiffusion.cli.common import add_output_file_arg, output_file
 from jodiffusion.data.captions import caption_dataset
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.make_data_guard import (  # noqa: F401 - names kept importable from here
@@ -53,7 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--root", default=None, metavar="PATH",
                    help="dataset root folder (required for every dataset but shapes)")
     p.add_argument("--split", default="train", metavar="SPLIT", help="which split to caption")
-    p.add_argument("--out", required=True, metavar="FILE", help="captions file to write (.jsonl)")
+    add_output_file_arg(p, "captions file (.jsonl)")
     p.add_argument("--method", default="template", choices=("template", "blip2", "dataset"),
                    help="where captions come from")
     p.add_argument("--model", default=None, metavar="PATH_OR_ID",
@@ -93,6 +94,7 @@ def run_make_data(args: argparse.Namespace) -> int:
 
 
 def run_caption(args: argparse.Namespace) -> int:
+    path = output_file(args, "caption")  # before the dataset is read
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be positive")
     if args.model and args.method != "blip2":
@@ -102,7 +104,7 @@ def run_caption(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc).replace("data.root", "--root")) from None
     dataset = build_dataset(cfg, args.split)
-    out = caption_dataset(dataset, args.out, method=args.method, model=args.model, batch_size=args.batch_size,
+    out = caption_dataset(dataset, path, method=args.method, model=args.model, batch_size=args.batch_size,
                           progress=not args.no_progress, overwrite=args.overwrite, split=args.split,
                           min_fraction=args.min_fraction, prompt=args.prompt, device=args.device,
                           dtype=args.dtype, max_new_tokens=args.max_new_tokens)

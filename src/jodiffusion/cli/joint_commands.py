@@ -4,43 +4,47 @@ from __future__ import annotations
 
 import argparse
 
-from jodiffusion.data.captions import check_caption_length
+from jodiffusion.cli.common import Shorthand, add_config_args, add_shorthands, config_from_args
+from jodiffusion.generation.config import SampleConfig
 from jodiffusion.generation.sample import sample_to_folder
-from jodiffusion.utils.safe_load import read_text
+
+# flag -> the override it stands for (cli/common.py)
+SHORTHANDS = (
+    Shorthand(("--prompt",), "prompts", "a prompt (repeatable)", {"action": "append", "metavar": "TEXT"}),
+    Shorthand(("--prompts-file",), "prompts_file", "a text file with one prompt per line", {"metavar": "FILE"}),
+    Shorthand(("-n", "--num"), "num", "number of pairs written, the prompts taken in turn (default: --per-prompt "
+              "pairs of each prompt)", {"type": int, "metavar": "N"}),
+    Shorthand(("--per-prompt",), "per_prompt", "pairs of each prompt, one after the other (default: 1)",
+              {"type": int, "metavar": "K"}),
+    Shorthand(("--out",), "out", "output folder (images/, masks/, prompts.jsonl, grid.png)", {"metavar": "DIR"}),
+    Shorthand(("--seed",), "seed", "global seed (default: 0)", {"type": int}),
+    Shorthand(("--steps",), "steps", "solver steps (default: the model's, usually 25)", {"type": int}),
+    Shorthand(("--guidance",), "guidance", "classifier-free guidance scale (default: the model's)", {"type": float}),
+    Shorthand(("--batch-size",), "batch_size", "pairs sampled at once (default: 8)", {"type": int}),
+    Shorthand(("--min-confidence",), "min_confidence",
+              "mask pixels whose top class probability is below this become ignore (255) (default: 0)",
+              {"type": float}),
+    Shorthand(("--tau",), "tau", "mask optimisation area threshold (0: off) (default: 20)", {"type": int}),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="text prompts -> (image, mask) pairs from a trained model",
                        description="Sample pairs with DPM-Solver++ and classifier-free guidance; masks are decoded "
-                                   "by the annotation VAE and cleaned by mask optimisation.")
+                                   "by the annotation VAE and cleaned by mask optimisation. Each option stands for "
+                                   "the KEY=VALUE override it names; KEY=VALUE overrides given too come after.")
     p.add_argument("model", help="an exported model folder (<run>/export)")
-    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
-    p.add_argument("--prompts-file", help="a text file with one prompt per line")
-    p.add_argument("--num", type=int, default=1, help="pairs per prompt (default 1)")
-    p.add_argument("--out", required=True, help="output folder (images/, masks/, prompts.jsonl, grid.png)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="solver steps (default: the model's, usually 25)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--min-confidence", type=float, default=0.0,
-                   help="mask pixels whose top class probability is below this become ignore (255)")
-    p.add_argument("--tau", type=int, default=20, help="mask optimisation area threshold (0: off)")
+    add_config_args(p, "sample")
+    add_shorthands(p, SHORTHANDS)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(func=_sample)
 
 
 def _sample(args) -> int:
-    prompts = list(args.prompt)
-    if args.prompts_file:
-        text = read_text(args.prompts_file, "prompts file", "give a UTF-8 text file with one prompt per line")
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                check_caption_length(line.strip(), f"{args.prompts_file}, line {lineno}", "prompt")
-                prompts.append(line.strip())
-    summary = sample_to_folder(args.model, prompts, args.out, num_per_prompt=args.num, seed=args.seed,
-                               steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
-                               min_confidence=args.min_confidence, tau=args.tau, device=args.device,
-                               overwrite=args.overwrite)
-    print(f"{summary['pairs']} pairs written to {args.out} ({summary['pairs_per_second']:.2f} pairs/s)")
+    cfg = config_from_args(args, SampleConfig, "sample")
+    summary = sample_to_folder(args.model, cfg.jobs(), cfg.out, seed=cfg.seed, steps=cfg.steps,
+                               guidance=cfg.guidance, batch_size=cfg.batch_size, min_confidence=cfg.min_confidence,
+                               tau=cfg.tau, device=args.device, overwrite=args.overwrite)
+    print(f"{summary['pairs']} pairs written to {cfg.out} ({summary['pairs_per_second']:.2f} pairs/s)")
     return 0

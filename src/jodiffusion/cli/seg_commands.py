@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from jodiffusion.cli.common import add_output_file_arg, output_file
 from jodiffusion.segmentation.mmseg_export import write_mmseg_config
 
 
@@ -13,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Write an MMSegmentation 1.x Python config that trains DeepLabV3 on a "
                                    "dataset in the generic folder layout, validating on a real dataset.")
     p.add_argument("dataset_dir", help="generated dataset (images/<split>/, masks/<split>/, classes.json)")
-    p.add_argument("--out", required=True, metavar="FILE", help="the config file to write (.py)")
+    add_output_file_arg(p, "the MMSegmentation config file (.py)")
     p.add_argument("--split", default="train", help="training split (default: train)")
     p.add_argument("--val-root", metavar="PATH", help="real dataset in the generic layout to validate on")
     p.add_argument("--val-split", default="val")
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args) -> int:
-    out = write_mmseg_config(args.dataset_dir, args.out, model=args.model, crop=tuple(args.crop), split=args.split,
+    path = output_file(args, "export-mmseg")
+    out = write_mmseg_config(args.dataset_dir, path, model=args.model, crop=tuple(args.crop), split=args.split,
                              val_root=args.val_root, val_split=args.val_split, batch_size=args.batch_size,
                              max_iters=args.iters, sync_bn=args.sync_bn, base_dir=args.base_dir)
     print(f"MMSegmentation config written to {out}")

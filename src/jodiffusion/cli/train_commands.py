@@ -7,7 +7,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from jodiffusion.cli.common import add_eval_dataset_args, add_training_command, eval_data_config
+from jodiffusion.cli.common import (
+    DATA_SHORTHANDS,
+    NUM_IMAGES,
+    Shorthand,
+    add_config_args,
+    add_shorthands,
+    add_training_command,
+    config_from_args,
+)
+from jodiffusion.evaluation.config import EvalConfig
 from jodiffusion.segmentation.inference import evaluate_segmenter
 from jodiffusion.segmentation.metrics import eval_report
 from jodiffusion.training.codec import evaluate_codec, train_codec
@@ -58,32 +67,47 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_training_command(sub, name, help=help_text, description=description, group=group,
                              default_preset=preset, schema=schema, train=train, done=done)
     for name, evaluate, model, score, help_text, description in SCORING:
-        p = sub.add_parser(name, help=help_text, description=description)
+        p = sub.add_parser(name, help=help_text, description=description + SCORING_NOTE)
         p.add_argument("model", help=f"{model} (config.json + model.safetensors)")
-        add_eval_dataset_args(p, shapes_size=name == "eval-seg")
+        add_config_args(p, "eval")
+        add_shorthands(p, EVAL_SHORTHANDS)
         p.set_defaults(func=_score, evaluate=evaluate, score=score)
     p = sub.add_parser("eval-codec", help="reconstruction error of a trained image codec on a dataset split",
                        description="Encode and decode every image of a split at --resolution (fitted as training "
-                                   "fits it) and report the mean absolute error (grey levels of 255) and PSNR.")
+                                   "fits it) and report the mean absolute error (grey levels of 255) and PSNR."
+                                   + SCORING_NOTE)
     p.add_argument("model", help="an image_codec folder (train-codec) or any AutoencoderKL folder")
-    add_eval_dataset_args(p, shapes_size=True)
+    add_config_args(p, "eval")
+    add_shorthands(p, EVAL_SHORTHANDS)
     p.set_defaults(func=_score_codec)
 
 
+SCORING_NOTE = (" Settings: EvalConfig (evaluation/config.py); each option stands for the KEY=VALUE override it "
+                "names, and KEY=VALUE overrides given too come after.")
+EVAL_SHORTHANDS = (
+    *DATA_SHORTHANDS, NUM_IMAGES,
+    Shorthand(("--batch-size",), "batch_size", "images per batch (default: 8)", {"type": int}),
+    Shorthand(("--json",), "json", "also write the report as JSON", {"metavar": "FILE"}),
+)
+
+
 def _score(args: argparse.Namespace) -> int:
-    evaluate = args.evaluate
-    cm, names = evaluate(args.model, eval_data_config(args), args.split, batch_size=args.batch_size)
+    cfg = config_from_args(args, EvalConfig, "eval")
+    split = cfg.data.val_split
+    cm, names = args.evaluate(args.model, cfg.data, split, batch_size=cfg.batch_size)
     print(cm.table(names))
-    print(f"{args.score.format(dataset=args.dataset, split=args.split)}: {cm.miou():.2f}")
-    if args.json:
-        write_json_atomic(args.json, eval_report(cm, names, args.split))
+    print(f"{args.score.format(dataset=cfg.data.name, split=split)}: {cm.miou():.2f}")
+    if cfg.json:
+        write_json_atomic(cfg.json, eval_report(cm, names, split))
     return 0
 
 
 def _score_codec(args: argparse.Namespace) -> int:
-    report = evaluate_codec(args.model, eval_data_config(args), args.split, batch_size=args.batch_size)
+    cfg = config_from_args(args, EvalConfig, "eval")
+    split = cfg.data.val_split
+    report = evaluate_codec(args.model, cfg.data, split, batch_size=cfg.batch_size)
     print(json.dumps(report, indent=1))
-    print(f"reconstruction error ({args.split}): {report['mae']:.2f} / 255, PSNR {report['psnr']:.2f} dB")
-    if args.json:
-        write_json_atomic(args.json, report)
+    print(f"reconstruction error ({split}): {report['mae']:.2f} / 255, PSNR {report['psnr']:.2f} dB")
+    if cfg.json:
+        write_json_atomic(cfg.json, report)
     return 0

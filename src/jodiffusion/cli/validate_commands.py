@@ -6,21 +6,32 @@ import argparse
 import sys
 from pathlib import Path
 
-from jodiffusion.config.loader import config_from_dict
-from jodiffusion.data.config import DataConfig
+from jodiffusion.cli.common import Shorthand, add_config_args, add_shorthands, config_from_args
+from jodiffusion.data.config import ValidateConfig
 from jodiffusion.data.registry import build_dataset, dataset_names
 from jodiffusion.data.validate import validate_dataset
 from jodiffusion.errors import ConfigError, DatasetError
 from jodiffusion.utils.io import write_json_atomic
-from jodiffusion.utils.safe_load import read_yaml
 
 EPILOG = """\
 examples:
   jodiffusion validate --dataset camvid --root data/camvid
   jodiffusion validate --dataset voc --root data/VOC2012 --split val --json voc_val_report.json
-  jodiffusion validate --config my_run.yaml          (uses the file's data: section)
+  jodiffusion validate --config runs/vae/config.yaml   (reads the file's data: section)
+  jodiffusion validate data.name=folder data.root=data/shapes splits=[train]
 
 exit status: 0 when every split is valid, 1 when problems were found (all are printed)."""
+
+
+# flag -> the override it stands for (cli/common.py)
+SHORTHANDS = (
+    Shorthand(("--dataset",), "data.name", f"dataset name: {', '.join(dataset_names())}", {"metavar": "NAME"}),
+    Shorthand(("--root",), "data.root", "dataset root folder", {"metavar": "PATH"}),
+    Shorthand(("--split",), "splits", "split to check (repeatable); default: the config's train and val splits",
+              {"action": "append", "metavar": "SPLIT"}),
+    Shorthand(("--no-trainaug",), "data.voc_trainaug=false", "VOC: check the plain train list, not SBD trainaug",
+              {"action": "store_true"}, keys=lambda _: {"data.voc_trainaug": False}),
+)
 
 
 def register(subparsers) -> None:
@@ -28,16 +39,8 @@ def register(subparsers) -> None:
         "validate", help="check a dataset's images and masks and report every problem",
         description=__doc__.split(":", 1)[1].strip().capitalize(), epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=dataset_names(), metavar="NAME",
-                   help=f"dataset name: {', '.join(dataset_names())}")
-    p.add_argument("--root", metavar="PATH", help="dataset root folder")
-    p.add_argument("--split", action="append", default=[], metavar="SPLIT",
-                   help="split to check (repeatable); default: the config's train and val splits")
-    p.add_argument("--config", action="append", default=[], metavar="FILE",
-                   help="YAML config whose 'data:' section (or the whole file) describes the dataset; "
-                        "flags given here override it")
-    p.add_argument("--no-trainaug", action="store_true",
-                   help="VOC: check the plain train list, not SBD trainaug")
+    add_config_args(p, "validate")
+    add_shorthands(p, SHORTHANDS)
     p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="reader threads (default: automatic)")
@@ -45,36 +48,23 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_validate)
 
 
-def _data_config(args: argparse.Namespace):
-    data: dict = {}
-    for file in args.config:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = read_yaml(path, "config file", "give a YAML file with a data: section", ConfigError) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping with a 'data:' section")
-        section = loaded.get("data", loaded if "name" in loaded else None)
-        if not isinstance(section, dict):
-            raise ConfigError(f"{path}: no 'data:' section describing the dataset")
-        data.update(section)
-    if args.dataset:
-        data["name"] = args.dataset
-    if args.root:
-        data["root"] = args.root
-    if args.no_trainaug:
-        data["voc_trainaug"] = False
-    if "name" not in data:
-        raise ConfigError("say which dataset to check: --dataset NAME --root PATH, or --config FILE "
-                          f"with a data: section (names: {', '.join(dataset_names())})")
-    return config_from_dict(DataConfig, data)
+def validate_config(args: argparse.Namespace) -> ValidateConfig:
+    """The dataset and splits to check: --preset, the ``data:`` section of each --config file (a run's
+    config.yaml will do), the flags, then KEY=VALUE."""
+    named = args.preset or args.config or args.shorthand_dataset or any(
+        o.startswith("data.name=") or o.startswith("data=") for o in args.overrides)
+    if not named:  # DataConfig's default dataset (shapes) is no dataset a user asked to check
+        raise ConfigError("say which dataset to check: --dataset NAME --root PATH (data.name=NAME data.root=PATH), "
+                          f"or --config FILE with a data: section (names: {', '.join(dataset_names())})")
+    return config_from_args(args, ValidateConfig, "validate", file_keys=("data",))
 
 
 def run_validate(args: argparse.Namespace) -> int:
     if args.json and Path(args.json).is_dir():  # before the (possibly long) checks, not after
         raise ConfigError(f"--json {args.json} is a folder; give a file name such as {Path(args.json) / 'report.json'}")
-    cfg = _data_config(args)
-    splits = list(dict.fromkeys(args.split or [cfg.train_split, cfg.val_split]))
+    config = validate_config(args)
+    cfg = config.data
+    splits = config.checked_splits()
     progress = not args.no_progress and sys.stderr.isatty()
     results: dict[str, dict] = {}
     all_ok = True

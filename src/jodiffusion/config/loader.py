@@ -1,9 +1,10 @@
 """One config system for every stage: typed dataclasses, YAML files, dotted overrides, named presets.
 
-Merge order (later wins): dataclass defaults < named preset < YAML files < ``key.sub=value`` overrides.
-OmegaConf's structured configs do the type checking and reject unknown keys; we turn its errors into
-``ConfigError`` messages that name the key and the valid choices. Value checks (ranges, choices) live
-in each dataclass's ``__post_init__`` so that they also run when configs are built in Python.
+Merge order (later wins): dataclass defaults < named preset < YAML files < a command's shorthand flags
+< ``key.sub=value`` overrides. OmegaConf's structured configs do the type checking and reject unknown keys;
+we turn its errors into ``ConfigError`` messages that name the key and the valid choices. Value checks
+(ranges, choices) live in each dataclass's ``__post_init__`` so that they also run when configs are built in
+Python; their ``ValueError`` becomes a ``ConfigError`` naming the section here, the one place that does so.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from jodiffusion import __version__
 from jodiffusion.errors import ConfigError
@@ -60,7 +61,7 @@ def _preset_dict(group: str, name: str) -> dict:
 RUN_CONFIG_VERSION_KEY = "jodiffusion_version"
 
 
-def _file_dict(path: str | Path) -> dict:
+def _file_dict(path: str | Path, keys: Sequence[str] | None = None) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
@@ -71,6 +72,11 @@ def _file_dict(path: str | Path) -> dict:
             logging.getLogger(__name__).warning(
                 "%s was written by jodiffusion %s; this is %s: settings whose defaults changed may differ",
                 path, version, __version__)
+    if keys is not None:  # a run's config.yaml read by a command that needs only some of its sections
+        if not any(k in data for k in keys):
+            raise ConfigError(f"{path}: none of the sections {', '.join(keys)} that this command reads; "
+                              f"give a YAML file with a '{keys[0]}:' section")
+        data = {k: v for k, v in data.items() if k in keys}
     return data
 
 
@@ -95,6 +101,8 @@ def _describe(exc: OmegaConfBaseException) -> str:
         if key in _MOVED_KEYS:
             return f"config key '{key}' is now '{_MOVED_KEYS[key]}' (model.arch changes a preset's architecture)"
         return f"unknown config key '{key}'" + (f" (under '{parent}')" if parent else "") + f": {msg}"
+    if isinstance(exc, MissingMandatoryValue) and key:
+        return f"'{key}' has no value; give {key}=VALUE"
     if key:
         return f"bad value for '{key}': {msg}"
     return msg
@@ -108,16 +116,22 @@ def load_config(
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
     values: dict | None = None,
+    flags: Sequence[tuple[str, dict]] = (),
+    file_keys: Sequence[str] | None = None,
 ) -> T:
-    """Build a validated ``schema`` instance from a preset, YAML files, dotted overrides and, last,
-    ``values`` (a nested dict, e.g. what a pipeline imposes on each of its stages)."""
+    """Build a validated ``schema`` instance from a preset, YAML files, a command's shorthand ``flags``
+    (``(flag, nested dict of the keys it sets)``, each merged in turn), dotted overrides and, last,
+    ``values`` (a nested dict, e.g. what a pipeline imposes on each of its stages). ``file_keys``: read only
+    these top-level sections of each file (a run's whole config.yaml given to a command that needs its data)."""
     cfg = OmegaConf.structured(schema)
     if preset is not None:
         if group is None:
             raise ConfigError("a preset name needs a preset group")
         cfg = _merge(cfg, _preset_dict(group, preset), f"preset {group}/{preset}")
     for path in files:
-        cfg = _merge(cfg, _file_dict(path), str(path))
+        cfg = _merge(cfg, _file_dict(path, file_keys), str(path))
+    for flag, layer in flags:
+        cfg = _merge(cfg, layer, flag)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
@@ -128,14 +142,45 @@ def load_config(
         cfg = _merge(cfg, layer, f"override '{item}'")
     if values:
         cfg = _merge(cfg, values, "values set by the caller")
-    try:
-        obj = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(_describe(exc)) from None
-    except (ValueError, TypeError) as exc:  # raised by __post_init__ value checks
-        raise ConfigError(str(exc)) from None
+    obj = _build(cfg)
     check_finite(obj)
     return obj
+
+
+def _build(cfg):
+    """The dataclass instance of a merged config; a ``__post_init__`` check's ValueError (or a ConfigError
+    that does not name its section) becomes a ConfigError naming the section it came from."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc)) from None
+    except (ValueError, TypeError, ConfigError) as exc:  # raised by __post_init__ value checks
+        section = _failing_section(cfg)
+        msg = str(exc)
+        if section and not msg.startswith(f"{section}."):
+            msg = f"in '{section}': {msg}"
+        raise ConfigError(msg) from None
+
+
+def _failing_section(cfg, prefix: str = "") -> str:
+    """The dotted key of the innermost section of ``cfg`` whose own checks fail ("" for the top level)."""
+    for key in cfg:
+        node = cfg._get_node(key)
+        if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
+            continue
+        if not dataclasses.is_dataclass(OmegaConf.get_type(node)):
+            continue
+        path = f"{prefix}{key}"
+        inner = _failing_section(node, f"{path}.")
+        if inner:
+            return inner
+        try:
+            OmegaConf.to_object(node)
+        except (ValueError, TypeError, ConfigError):
+            return path
+        except OmegaConfBaseException:
+            continue
+    return ""
 
 
 def check_finite(value: Any, key: str = "") -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from jodiffusion.data.registry import dataset_names, needs_root
 from jodiffusion.data.shapes import DIFFICULTIES
@@ -85,3 +85,14 @@ class DataConfig:
     def size(self) -> tuple[int, int]:
         """(height, width) the generative models train at."""
         return self.resolution, self.width or self.resolution
+
+
+@dataclass
+class ValidateConfig:
+    """The settings of ``jodiffusion validate``: which dataset, and which of its splits (default: its train
+    and val splits). A run's config.yaml gives its ``data`` section."""
+    data: DataConfig = field(default_factory=DataConfig)
+    splits: list[str] = field(default_factory=list)
+
+    def checked_splits(self) -> list[str]:
+        return list(dict.fromkeys(self.splits or [self.data.train_split, self.data.val_split]))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from jodiffusion.data.captions import check_caption_length
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
-from jodiffusion.errors import JoDiffusionError
+from jodiffusion.errors import ConfigError, JoDiffusionError
+from jodiffusion.generation.config import SampleConfig
 from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.report.viz import colorize, grid, overlay, save_png
 from jodiffusion.utils.io import write_text_atomic
@@ -18,7 +18,6 @@ from jodiffusion.utils.lock import folder_lock
 from jodiffusion.utils.ownership import check_replaceable, clear_folder, has_content, write_owner
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
-from jodiffusion.utils.safe_load import check_seed
 
 COMMAND = "sample"
 OUTPUT_ENTRIES = (IMAGES_DIR, MASKS_DIR, "prompts.jsonl", "grid.png")  # all that --overwrite may delete
@@ -28,15 +27,9 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
                      steps: int | None = None, guidance: float | None = None, batch_size: int = 8,
                      min_confidence: float = 0.0, tau: int = 20, device: str | None = None,
                      overwrite: bool = False, progress: bool = True) -> dict:
-    if not prompts:
-        raise JoDiffusionError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE")
-    for i, prompt in enumerate(prompts, start=1):
-        check_caption_length(prompt, f"prompt {i}", "prompt")
-    if num_per_prompt < 1 or batch_size < 1:
-        raise JoDiffusionError("--num and --batch-size must be >= 1")
-    check_seed(seed, "--seed", error=JoDiffusionError)
-    if not 0.0 <= min_confidence < 1.0 or tau < 0:
-        raise JoDiffusionError(f"--min-confidence {min_confidence} must be in [0, 1) and --tau {tau} >= 0")
+    # the values are SampleConfig's to check: the command line and Python callers get one set of messages
+    SampleConfig(out=str(out), prompts=list(prompts), per_prompt=num_per_prompt, seed=seed, steps=steps,
+                 guidance=guidance, batch_size=batch_size, min_confidence=min_confidence, tau=tau)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
@@ -45,9 +38,9 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)  # before anything is changed
     try:
         sampler = pipe.sampler.override(steps, guidance)
-    except ValueError as exc:  # SamplerConfig's checks: --steps 0, a negative or nan --guidance
-        raise JoDiffusionError(str(exc).replace("sampler.steps", "--steps").replace("sampler.guidance_scale",
-                                                                                    "--guidance")) from None
+    except ValueError as exc:  # SamplerConfig's checks, on values SampleConfig let through
+        raise ConfigError(str(exc).replace("sampler.steps", "steps").replace("sampler.guidance_scale",
+                                                                             "guidance")) from None
     with folder_lock(out, COMMAND):  # one writer: a second run into this folder is refused, naming the first
         return _write_samples(pipe, sampler, prompts, out, num_per_prompt, seed, batch_size, min_confidence, tau,
                               device, overwrite, progress)
