@@ -146,12 +146,6 @@ def test_unet_backbone_trains_exports_and_reloads(tmp_path, tiny_vae):
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
-def test_model_folders_of_the_first_release_still_load(tmp_path, tiny_vae):
-    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=1", "sample_count=0"), progress=False)
-    (export / "denoiser").rename(export / "uvit")  # the layout jodiffusion 0.1.0 wrote
-    assert JoDiffusionPipeline.from_pretrained(export).denoiser is not None
-
-
 def test_backbone_option_is_validated(tmp_path, tiny_vae):
     with pytest.raises(Exception, match="backbone"):
         _cfg(tmp_path, tiny_vae, "model.backbone=resnet")
@@ -197,7 +191,7 @@ def test_the_export_describes_itself_and_generates_away_from_its_run(tmp_path, t
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (["model.width=64"], r"'model\.width' is now 'model\.arch\.width'"),
+    (["model.width=64"], r"unknown config key 'model\.width'"),
     (["model.arch.widht=64"], r"model\.arch\.widht is not a uvit architecture field; valid fields: patch_size, width"),
     (["model.arch.latent_height=8"], r"model\.arch\.latent_height is set from the data"),
     (["model.backbone=unet", "model.preset=small", "model.arch.depth=3"], r"not a unet architecture field"),

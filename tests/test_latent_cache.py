@@ -209,3 +209,42 @@ def test_resize_pair_crop_covers_then_crops_the_centre():
     assert same[0] is image and same[1] is mask
     with pytest.raises(ValueError, match="differ in size"):
         resize_pair(image, mask[:20], 16)
+
+
+def test_a_dead_build_is_removed_and_a_build_under_way_is_waited_for(tmp_path, caption_encoder, monkeypatch):
+    import threading
+
+    from jodiffusion.training import latent_cache
+    from jodiffusion.utils import lock
+    from jodiffusion.utils.tempnames import temp_name
+
+    ds = shapes(4)
+    cache = build(ds, CountingCodec(), caption_encoder, tmp_path)
+    (cache.folder / META_NAME).unlink()  # incomplete: rebuilt next time
+    dead = tmp_path / temp_name(cache.folder.name)  # the build folder of a killed build, however recent
+    dead.mkdir()
+    (dead / "shard_00000.safetensors").write_bytes(b"half")
+    mine = tmp_path / f".{cache.folder.name}.2024-backup.old"  # a user's sibling: not a name of the tool's
+    mine.mkdir()
+    codec = CountingCodec()
+    rebuilt = build(ds, codec, caption_encoder, tmp_path)
+    assert codec.calls > 0 and rebuilt.folder == cache.folder and (cache.folder / META_NAME).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([cache.folder.name, mine.name])
+
+    # another process holds the lock, building the same cache: wait for it, then load what it built
+    meta = (cache.folder / META_NAME).read_bytes()
+    (cache.folder / META_NAME).unlink()
+    monkeypatch.setattr(latent_cache, "LOCK_POLL_SECONDS", 0.05)
+    held = lock.acquire_beside(cache.folder, "train")
+
+    def the_other_build_finishes():
+        (cache.folder / META_NAME).write_bytes(meta)
+        lock.release(held)
+
+    timer = threading.Timer(0.5, the_other_build_finishes)
+    timer.start()
+    codec = CountingCodec()
+    loaded = build(ds, codec, caption_encoder, tmp_path)
+    timer.join()
+    assert codec.calls == 0 and loaded.folder == cache.folder  # the waiting process encoded nothing
+    assert not lock.beside_lock_path(cache.folder).exists()

@@ -177,17 +177,7 @@ def test_a_preset_is_a_name_not_a_path(tmp_path):
         load_config(VAERunConfig, group="vae", preset="../joint/tiny")
 
 
-def test_overwrite_still_replaces_a_run_written_before_the_marker_existed(tmp_path):
-    from jodiffusion.config.loader import load_config, save_run_config
-    from jodiffusion.training.config import VAERunConfig
-
-    run = tmp_path / "old_run"
-    (run / "checkpoints" / "step_00000004").mkdir(parents=True)
-    (run / "metrics.jsonl").write_text("")
-    save_run_config(load_config(VAERunConfig, group="vae", preset="tiny"), run)
-    prepare_run_dir(run, None, True, command="train-vae")
-    assert sorted(p.name for p in run.iterdir()) == [OWNER_FILE]
-    # but not when anything else lies beside it, nor with a config.yaml of someone else's
+def test_overwrite_refuses_a_run_folder_without_its_marker(tmp_path):
     run = tmp_path / "other_run"
     _fake_run(run, "train-vae")
     (run / OWNER_FILE).unlink()

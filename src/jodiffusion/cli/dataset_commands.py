@@ -8,12 +8,6 @@ import logging
 from jodiffusion.cli.common import add_output_file_arg, output_file
 from jodiffusion.data.captions import caption_dataset
 from jodiffusion.data.config import DataConfig
-from jodiffusion.data.make_data_guard import (  # noqa: F401 - names kept importable from here
-    MAKE_DATA_ENTRIES,
-    MAKE_DATA_GENERATOR,
-    check_make_data_output,
-    made_by_make_data,
-)
 from jodiffusion.data.registry import build_dataset, dataset_names
 from jodiffusion.data.shapes import write_shapes_dataset
 from jodiffusion.errors import ConfigError
@@ -70,12 +64,6 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=run_caption)
-
-
-def check_make_data_overwrite(out_dir: str) -> None:
-    """--overwrite replaces only a dataset make-data wrote, holding nothing else; refuse anything else,
-    naming what would be lost. ``write_shapes_dataset`` itself checks this before it renders anything."""
-    check_make_data_output(out_dir, overwrite=True)
 
 
 def run_make_data(args: argparse.Namespace) -> int:

@@ -87,19 +87,11 @@ def _merge(base, layer: Any, source: str):
         raise ConfigError(f"{source}: {_describe(exc)}") from None
 
 
-# Keys that moved, named in the error for a config written before (a run's config.yaml of an older version).
-_MOVED_KEYS = {f"model.{name}": f"model.arch.{name}" for name in (
-    "width", "depth", "num_heads", "patch_size", "gradient_checkpointing", "pos_embed_init", "block_channels",
-    "attention_levels", "layers_per_block")}
-
-
 def _describe(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
     msg = str(exc).splitlines()[0]
     if "Key" in msg and "not in" in msg:
         parent = key.rsplit(".", 1)[0] if key and "." in key else ""
-        if key in _MOVED_KEYS:
-            return f"config key '{key}' is now '{_MOVED_KEYS[key]}' (model.arch changes a preset's architecture)"
         return f"unknown config key '{key}'" + (f" (under '{parent}')" if parent else "") + f": {msg}"
     if isinstance(exc, MissingMandatoryValue) and key:
         return f"'{key}' has no value; give {key}=VALUE"

@@ -27,6 +27,7 @@ from PIL import Image
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import DatasetError
 from jodiffusion.utils.io import atomic_path, write_json_atomic
+from jodiffusion.utils.output_folder import OutputRules
 from jodiffusion.utils.safe_load import parse_yaml
 
 IMAGES_DIR = "images"
@@ -110,3 +111,24 @@ def write_pair(root: str | Path, split: str, stem: str, image: np.ndarray, mask:
     root = Path(root)
     save_image_png(image, root / IMAGES_DIR / split / f"{stem}.png")
     save_mask_png(mask, root / MASKS_DIR / split / f"{stem}.png", classes)
+
+
+# make-data (``data.shapes.write_shapes_dataset``) signs its folder with dataset.json, whose "generator" names
+# the command, instead of the owner marker: a dataset folder's files are all the dataset's own
+MAKE_DATA_GENERATOR = "jodiffusion make-data"
+
+
+def made_by_make_data(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset ``jodiffusion make-data`` wrote (its dataset.json says so)."""
+    try:
+        meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and str(meta.get("generator", "")).startswith(MAKE_DATA_GENERATOR)
+
+
+MAKE_DATA_RULES = OutputRules(
+    "make-data", (CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, CAPTIONS_FILE, "dataset.json"),
+    not_empty="{folder} is not empty; choose an empty or new folder, or pass overwrite (--overwrite) to replace a "
+              "dataset make-data wrote", kind="dataset", error=DatasetError, beside=True, owned=made_by_make_data,
+    proof="dataset.json of `jodiffusion make-data`")

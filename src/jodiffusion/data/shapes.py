@@ -37,10 +37,16 @@ from jodiffusion import __version__
 from jodiffusion.data.base import SegmentationDataset, Transform
 from jodiffusion.data.captions import write_captions
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.data.layout import CAPTIONS_FILE, SPLITS_DIR, write_classes, write_pair
-from jodiffusion.data.make_data_guard import MAKE_DATA_GENERATOR, check_make_data_output
+from jodiffusion.data.layout import (
+    CAPTIONS_FILE,
+    MAKE_DATA_GENERATOR,
+    MAKE_DATA_RULES,
+    SPLITS_DIR,
+    write_classes,
+    write_pair,
+)
 from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_atomic
-from jodiffusion.utils.lock import beside_lock
+from jodiffusion.utils.output_folder import check, output_folder
 from jodiffusion.utils.progress import progress_bar
 from jodiffusion.utils.tempnames import make_temp_dir
 
@@ -409,6 +415,7 @@ class ShapesDataset(SegmentationDataset):
 
 # --- writing the dataset to disk -----------------------------------------------------------------
 
+
 def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_val: int = 128,
                          resolution: int = 64, seed: int = 0, overwrite: bool = False,
                          progress: bool = True, difficulty: str = "full", num_test: int = 0) -> Path:
@@ -420,10 +427,11 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
     Everything goes to a temporary sibling folder that is renamed onto ``out_dir`` at the end, so an
     interrupted run leaves no half-written dataset. A non-empty ``out_dir`` is refused unless
     ``overwrite``, and even then unless it is a dataset this function wrote holding nothing else
-    (``jodiffusion.data.make_data_guard``): nothing the caller had is ever deleted.
+    (``MAKE_DATA_RULES``): nothing the caller had is ever deleted.
     """
 
-    out = check_make_data_output(out_dir, overwrite)  # before anything is rendered or written
+    out = Path(out_dir).expanduser().absolute()
+    check(out, MAKE_DATA_RULES, overwrite)  # before anything is rendered or written
     if int(num_train) < 1 or int(num_val) < 1:
         raise ValueError("num_train and num_val must be positive")
     splits = {"train": ShapesDataset("train", num_train, resolution, seed, difficulty=difficulty),
@@ -433,8 +441,8 @@ def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_v
     if num_test:
         splits["test"] = ShapesDataset("test", num_test, resolution, seed, difficulty=difficulty)
 
-    with beside_lock(out, "make-data"):  # one run into out at a time; leftovers of killed runs are removed
-        out = check_make_data_output(out_dir, overwrite)  # again: another run may have written out meanwhile
+    # one run into out at a time, checked again under the lock; the build folders of killed runs are removed
+    with output_folder(out, MAKE_DATA_RULES, overwrite=overwrite):
         tmp = make_temp_dir(out.parent, out.name)
         try:
             write_classes(tmp, SHAPES_CLASSES)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -24,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from jodiffusion.errors import CheckpointError
+from jodiffusion.utils.io import replace_folder
 from jodiffusion.utils.safe_load import disk_full_error, is_disk_full
 from jodiffusion.utils.tempnames import is_temp_name, make_temp_dir, standing_for
 
@@ -187,9 +187,9 @@ class CheckpointManager:
             if scheduler is not None:
                 state["scheduler"] = scheduler.state_dict()
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
-            if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            # re-saving the same step (a final save right after a periodic one) swaps the folders, so that
+            # a kill in between never leaves the step missing
+            replace_folder(tmp, final)
         except Exception as exc:
             if is_disk_full(exc):  # the temporary folder goes (below); earlier checkpoints are kept
                 raise disk_full_error(final, "checkpoint") from None

@@ -15,8 +15,8 @@ second run into the same folder is refused, naming the first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,18 +28,11 @@ from jodiffusion.config.loader import config_changes, config_to_dict, save_run_c
 from jodiffusion.engine.checkpoint import CheckpointManager
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.runtime import MetricLogger, make_accelerator
-from jodiffusion.errors import CheckpointError, ConfigError, JoDiffusionError
-from jodiffusion.utils import lock as folder_lock
+from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.utils.io import write_json_atomic
-from jodiffusion.utils.ownership import (
-    check_replaceable,
-    clear_folder,
-    foreign_entries,
-    is_blank,
-    read_owner,
-    remove_temp_files,
-    write_owner,
-)
+from jodiffusion.utils.lock import LOCK_FILE
+from jodiffusion.utils.output_folder import OutputRules, check, output_folder, prepare, remove_tree
+from jodiffusion.utils.ownership import foreign_entries, is_blank, read_owner
 from jodiffusion.utils.ranks import main_decides
 from jodiffusion.utils.tempnames import describe_removed
 
@@ -67,15 +60,11 @@ RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.eval_every", "trai
                      "eval_batch_size")
 
 
-def _legacy_run(run_dir: Path) -> bool:
-    """A run folder written before the owner marker existed: its config.yaml is one ``save_run_config``
-    wrote (a mapping with the package version and a train section). Only with nothing but run outputs
-    beside it does ``--overwrite`` replace it (``check_replaceable`` still checks every entry)."""
-    try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "jodiffusion_version" in data and isinstance(data.get("train"), dict)
+def run_rules(command: str) -> OutputRules:
+    """The output-folder rules of a training command (``utils.output_folder``)."""
+    return OutputRules(command, RUN_OUTPUTS.get(command, _RUN_ENTRIES),
+                       not_empty="output folder {folder} already holds a run; pass --resume latest to continue it, "
+                                 "--overwrite to start again there, or choose another output_dir")
 
 
 def interrupted_start(run_dir: Path, command: str) -> bool:
@@ -97,7 +86,7 @@ def check_earlier_run(run_dir: Path) -> None:
     Raises naming the folder; changes nothing."""
     if run_dir.exists() and not run_dir.is_dir():
         return  # a file in the way: refused by the folder checks, naming it
-    if run_dir.is_dir() and any(p.name != folder_lock.LOCK_FILE for p in run_dir.iterdir()):
+    if run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
         return
     state = "is empty" if run_dir.is_dir() else "does not exist"
     raise CheckpointError(f"--resume latest: output folder {run_dir} {state}, so there is no earlier run to "
@@ -115,42 +104,26 @@ def prepare_run_dir(run_dir: str | Path, resume: str | None, overwrite: bool, co
     folders of saves a kill interrupted are removed (this runs on the main process before training
     starts or resumes, so no save is under way)."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise JoDiffusionError(f"output folder {run_dir} exists and is a file; choose another output_dir")
-    own = RUN_OUTPUTS.get(command, _RUN_ENTRIES)
+    rules = run_rules(command)
     ckpt = CheckpointManager(run_dir)
     if resume == "latest":
         check_earlier_run(run_dir)
     restart = run_dir.is_dir() and interrupted_start(run_dir, command) and (resume in (None, "latest"))
+    keep = restart or resume is not None  # what is there is continued, not refused or cleared
+    check(run_dir, rules, overwrite, resume=keep)  # before anything is deleted
     if restart:
-        if any(p.name != folder_lock.LOCK_FILE for p in run_dir.iterdir()):  # an empty folder: a new start
+        if any(p.name != LOCK_FILE for p in run_dir.iterdir()):  # an empty folder: a new start
             log.info("%s holds a run stopped before its first checkpoint: starting it again from step 0", run_dir)
-        for name in own:
-            path = run_dir / name
-            if name in _KEPT_ON_RESTART or not path.exists():
-                continue
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        for name in rules.entries:
+            if name not in _KEPT_ON_RESTART and (run_dir / name).exists():
+                remove_tree(run_dir / name)
         resume = None
-    elif run_dir.exists() and not is_blank(run_dir) and resume is None:
-        if not overwrite:
-            raise JoDiffusionError(
-                f"output folder {run_dir} already holds a run; pass --resume latest to continue it, "
-                "--overwrite to start again there, or choose another output_dir")
-        owned = read_owner(run_dir) == command or (read_owner(run_dir) is None and _legacy_run(run_dir))
-        check_replaceable(run_dir, command, own, owned=owned)
-        clear_folder(run_dir)  # all but the lock this run holds
     if resume is not None:  # a missing or corrupt checkpoint is refused before anything is written
         ckpt.resolve(resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        write_owner(run_dir, command)
+    prepare(run_dir, rules, overwrite, resume=keep)  # cleared for --overwrite, marked, temporary files removed
     removed = ckpt.remove_temporary()  # saves that a kill interrupted
     if removed:
         log.info("removed %d temporary checkpoint folder(s) of an interrupted save: %s", len(removed),
-                 describe_removed(removed))
-    removed = remove_temp_files(run_dir)  # atomic writes a kill interrupted (the lock keeps out any write under way)
-    if removed:
-        log.info("removed %d temporary file(s) of an interrupted write in %s: %s", len(removed), run_dir,
                  describe_removed(removed))
     return run_dir
 
@@ -166,17 +139,14 @@ class TrainingRun:
         self.accelerator = make_accelerator(cfg.train)
         self.main = self.accelerator.is_main_process
         self.progress = progress and self.main
-        self._lock: Path | None = None
-        self._created = not self.run_dir.exists()
+        self._folder = contextlib.ExitStack()  # the folder's lock, held until close()
+
         def take_folder() -> None:
             if resume == "latest":  # before the lock creates the folder: a refusal changes nothing
                 check_earlier_run(self.run_dir)
-            self._lock = folder_lock.acquire(self.run_dir, command)  # released by close()
-            try:
-                prepare_run_dir(self.run_dir, resume, overwrite, command=command)
-            except BaseException:
-                self.close()
-                raise
+            self._folder.enter_context(output_folder(
+                self.run_dir, run_rules(command),
+                take=lambda: prepare_run_dir(self.run_dir, resume, overwrite, command=command)))
 
         # the main process takes the folder; a refusal stops every process at once, not at a barrier
         main_decides(self.main, self.accelerator.num_processes, take_folder)
@@ -188,12 +158,8 @@ class TrainingRun:
         self.logger: MetricLogger | None = None
 
     def close(self) -> None:
-        """Release the folder's lock (and remove a folder the lock created that a refusal left empty)."""
-        if self._lock is not None:
-            folder_lock.release(self._lock)
-            self._lock = None
-            if self._created and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
-                self.run_dir.rmdir()
+        """Release the folder's lock (and remove a folder the lock created that is empty again)."""
+        self._folder.close()
 
     def __enter__(self) -> TrainingRun:
         return self

@@ -20,8 +20,7 @@ from jodiffusion.experiments.config import CANDIDATES, PipelineConfig
 from jodiffusion.experiments.experiment import run_pipeline
 from jodiffusion.experiments.segmenters import FILTER_STAGE, TEST_STAGE, candidate_stage
 from jodiffusion.experiments.stages import StageRunner
-from jodiffusion.utils.lock import folder_lock
-from jodiffusion.utils.ownership import check_replaceable, clear_folder, read_owner, write_owner
+from jodiffusion.utils.output_folder import OutputRules, output_folder
 
 log = logging.getLogger("jodiffusion")
 DATA_DIR = "data"
@@ -29,6 +28,7 @@ DATA_DIR = "data"
 DEMO_ENTRIES = (DATA_DIR, "captions", "vae", "codec", "joint", "generate", "generate_x4", "seg-real", "eval-joint",
                 "seg-synthetic", "seg-synthetic_x4", FILTER_STAGE, *map(candidate_stage, CANDIDATES), TEST_STAGE,
                 "report")
+DEMO_RULES = OutputRules("demo", DEMO_ENTRIES)
 
 
 def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, progress: bool = True,
@@ -42,12 +42,9 @@ def run_demo(out: str | Path, overwrite: bool = False, quick: bool = False, prog
     if cfg.data.name != "folder":
         raise JoDiffusionError(f"the demo writes the shapes dataset as a folder: keep data.name=folder (preset "
                                f"{preset!r} says {cfg.data.name!r})")
-    with folder_lock(out, "demo"):  # one demo at a time in a folder (each stage also locks its own)
-        if overwrite:  # only a folder an earlier demo wrote, holding nothing else
-            check_replaceable(out, "demo", DEMO_ENTRIES, owned=read_owner(out) == "demo")
-            clear_folder(out)
-        if read_owner(out) is None:
-            write_owner(out, "demo")
+    # one demo at a time in a folder (each stage also locks its own); a rerun continues it, --overwrite
+    # replaces only a folder an earlier demo wrote, holding nothing else
+    with output_folder(out, DEMO_RULES, overwrite=overwrite, resume=not overwrite):
         runner = StageRunner(out)
         shapes = {"num_train": cfg.data.num_train, "num_val": cfg.data.num_val, "resolution": cfg.data.resolution,
                   "seed": cfg.data.seed, "difficulty": cfg.data.difficulty}

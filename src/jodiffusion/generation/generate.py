@@ -41,13 +41,13 @@ from jodiffusion.generation.card import finish
 from jodiffusion.generation.config import GENERATION_FORMAT, GenerateConfig
 from jodiffusion.generation.filters import build_pair_filter
 from jodiffusion.generation.model_identity import model_fingerprint, read_model_classes
-from jodiffusion.generation.output_folder import COMMAND as OUTPUT_COMMAND
+from jodiffusion.generation.output_folder import RULES as OUTPUT_RULES
 from jodiffusion.generation.output_folder import prepare_output
 from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.generation.postprocess import Batch, PostProcessor
 from jodiffusion.generation.process_group import ProcessGroup
 from jodiffusion.generation.prompts import PromptSource, build_prompt_source
-from jodiffusion.utils.lock import folder_lock
+from jodiffusion.utils.output_folder import output_folder
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
 
@@ -173,7 +173,8 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
         pair_filter = build_pair_filter(cfg.filters, classes, dev)
         pair_filter.padding = pipe.padding  # the padding is ignore by design, not a pair left unlabelled
     # one writer at a time: a second run into this folder is refused, naming the first
-    with folder_lock(out, OUTPUT_COMMAND, enabled=group.rank == 0, world=group.world):
+    # (prepared below, by the same rules: every rank reads whether the folder holds this same generation)
+    with output_folder(out, OUTPUT_RULES, enabled=group.rank == 0, world=group.world, take=lambda: None):
         meta = prepare_output(group, out, identity, cfg, classes, overwrite)
         if meta and meta.get("complete") and meta.get("num") == cfg.num and (out / store.SUMMARY_FILE).is_file():
             log.info("%s already holds the %d pairs of this generation", out, cfg.num)

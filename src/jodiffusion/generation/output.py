@@ -39,7 +39,7 @@ from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, palette_bytes
 from jodiffusion.data.readers.common import format_stem_line
 from jodiffusion.utils.io import atomic_path, write_text_atomic
-from jodiffusion.utils.tempnames import TEMP_PREFIX, is_temp_name, temp_name
+from jodiffusion.utils.tempnames import temp_name
 
 log = logging.getLogger("jodiffusion")
 
@@ -147,17 +147,6 @@ def read_records(out: Path) -> dict[int, dict]:
 def files_present(out: Path, record: dict) -> bool:
     files = record.get("files") or {}
     return all((out / rel).is_file() for rel in files.values())
-
-
-def remove_temp_files(out: Path) -> list[str]:
-    """Temporary files of writes a kill interrupted, anywhere in ``out``: only the tool's own temporary
-    names (``jodiffusion.utils.tempnames``); returns their paths relative to ``out``."""
-    removed = []
-    for path in sorted(out.rglob(f"{TEMP_PREFIX}*")):
-        if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed.append(str(path.relative_to(out)))
-    return removed
 
 
 # --- webdataset shards ------------------------------------------------------------------------------

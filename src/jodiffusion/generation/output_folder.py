@@ -1,5 +1,6 @@
 """The output folder of ``generate``: whether it holds this same run (to resume) or something else (refused,
-naming the differences), and preparing it, marked as written by ``generate``."""
+naming the differences), and preparing it by the rules every command's output folder follows
+(``utils.output_folder``)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,8 @@ from jodiffusion.generation import output as store
 from jodiffusion.generation.config import GENERATION_FORMAT, GenerateConfig
 from jodiffusion.generation.process_group import ProcessGroup
 from jodiffusion.utils.io import write_json_atomic
-from jodiffusion.utils.ownership import (
-    check_replaceable,
-    clear_folder,
-    foreign_entries,
-    is_blank,
-    read_owner,
-    write_owner,
-)
-from jodiffusion.utils.tempnames import describe_removed
+from jodiffusion.utils.output_folder import OutputRules, check, prepare
+from jodiffusion.utils.ownership import foreign_entries, is_blank, read_owner
 
 log = logging.getLogger("jodiffusion")
 
@@ -32,6 +26,8 @@ COMMAND = "generate"  # the owner marker's name for folders this command writes
 OUTPUT_ENTRIES = (store.GENERATION_FILE, CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLITS_DIR, CAPTIONS_FILE,
                   store.MANIFEST_FILE, store.SUMMARY_FILE, store.CARD_FILE, store.RECORDS_DIR, store.SHARDS_DIR,
                   store.SHARD_LIST)
+# temporary files of killed writes are looked for in the subfolders too (images/, masks/, records/ ...)
+RULES = OutputRules(COMMAND, OUTPUT_ENTRIES, nested=True)
 
 
 def _read_meta(out: Path) -> dict | None:
@@ -45,20 +41,13 @@ def _read_meta(out: Path) -> dict | None:
     return meta
 
 
-def _owned(out: Path) -> bool:
-    """Whether ``out`` was written by ``generate``: its owner marker, or (folders written before the
-    marker existed) a generation.json of this format."""
-    return read_owner(out) == COMMAND or (read_owner(out) is None and _read_meta(out) is not None)
-
-
 def _check_output(out: Path, identity: dict, num: int) -> dict | None:
     """The stored generation.json when ``out`` continues this very generation; None for a new folder
     (also one an interrupted first start left with nothing but its marker and temporary files, or with only
     the temporary file of that marker). Raises when ``out`` holds something else."""
-    if not out.exists() or (out.is_dir() and is_blank(out)):
+    check(out, RULES, resume=True)  # a file in the way
+    if not out.exists() or is_blank(out):
         return None
-    if not out.is_dir():
-        raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
     meta_path = out / store.GENERATION_FILE
     if not meta_path.is_file():
         if read_owner(out) == COMMAND and not foreign_entries(out, ()):
@@ -91,8 +80,8 @@ def prepare_output(group: ProcessGroup, out: Path, identity: dict, cfg: Generate
     """Every rank checks (so that all raise alike); rank 0 then clears / creates the folder. Rank 0 holds
     the folder's lock (``jodiffusion.utils.lock``) around this call and the whole generation.
 
-    ``overwrite`` replaces only a folder this command wrote that holds nothing else (see
-    ``jodiffusion.utils.ownership``); anything else is refused, naming what would be lost."""
+    ``overwrite`` replaces only a folder this command wrote that holds nothing else (``RULES``); anything
+    else is refused, naming what would be lost."""
     meta = None
     if group.rank == 0 or not overwrite:
         try:
@@ -100,19 +89,13 @@ def prepare_output(group: ProcessGroup, out: Path, identity: dict, cfg: Generate
         except JoDiffusionError:
             if not overwrite:
                 raise
-            check_replaceable(out, COMMAND, OUTPUT_ENTRIES, owned=out.is_dir() and _owned(out))
+            check(out, RULES, overwrite=True)
             meta = "replace"
     group.barrier()  # nobody reads the folder while rank 0 changes it
     if group.rank == 0:
-        if meta == "replace":
-            clear_folder(out)  # all but the lock this run holds
-            meta = None
-        out.mkdir(parents=True, exist_ok=True)
-        write_owner(out, COMMAND)  # first, so that a kill at any later moment leaves a folder known as ours
-        removed = store.remove_temp_files(out)
-        if removed:
-            log.info("removed %d temporary file(s) of an interrupted run in %s: %s", len(removed), out,
-                     describe_removed(removed))
+        # this same generation is continued; else what is there is replaced (checked above), then marked
+        prepare(out, RULES, overwrite=meta == "replace", resume=meta != "replace")
+        meta = None if meta == "replace" else meta
         complete = bool(meta and meta.get("complete") and meta.get("num") == cfg.num)
         write_json_atomic(out / store.GENERATION_FILE, {**identity, "num": cfg.num, "complete": complete})
         write_classes(out, classes)

@@ -5,8 +5,7 @@
                             encoder references (rebuildable specs), sampler defaults, and the padding
                             (rows and columns ignore in every training mask, e.g. square data letterboxed
                             into a wide frame), which generated pairs get back as black and ignore
-      denoiser/             config.json (its class: JointUViT or JointUNet) + model.safetensors (EMA weights);
-                            folders of jodiffusion 0.1.0 call it uvit/
+      denoiser/             config.json (its class: JointUViT or JointUNet) + model.safetensors (EMA weights)
       annotation_vae/       config.json + model.safetensors
       text_encoder/         only for the trainable caption encoder (a CLIP encoder is a reference)
 """
@@ -124,8 +123,7 @@ class JoDiffusionPipeline:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{manifest_path} is not a valid model manifest ({one_line(exc)}); export the "
                                   "model again (`jodiffusion train`)") from None
-        denoiser_dir = folder / DENOISER_DIR if (folder / DENOISER_DIR).is_dir() else folder / "uvit"
-        pipe = cls(load_denoiser(denoiser_dir), AnnotationVAE.from_pretrained(folder / "annotation_vae"),
+        pipe = cls(load_denoiser(folder / DENOISER_DIR), AnnotationVAE.from_pretrained(folder / "annotation_vae"),
                    build_image_codec(codec_spec), build_text_encoder(text_spec), classes, resolution, schedule,
                    sampler, padding)
         for m in (pipe.denoiser, pipe.vae, pipe.text_encoder):

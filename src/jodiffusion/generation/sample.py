@@ -14,13 +14,14 @@ from jodiffusion.generation.config import SampleConfig
 from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.report.viz import colorize, grid, overlay, save_png
 from jodiffusion.utils.io import write_text_atomic
-from jodiffusion.utils.lock import folder_lock
-from jodiffusion.utils.ownership import check_replaceable, clear_folder, has_content, write_owner
+from jodiffusion.utils.output_folder import OutputRules, check, output_folder
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
 
 COMMAND = "sample"
 OUTPUT_ENTRIES = (IMAGES_DIR, MASKS_DIR, "prompts.jsonl", "grid.png")  # all that --overwrite may delete
+RULES = OutputRules(COMMAND, OUTPUT_ENTRIES,
+                    not_empty="{folder} is not empty; pass --overwrite to replace it or choose another --out")
 
 
 def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1, seed: int = 0,
@@ -31,9 +32,7 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     SampleConfig(out=str(out), prompts=list(prompts), per_prompt=num_per_prompt, seed=seed, steps=steps,
                  guidance=guidance, batch_size=batch_size, min_confidence=min_confidence, tau=tau)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise JoDiffusionError(f"{out} exists and is not a folder; choose another --out")
-    _check_out(out, overwrite)  # before the model loads; again under the lock
+    check(out, RULES, overwrite)  # before the model loads; again under the lock
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = JoDiffusionPipeline.from_pretrained(model_dir, device=device)  # before anything is changed
     try:
@@ -41,26 +40,14 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     except ValueError as exc:  # SamplerConfig's checks, on values SampleConfig let through
         raise ConfigError(str(exc).replace("sampler.steps", "steps").replace("sampler.guidance_scale",
                                                                              "guidance")) from None
-    with folder_lock(out, COMMAND):  # one writer: a second run into this folder is refused, naming the first
+    # one writer (a second run into this folder is refused, naming the first), checked again, cleared, marked
+    with output_folder(out, RULES, overwrite=overwrite):
         return _write_samples(pipe, sampler, prompts, out, num_per_prompt, seed, batch_size, min_confidence, tau,
-                              device, overwrite, progress)
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse a folder holding anything finished unless ``overwrite`` may replace it (only a folder this
-    command wrote, nothing else in it). A folder holding only temporary files (a kill during the first
-    write) counts as empty."""
-    if has_content(out):
-        if not overwrite:
-            raise JoDiffusionError(f"{out} is not empty; pass --overwrite to replace it or choose another --out")
-        check_replaceable(out, COMMAND, OUTPUT_ENTRIES)
+                              device, progress)
 
 
 def _write_samples(pipe, sampler, prompts, out: Path, num_per_prompt, seed, batch_size, min_confidence, tau,
-                   device, overwrite, progress) -> dict:
-    _check_out(out, overwrite)  # another run may have written there since the first check
-    clear_folder(out)  # all but the lock (and temporary files of a killed first write)
-    write_owner(out, COMMAND)
+                   device, progress) -> dict:
     autocast = autocast_dtype("auto", device)
     jobs = [p for p in prompts for _ in range(num_per_prompt)]
     records, rows = [], []

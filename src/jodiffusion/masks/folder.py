@@ -22,20 +22,27 @@ from jodiffusion import __version__
 from jodiffusion.errors import ConfigError, DatasetError, JoDiffusionError
 from jodiffusion.masks.refine import RefineStats, refine_mask
 from jodiffusion.utils.io import atomic_path, write_json_atomic
-from jodiffusion.utils.lock import LOCK_FILE, folder_lock
-from jodiffusion.utils.ownership import (
-    OWNER_FILE,
-    clear_folder,
-    describe_entries,
-    has_content,
-    is_temp_name,
-    read_owner,
-    write_owner,
-)
+from jodiffusion.utils.lock import LOCK_FILE
+from jodiffusion.utils.output_folder import OutputRules, check, output_folder
+from jodiffusion.utils.ownership import OWNER_FILE
 from jodiffusion.utils.progress import progress_bar
+from jodiffusion.utils.tempnames import is_temp_name
 
 SUMMARY_FILE = "refine_summary.json"
 COMMAND = "refine"
+
+
+def _foreign_files(out_dir: Path) -> list[str]:
+    """What refine did not write in ``out_dir``: any file but PNGs (at any depth), the summary, the marker,
+    the lock and temporary files."""
+    ours = (SUMMARY_FILE, OWNER_FILE, LOCK_FILE)
+    return sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")
+                  if p.is_file() and p.suffix.lower() != ".png" and p.name not in ours and not is_temp_name(p.name))
+
+
+RULES = OutputRules(COMMAND, foreign=_foreign_files,
+                    not_empty="{folder}: output folder exists and is not empty; choose a new folder or pass "
+                              "--overwrite (overwrite=True) to replace an earlier refine's output")
 
 
 def read_mask_png(path: str | os.PathLike) -> tuple[np.ndarray, Image.Image]:
@@ -153,16 +160,12 @@ def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: in
         raise JoDiffusionError(
             f"output folder {out_dir} and input folder {in_dir} overlap; refined masks go to a new "
             "folder next to the input, e.g. masks_refined/, so the raw masks stay untouched")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise JoDiffusionError(f"{out_dir}: exists and is not a folder; choose a new output folder")
-    _check_out_dir(out_dir, overwrite)  # nothing is read or written before this; again under the lock
+    check(out_dir, RULES, overwrite)  # nothing is read or written before this; again under the lock
     files = sorted(p for p in in_dir.rglob("*") if p.suffix.lower() == ".png" and p.is_file())
     if not files:
         raise DatasetError(f"{in_dir}: no .png masks found (searched recursively)")
-    with folder_lock(out_dir, COMMAND):  # one writer: a second run into out_dir is refused, naming the first
-        _check_out_dir(out_dir, overwrite)  # another run may have written there since the first check
-        clear_folder(out_dir)  # all but the lock (and temporary files of a killed first write)
-        write_owner(out_dir, COMMAND)
+    # one writer (a second run into out_dir is refused, naming the first), checked again, cleared, marked
+    with output_folder(out_dir, RULES, overwrite=overwrite):
         tasks = [_Task(p, out_dir / p.relative_to(in_dir), int(tau), connectivity, include_background,
                        background_id, ignore_index) for p in files]
         workers = min(workers, len(tasks))
@@ -195,38 +198,6 @@ def refine_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, tau: in
                                f"masks were written to {out_dir} (see {SUMMARY_FILE}); fix or remove the "
                                "files above and run again with --overwrite")
         return summary
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an ``out_dir`` holding anything finished unless ``overwrite`` may replace it (see
-    ``_check_own_output``). A folder holding only temporary files (a kill during the first write) is empty."""
-    if not has_content(out_dir):
-        return
-    if not overwrite:
-        raise JoDiffusionError(f"{out_dir}: output folder exists and is not empty; choose a new folder "
-                               "or pass --overwrite (overwrite=True) to replace an earlier refine's output")
-    _check_own_output(out_dir)
-
-
-def _check_own_output(out_dir: Path) -> None:
-    """Raise unless ``out_dir`` is an earlier refine's output: marked by it, holding only PNGs, folders
-    of PNGs, the summary and temporary files. Nothing is changed either way."""
-    owner = read_owner(out_dir)
-    if owner != COMMAND:
-        why = f"it was written by `jodiffusion {owner}`" if owner else f"it holds no {OWNER_FILE} marker of refine"
-        raise JoDiffusionError(
-            f"--overwrite refused: {out_dir} is not a folder `jodiffusion refine` wrote ({why}); replacing it "
-            f"would delete {describe_entries(out_dir, [p.name for p in out_dir.iterdir() if p.name != LOCK_FILE])}. "
-            "Nothing was "
-            "changed: choose another output folder")
-    ours = (SUMMARY_FILE, OWNER_FILE, LOCK_FILE)
-    foreign = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")
-                     if p.is_file() and p.suffix.lower() != ".png" and p.name not in ours and not is_temp_name(p.name))
-    if foreign:
-        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
-        raise JoDiffusionError(
-            f"--overwrite refused: {out_dir} holds files `jodiffusion refine` did not write: {shown}; replacing "
-            "the folder would delete them. Nothing was changed: move those away or choose another output folder")
 
 
 def _run(tasks: list[_Task], workers: int) -> Iterable[tuple[str, dict | None, int]]:

@@ -15,12 +15,15 @@ depend on: the dataset's identity (file sizes and times for file datasets, the g
 resolution and resize method and the cache format; change any of them and a new cache is built.
 The codec's scaling and shift factors are not part of it: the cache holds raw latents.
 
-A build goes to a temporary folder that is renamed into place only when complete, so an interrupted
-build is never taken for a valid cache.
+A build goes to a temporary folder beside the cache's folder that is renamed into place only when complete,
+so an interrupted build is never taken for a valid cache. The builder holds the cache folder's lock, beside
+it (``utils.output_folder``): the build folders of builds that died are removed when the next one starts,
+and a process that needs the same cache while another builds it waits for that build, then loads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +31,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,18 +51,21 @@ from jodiffusion.errors import DatasetError
 from jodiffusion.models.image_codec import ImageCodec
 from jodiffusion.models.text_encoder import TextEncoder
 from jodiffusion.utils.io import replace_folder, save_safetensors_atomic, write_json_atomic
+from jodiffusion.utils.lock import FolderLockedError
+from jodiffusion.utils.output_folder import OutputRules, output_folder
 from jodiffusion.utils.progress import progress_bar
-from jodiffusion.utils.tempnames import is_temp_name, make_temp_dir
+from jodiffusion.utils.tempnames import make_temp_dir
 
 log = logging.getLogger("jodiffusion")
 
 CACHE_FORMAT_VERSION = 1
 META_NAME = "meta.json"
 SAMPLES_NAME = "samples.json"
-BUILDING_MARKER = "BUILDING"
 RESIZE_METHODS = {"crop": "short-side resize (bicubic image, nearest mask) + center crop",
                   "letterbox": "long-side resize (bicubic image, nearest mask) + padding (black, ignore)"}
-STALE_BUILD_SECONDS = 24 * 3600  # a temporary build folder untouched this long belongs to a dead build
+# built beside its folder and renamed in; only `jodiffusion train` builds one
+CACHE_RULES = OutputRules("train", beside=True)
+LOCK_POLL_SECONDS = 2.0  # how often a process waiting for another's build of the same cache looks again
 PRELOAD_MAX_BYTES = 1 << 30  # smaller caches are read into memory; larger ones are memory-mapped
 
 
@@ -268,23 +274,22 @@ class LatentCache(torch.utils.data.Dataset):
         if _is_valid(final, digest):
             return cls(final, random_flip=random_flip, preload=preload)
 
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_builds(cache_dir)
-        tmp = make_temp_dir(cache_dir, final.name)
-        try:
-            (tmp / BUILDING_MARKER).touch()
-            meta = _encode_all(dataset, texts, codec, text_encoder, tmp, size, batch_size, device, progress,
-                               storage_dtype, shard_size, desc=f"caching latents ({final.name})", resize=resize)
-            write_json_atomic(tmp / SAMPLES_NAME, {"stems": stems, "captions": texts})
-            meta.update(format_version=CACHE_FORMAT_VERSION, fingerprint=digest, identity=fingerprint,
-                        codec=codec.to_dict(), text_encoder=text_encoder.to_dict(), jodiffusion_version=__version__,
-                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-            write_json_atomic(tmp / META_NAME, meta)  # last: its presence marks a complete cache
-            _move_into_place(tmp, final, digest)
-            (final / BUILDING_MARKER).unlink(missing_ok=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        with _building(final):  # the build folders of dead builds are removed here
+            if _is_valid(final, digest):  # built by another process while this one waited
+                return cls(final, random_flip=random_flip, preload=preload)
+            tmp = make_temp_dir(cache_dir, final.name)
+            try:
+                meta = _encode_all(dataset, texts, codec, text_encoder, tmp, size, batch_size, device, progress,
+                                   storage_dtype, shard_size, desc=f"caching latents ({final.name})", resize=resize)
+                write_json_atomic(tmp / SAMPLES_NAME, {"stems": stems, "captions": texts})
+                meta.update(format_version=CACHE_FORMAT_VERSION, fingerprint=digest, identity=fingerprint,
+                            codec=codec.to_dict(), text_encoder=text_encoder.to_dict(),
+                            jodiffusion_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                write_json_atomic(tmp / META_NAME, meta)  # last: its presence marks a complete cache
+                replace_folder(tmp, final)  # an incomplete or stale folder of the same name is replaced
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         return cls(final, random_flip=random_flip, preload=preload)
 
 
@@ -350,27 +355,22 @@ def _captions_for(stems: list[str], captions: Mapping[str, str], captions_file: 
     return [captions[s] for s in stems]
 
 
-def _remove_stale_builds(cache_dir: Path) -> None:
-    """Temporary folders of builds that died (still marked as building, untouched for a day)."""
-    now = time.time()
-    for path in cache_dir.iterdir():
-        try:
-            if is_temp_name(path.name) and (path / BUILDING_MARKER).is_file() \
-                    and now - path.stat().st_mtime > STALE_BUILD_SECONDS:
-                shutil.rmtree(path, ignore_errors=True)
-                log.info("removed %s, the build folder of a latent cache whose build died", path)
-        except OSError:
-            pass
-
-
-def _move_into_place(tmp: Path, final: Path, digest: str) -> None:
-    if final.exists() and _is_valid(final, digest):  # another process finished the same cache first
-        return
-    try:
-        replace_folder(tmp, final)
-    except OSError:
-        if not _is_valid(final, digest):
-            raise
+@contextlib.contextmanager
+def _building(final: Path) -> Iterator[None]:
+    """Hold the lock of the cache folder ``final`` for its build; while another process holds it (building
+    the same cache), wait for it, saying so once."""
+    with contextlib.ExitStack() as stack:
+        waiting = False
+        while True:
+            try:
+                stack.enter_context(output_folder(final, CACHE_RULES, resume=True))
+                break
+            except FolderLockedError as exc:
+                if not waiting:
+                    log.info("waiting for the latent cache %s: %s", final.name, exc)
+                    waiting = True
+                time.sleep(LOCK_POLL_SECONDS)
+        yield
 
 
 def _load_batch(dataset: SegmentationDataset, indices: range, size: tuple[int, int], resize: str) -> list[tuple]:

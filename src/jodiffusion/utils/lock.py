@@ -269,6 +269,13 @@ def beside_lock_path(out: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}{LOCK_FILE}"
 
 
+def acquire_beside(out: str | os.PathLike, command: str) -> Path:
+    """Lock ``out`` with a lock file beside it (its parent is created if missing); returns the lock file."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return _acquire_at(beside_lock_path(out), out, command)
+
+
 @contextlib.contextmanager
 def beside_lock(out: str | os.PathLike, command: str) -> Iterator[None]:
     """The lock of a command that builds ``out`` in a hidden folder beside it and renames it into place at
@@ -277,9 +284,7 @@ def beside_lock(out: str | os.PathLike, command: str) -> Iterator[None]:
     tool's temporary names standing for OUT, ``.jodiffusion-<token>.OUT.tmp`` / ``.old``, see
     ``jodiffusion.utils.tempnames``) belong to killed runs and are removed, each named in the log. A sibling
     of any other name (``.OUT.2024-backup.old``, ``.OUT.notes.tmp``) is the user's and is never touched."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path = _acquire_at(beside_lock_path(out), out, command)
+    path = acquire_beside(out, command)
     try:
         remove_leftovers(out)
         yield

@@ -1,10 +1,11 @@
 """What ``--overwrite`` may replace: only a folder the same command wrote before.
 
-A command that owns an output folder (``train``, ``train-vae``, ``train-seg``, ``generate``) writes
-``OWNER_FILE`` into it before anything else, naming itself. ``--overwrite`` replaces a non-empty folder
-only when that marker names the same command *and* every top-level entry is one the command writes
-(or one of the tool's temporary names, ``jodiffusion.utils.tempnames``); anything else is refused, naming
-what would be lost.
+A command that owns an output folder (``train``, ``train-vae``, ``train-seg``, ``generate``, ``sample``,
+``refine``, ``import``, ``demo``) writes ``OWNER_FILE`` into it before anything else, naming itself.
+``--overwrite`` replaces a non-empty folder only when that marker names the same command *and* every
+top-level entry is one the command writes (or one of the tool's temporary names,
+``jodiffusion.utils.tempnames``); anything else is refused, naming what would be lost. The rules are applied
+in one place, ``jodiffusion.utils.output_folder``; this module holds the marker and the pieces they use.
 A common file name (``manifest.jsonl``, ``classes.json``) is never taken as proof of ownership.
 
 A folder holding nothing but the tool's temporary files (and a run's lock) is *blank* (``is_blank``): it
@@ -25,7 +26,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from jodiffusion.errors import ConfigError, JoDiffusionError
+from jodiffusion.errors import ConfigError
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.lock import LOCK_FILE
 from jodiffusion.utils.tempnames import is_temp_name
@@ -53,11 +54,6 @@ def is_blank(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` (an existing folder) holds nothing but temporary files and a run's lock: nothing
     a command finished writing, so nothing is lost by starting there afresh."""
     return all(is_temp_name(p.name) or p.name == LOCK_FILE for p in Path(folder).iterdir())
-
-
-def has_content(folder: str | os.PathLike) -> bool:
-    """``folder`` exists, is a folder and is not blank (see ``is_blank``)."""
-    return Path(folder).is_dir() and not is_blank(folder)
 
 
 def clear_folder(folder: str | os.PathLike) -> None:
@@ -91,38 +87,6 @@ def foreign_entries(folder: Path, own: Iterable[str]) -> list[str]:
     """Top-level entries of ``folder`` that are neither in ``own`` nor the marker nor temporary files."""
     own = set(own) | {OWNER_FILE, LOCK_FILE}
     return sorted(p.name for p in folder.iterdir() if p.name not in own and not is_temp_name(p.name))
-
-
-def check_replaceable(folder: str | os.PathLike, command: str, own: Iterable[str],
-                      owned: bool | None = None) -> None:
-    """Raise unless ``--overwrite`` of ``jodiffusion <command>`` may delete ``folder``: it must be a
-    folder marked by that command (or ``owned`` says so, for a command with its own proof) and hold
-    nothing but what the command writes (``own``: top-level names). Nothing is changed either way."""
-    folder = Path(folder)
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise JoDiffusionError(f"--overwrite refused: {folder} is a file, not a folder `jodiffusion {command}` "
-                               "wrote; nothing was changed. Choose another output folder")
-    if is_blank(folder):  # nothing finished in it: an interrupted first write, or an empty folder
-        return
-    entries = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
-    if owned is None:
-        owned = read_owner(folder) == command
-    if not owned:
-        other = read_owner(folder)
-        why = (f"it was written by `jodiffusion {other}`" if other else
-               f"it holds no {OWNER_FILE} marker of `jodiffusion {command}`")
-        raise JoDiffusionError(
-            f"--overwrite refused: {folder} is not a folder `jodiffusion {command}` wrote ({why}); replacing it "
-            f"would delete {describe_entries(folder, entries)}. Nothing was changed: move those away yourself "
-            "or choose another output folder")
-    foreign = foreign_entries(folder, own)
-    if foreign:
-        raise JoDiffusionError(
-            f"--overwrite refused: {folder} holds what `jodiffusion {command}` did not write: "
-            f"{describe_entries(folder, foreign)}; replacing the folder would delete it. Nothing was changed: "
-            "move those away or choose another output folder")
 
 
 def check_path_component(value, what: str) -> str:

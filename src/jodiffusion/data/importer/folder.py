@@ -34,12 +34,15 @@ from jodiffusion.data.readers.folder import read_folder
 from jodiffusion.data.validate import validate_dataset
 from jodiffusion.errors import DatasetError
 from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_atomic
-from jodiffusion.utils.lock import beside_lock
-from jodiffusion.utils.ownership import check_replaceable, is_blank, read_owner, write_owner
+from jodiffusion.utils.output_folder import OutputRules, check, output_folder
+from jodiffusion.utils.ownership import is_blank, write_owner
 from jodiffusion.utils.progress import progress_bar
 from jodiffusion.utils.tempnames import temp_name
 
 log = logging.getLogger(__name__)
+# built beside OUT and renamed in at the end (the lock sits beside it too)
+RULES = OutputRules(IMPORT_COMMAND, IMPORT_ENTRIES, error=DatasetError, beside=True,
+                    not_empty="--out {folder} is not empty{hint}; choose a new folder. Nothing was written")
 
 # --- splits -------------------------------------------------------------------------------------------
 
@@ -79,18 +82,7 @@ def _check_out(src: Path, out: Path, overwrite: bool) -> None:
                            "choose an output folder outside it")
     if out in src.parents:
         raise DatasetError(f"--out {out} holds the source folder {src}; choose an output folder beside it")
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise DatasetError(f"--out {out} is a file; choose a new folder")
-    if is_blank(out):  # empty, or only temporary files: nothing finished to lose
-        return
-    if not overwrite:
-        owner = read_owner(out)
-        hint = (" (an earlier `jodiffusion import` wrote it: add --overwrite to replace it)"
-                if owner == IMPORT_COMMAND else "")
-        raise DatasetError(f"--out {out} is not empty{hint}; choose a new folder. Nothing was written")
-    check_replaceable(out, IMPORT_COMMAND, IMPORT_ENTRIES)
+    check(out, RULES, overwrite)
 
 
 def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: ImportOptions | None = None, *,
@@ -107,8 +99,8 @@ def import_folder(src: str | os.PathLike, out: str | os.PathLike, options: Impor
     out_path = Path(out).expanduser().absolute()
     out_path = out_path.parent.resolve() / out_path.name
     _check_out(src_path, out_path, overwrite)
-    with beside_lock(out_path, IMPORT_COMMAND):  # one import into OUT at a time; leftovers of killed ones go
-        _check_out(src_path, out_path, overwrite)  # again: another run may have written OUT meanwhile
+    # one import into OUT at a time, checked again under the lock; the build folders of killed ones go
+    with output_folder(out_path, RULES, overwrite=overwrite):
         return _import(src_path, out_path, options, progress)
 
 
