@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
-from jodiffusion.errors import ConfigError, JoDiffusionError
+from jodiffusion.errors import ConfigError
 from jodiffusion.generation.config import SampleConfig
 from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.report.viz import colorize, grid, overlay, save_png
