@@ -11,7 +11,7 @@ import torch
 
 from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.training.config import JointRunConfig, VAERunConfig
 from jodiffusion.training.joint import train_joint
 from jodiffusion.training.vae import train_vae

@@ -91,7 +91,7 @@ def tiny_pipe():
     """A random, untrained pipeline (32 px, 4 x 4 latents): enough for shapes and plumbing."""
     from jodiffusion.diffusion.sampling import SamplerConfig
     from jodiffusion.diffusion.schedule import NoiseScheduleConfig
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
+    from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
     from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
     from jodiffusion.models.image_codec import PixelUnshuffleCodec
     from jodiffusion.models.text_encoder import CaptionTextEncoder

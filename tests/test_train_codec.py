@@ -12,7 +12,7 @@ from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.data.registry import build_split
 from jodiffusion.errors import ConfigError
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.models.image_codec import StableDiffusionVAECodec, build_image_codec
 from jodiffusion.training.codec import ImageSet, build_autoencoder, reconstruction_error, train_codec
 from jodiffusion.training.config import CodecRunConfig, JointRunConfig, VAERunConfig
