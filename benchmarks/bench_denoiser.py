@@ -14,7 +14,7 @@ One process builds one randomly initialised ``JointUViT`` and times, on the same
                   the library's sampler, because the library never makes two calls per step).
   ours_equal      ``jodiffusion.diffusion.sampling.sample_latents`` (guided_eps: conditional and
                   unconditional in ONE batched forward of 2B), batch ``--batch``, bf16 autocast over the
-                  fp32 weights (what ``JoDiffusionPipeline.generate`` does on a GPU), ``--steps`` steps.
+                  fp32 weights (what a ``JoDiffusionPipeline`` call does on a GPU), ``--steps`` steps.
   ours_default    the same at the library's default sampler settings (``SamplerConfig()``: its steps,
                   guidance and solver order), or ``--default-steps``.
   ours_default_compiled   (``--compile``) the same after ``torch.compile`` of the transformer blocks.

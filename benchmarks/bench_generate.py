@@ -44,7 +44,7 @@ def tiny_model(root: Path, resolution: int) -> Path:
 
 def bare_sampling(model: Path, num: int, batch: int, device: str, steps: int | None) -> dict:
     from jodiffusion.diffusion.sampling import sample_seed
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
+    from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 
     t0 = time.perf_counter()
     pipe = JoDiffusionPipeline.from_pretrained(model, device=device)

@@ -11,7 +11,7 @@ import torch
 
 from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.training.config import JointRunConfig, VAERunConfig
 from jodiffusion.training.joint import train_joint
 from jodiffusion.training.vae import train_vae
@@ -33,16 +33,17 @@ def _cfg(tmp_path, vae, *overrides):
 def test_train_export_and_sample(tmp_path, tiny_vae):
     export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=3"), progress=False)
     pipe = JoDiffusionPipeline.from_pretrained(export)
-    pairs = pipe.generate(["a red circle", "a blue star"], seed=1, refine_tau=4)
-    assert [(img.shape, mask.shape) for img, mask, _ in pairs] == [((32, 32, 3), (32, 32))] * 2
-    assert all(img.dtype == np.uint8 and mask.max() < 9 for img, mask, _ in pairs)
-    again = pipe.generate(["a red circle", "a blue star"], seed=1, refine_tau=4)
-    other = pipe.generate(["a red circle", "a blue star"], seed=2, refine_tau=4)
-    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(pairs, again, strict=True))
-    assert not np.array_equal(pairs[0][0], other[0][0])
+    pairs = pipe(["a red circle", "a blue star"], seed=1, refine_tau=4)
+    assert pairs.images.shape == (2, 32, 32, 3) and pairs.masks.shape == (2, 32, 32)
+    assert pairs.images.dtype == np.uint8 and pairs.masks.max() < 9
+    assert all(stats is not None for stats in pairs.refine) and pairs.trajectory is None
+    again = pipe(["a red circle", "a blue star"], seed=1, refine_tau=4)
+    other = pipe(["a red circle", "a blue star"], seed=2, refine_tau=4)
+    assert np.array_equal(pairs.images, again.images) and np.array_equal(pairs.masks, again.masks)
+    assert not np.array_equal(pairs.images[0], other.images[0])
     # a pair does not depend on the batch it was drawn in
-    second_alone = pipe.generate(["a blue star"], seed=1, start_index=1, refine_tau=4)[0]
-    assert np.abs(second_alone[0].astype(int) - pairs[1][0].astype(int)).max() <= 1
+    second_alone = pipe(["a blue star"], seed=1, start_index=1, refine_tau=4)
+    assert np.abs(second_alone.images[0].astype(int) - pairs.images[1].astype(int)).max() <= 1
     assert (tmp_path / "run" / "samples").is_dir() and (tmp_path / "run" / "config.yaml").is_file()
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss", "loss_img", "loss_mask"} <= set(rows[0])
@@ -54,9 +55,8 @@ def test_export_round_trip_gives_identical_samples(tmp_path, tiny_vae):
     pipe = JoDiffusionPipeline.from_pretrained(export)
     pipe.save_pretrained(tmp_path / "copy")
     copy = JoDiffusionPipeline.from_pretrained(tmp_path / "copy")
-    a = pipe.generate(["a green ring"], seed=3)[0]
-    b = copy.generate(["a green ring"], seed=3)[0]
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    a, b = pipe(["a green ring"], seed=3), copy(["a green ring"], seed=3)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.masks, b.masks)
     meta = json.loads((export / "jodiffusion.json").read_text())
     assert meta["codec"]["kind"] == "pixel-unshuffle" and meta["codec"]["scaling_factor"] != 1.0  # measured
     assert meta["schedule"]["rescale_betas_zero_snr"] is False  # "auto" recorded as what it meant (epsilon: off)
@@ -140,10 +140,10 @@ def test_unet_backbone_trains_exports_and_reloads(tmp_path, tiny_vae):
     assert json.loads((export / "denoiser" / "config.json").read_text())["class"] == "JointUNet"
     pipe = JoDiffusionPipeline.from_pretrained(export)
     assert isinstance(pipe.denoiser, JointUNet)
-    a = pipe.generate(["a red circle"], seed=3)[0]
+    a = pipe(["a red circle"], seed=3)
     pipe.save_pretrained(tmp_path / "copy")
-    b = JoDiffusionPipeline.from_pretrained(tmp_path / "copy").generate(["a red circle"], seed=3)[0]
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    b = JoDiffusionPipeline.from_pretrained(tmp_path / "copy")(["a red circle"], seed=3)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.masks, b.masks)
 
 
 def test_backbone_option_is_validated(tmp_path, tiny_vae):
@@ -161,7 +161,7 @@ def test_pca_codec_is_fitted_on_the_training_images_and_travels_in_the_export(tm
     assert 0 < spec["explained"] <= 1
     pipe = JoDiffusionPipeline.from_pretrained(export)
     assert pipe.img_shape == (6, 4, 4)
-    image, mask, _ = pipe.generate(["a red circle"], seed=0)[0]
+    image, mask, _ = pipe(["a red circle"], seed=0).pairs()[0]
     assert image.shape == (32, 32, 3) and mask.shape == (32, 32)
 
 
@@ -256,7 +256,7 @@ def test_channels_last_trains_the_conv_unet_to_the_same_weights(tmp_path, tiny_v
     b = JoDiffusionPipeline.from_pretrained(plain).denoiser.state_dict()
     for key, value in a.denoiser.state_dict().items():
         assert torch.allclose(value, b[key], atol=2.5e-3), key
-    image, mask, _ = a.generate(["a red circle"], seed=0)[0]
+    image, mask, _ = a(["a red circle"], seed=0).pairs()[0]
     assert image.shape == (32, 32, 3) and mask.shape == (32, 32)
 
 
@@ -336,7 +336,7 @@ def test_self_conditioning_trains_exports_and_samples_with_its_own_estimate(tmp_
         return original(img, mask, t_img, t_mask, text, self_cond=self_cond)
 
     unet.forward = spy
-    image, mask, _ = pipe.generate(["a red circle"], seed=0)[0]
+    image, mask, _ = pipe(["a red circle"], seed=0).pairs()[0]
     assert image.shape == (32, 32, 3) and mask.shape == (32, 32)
     assert calls[0] is None and all(c is not None and c > 0 for c in calls[1:]) and len(calls) > 2
 
@@ -369,15 +369,15 @@ def test_square_data_in_a_wide_frame_generates_its_padding_as_ignore(tmp_path, t
     assert meta["padding"] == {"top": 0, "bottom": 0, "left": 8, "right": 8}
     pipe = JoDiffusionPipeline.from_pretrained(export)
     ignore = pipe.classes.ignore_index
-    pairs = pipe.generate([f"a red circle {i}" for i in range(4)], seed=1, refine_tau=4)
-    for image, mask, _ in pairs:
+    pairs = pipe([f"a red circle {i}" for i in range(4)], seed=1, refine_tau=4)
+    for image, mask, _ in pairs.pairs():
         assert mask.shape == (32, 48)
         assert (mask[:, :8] == ignore).all() and (mask[:, 40:] == ignore).all()
         assert (image[:, :8] == 0).all() and (image[:, 40:] == 0).all()
         assert (mask[:, 8:40] != ignore).mean() > 0.9  # the picture itself is labelled
     # without the record (a model folder of an earlier version) nothing is changed
     pipe.padding = None
-    raw = pipe.generate(["a red circle 0"], seed=1)[0][1]
+    raw = pipe(["a red circle 0"], seed=1).masks[0]
     assert (raw[:, :8] != ignore).any()
 
 

@@ -7,15 +7,21 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from chromium_helpers import dump_dom, find_chromium, images_loaded
 from PIL import Image
+from tiny_pipeline import build_tiny_pipeline
 
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.report.figures import class_histogram, frame_indices, pairs_grid, refinement_figure, trajectory_figure
+from jodiffusion.report.figures import (
+    class_histogram,
+    frame_indices,
+    pairs_figure,
+    refinement_figure,
+    trajectory_figure,
+)
 from jodiffusion.report.html import SUMMARY_ROWS, format_seconds, format_value, write_report
 from jodiffusion.report.stats_plots import draw_class_histogram
-from jodiffusion.report.viz import CHAR_W, LINE_H, colorize
+from jodiffusion.report.viz import CHAR_W, LINE_H, colorize, grid, overlay, pairs_grid
 
 CLASSES = ClassInfo(("background", "circle", "square"))
 PAD = 4  # viz.grid's default
@@ -49,10 +55,28 @@ def open_png(path) -> Image.Image:
 
 
 # -- figures ---------------------------------------------------------------------------------------
-def test_pairs_grid_has_a_row_per_pair_and_shows_the_coloured_masks(tmp_path):
+def test_pairs_grid_draws_one_row_per_pair_image_mask_and_overlay():
+    images, masks = random_pairs(3)
+    im = pairs_grid(images, masks, CLASSES, ["one", "two", "three"])
+    assert im.size == grid_size(3, 3, 16, 2, title_lines=1, label_chars=len("three"))
+    label_w = im.size[0] - (3 * (32 + PAD) + PAD)
+    y = 14 + PAD + 2 * (32 + PAD)  # the last row
+    tiles = [np.asarray(im)[y: y + 32, label_w + PAD + c * (32 + PAD):][:, :32] for c in range(3)]
+    up = np.ones((2, 2, 1), np.uint8)
+    expected = [images[2], colorize(masks[2], CLASSES), overlay(images[2], masks[2], CLASSES)]
+    assert all(np.array_equal(t, np.kron(e, up)) for t, e in zip(tiles, expected, strict=True))
+    # max_rows and the number of titles both cap the rows
+    assert pairs_grid(images, masks, CLASSES, ["one", "two", "three"], max_rows=2).size[1] == grid_size(
+        2, 3, 16, 2, 1, 0)[1]
+    assert pairs_grid(images, masks, CLASSES, ["one"]).size[1] == grid_size(1, 3, 16, 2, 1, 0)[1]
+    with pytest.raises(ValueError, match="at least one"):
+        pairs_grid(images[:0], masks[:0], CLASSES, [])
+
+
+def test_pairs_figure_has_a_row_per_pair_and_shows_the_coloured_masks(tmp_path):
     images, masks = random_pairs(3)
     prompts = ["a circle", "a red square", "a circle and a square"]
-    path = pairs_grid(images, masks, prompts, CLASSES, tmp_path / "pairs.png", scale=2)
+    path = pairs_figure(images, masks, prompts, CLASSES, tmp_path / "pairs.png", scale=2)
     im = open_png(path)
     assert im.size == grid_size(3, 3, 16, 2, title_lines=1, label_chars=len("a circle and a square"))
     # the mask tile of row 2 is that mask coloured and scaled up
@@ -61,7 +85,7 @@ def test_pairs_grid_has_a_row_per_pair_and_shows_the_coloured_masks(tmp_path):
     tile = np.asarray(im)[y: y + 32, x: x + 32]
     assert np.array_equal(tile, np.kron(colorize(masks[1], CLASSES), np.ones((2, 2, 1), np.uint8)))
     # max_rows caps the rows; long prompts wrap instead of widening the figure without bound
-    path = pairs_grid(images, masks, ["word " * 40] * 3, CLASSES, tmp_path / "two.png", max_rows=2, scale=2)
+    path = pairs_figure(images, masks, ["word " * 40] * 3, CLASSES, tmp_path / "two.png", max_rows=2, scale=2)
     width, height = open_png(path).size
     assert height == grid_size(2, 3, 16, 2, 1, 0)[1] and width <= grid_size(2, 3, 16, 2, 1, 28)[0]
 
@@ -88,40 +112,32 @@ def test_frame_indices_are_even_and_end_on_the_last_step():
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
-    """A random, untrained pipeline (32 px, 4 x 4 latents): enough for shapes and plumbing."""
-    from jodiffusion.diffusion.sampling import SamplerConfig
-    from jodiffusion.diffusion.schedule import NoiseScheduleConfig
-    from jodiffusion.generation.pipeline import JoDiffusionPipeline
-    from jodiffusion.models.annotation_vae import AnnotationVAE, AnnotationVAEConfig
-    from jodiffusion.models.image_codec import PixelUnshuffleCodec
-    from jodiffusion.models.text_encoder import CaptionTextEncoder
-    from jodiffusion.models.uvit import JointUViT, uvit_config
-
-    torch.manual_seed(0)
-    vae = AnnotationVAE(AnnotationVAEConfig(num_classes=3, latent_channels=4, downsample=8, base_channels=8,
-                                            max_channels=8, blocks_per_stage=0))
-    codec = PixelUnshuffleCodec(8)
-    text = CaptionTextEncoder.from_captions(["a red circle", "a blue square"], dim=32, num_layers=1, num_heads=2,
-                                            max_tokens=8)
-    uvit = JointUViT(uvit_config("tiny", img_channels=codec.latent_channels, mask_channels=4, latent_height=4,
-                                 latent_width=4, text_dim=32, num_text_tokens=8))
-    for m in (vae, text, uvit):
-        m.eval()
-    return JoDiffusionPipeline(uvit, vae, codec, text, CLASSES, (32, 32), NoiseScheduleConfig(),
-                               SamplerConfig(steps=5, guidance_scale=2.0))
+    return build_tiny_pipeline(CLASSES)
 
 
 def test_trajectory_figure_has_an_image_and_a_mask_row_per_prompt_and_a_column_per_frame(tmp_path, tiny_pipe):
     prompts = ["a red circle", "a blue square"]  # short: row titles "1: a red circle" stay on one line
-    path = trajectory_figure(tiny_pipe, prompts, seed=0, path=tmp_path / "traj.png", num_frames=3, scale=2)
+    drawn = tiny_pipe(prompts, seed=0, trajectory_every=1)
+    path = trajectory_figure(tiny_pipe, drawn.trajectory, prompts, tmp_path / "traj.png", num_frames=3, scale=2)
     im = open_png(path)
     assert im.size == grid_size(4, 3, 32, 2, title_lines=2, label_chars=len("2: a blue square"))
-    # more frames than sampler steps: one column per step; another sampler overrides the pipeline's
-    sampler = tiny_pipe.sampler.override(steps=2)
-    path = trajectory_figure(tiny_pipe, prompts[:1], seed=1, path=tmp_path / "t2.png", num_frames=6, sampler=sampler)
+    # more frames than sampler steps: one column per step
+    drawn = tiny_pipe(prompts[:1], seed=1, sampler=tiny_pipe.sampler.override(steps=2), trajectory_every=1)
+    path = trajectory_figure(tiny_pipe, drawn.trajectory, prompts[:1], tmp_path / "t2.png", num_frames=6)
     assert open_png(path).size == grid_size(2, 2, 32, 2, title_lines=2, label_chars=len("1: a red circle"))
     with pytest.raises(ValueError, match="at least one prompt"):
-        trajectory_figure(tiny_pipe, [], seed=0, path=tmp_path / "none.png")
+        trajectory_figure(tiny_pipe, drawn.trajectory, [], tmp_path / "none.png")
+
+
+def test_trajectory_figure_columns_name_the_step_and_timestep_the_trajectory_gives(tmp_path, tiny_pipe, monkeypatch):
+    import jodiffusion.report.figures as figures
+
+    drawn = tiny_pipe(["a red circle"], seed=0, trajectory_every=2)  # steps 0, 2 and 4 of 5
+    columns = []
+    monkeypatch.setattr(figures, "grid", lambda rows, cols, **kw: columns.extend(cols) or grid(rows, cols, **kw))
+    trajectory_figure(tiny_pipe, drawn.trajectory, ["a red circle"], tmp_path / "traj.png", num_frames=3)
+    t = drawn.trajectory.timesteps
+    assert columns == [f"step 1/5\nt={t[0]}", f"step 3/5\nt={t[1]}", f"step 5/5\nt={t[2]}"]
 
 
 def test_class_histogram_draws_the_frequencies_it_is_given(tmp_path):
@@ -209,7 +225,7 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(tmp_path):
         pytest.skip("headless Chromium not installed: run scripts/install_chromium.sh")
     folder = tmp_path / "report folder"  # a space: the file:// URL and the relative srcs must be quoted
     images, masks = random_pairs(2)
-    pairs_grid(images, masks, ["a <circle>", "a square"], CLASSES, folder / "figures" / "pairs grid.png")
+    pairs_figure(images, masks, ["a <circle>", "a square"], CLASSES, folder / "figures" / "pairs grid.png")
     refinement_figure(images, masks, masks, CLASSES, folder / "refine.png")
     page = write_report(folder, {"vae_reconstruction_miou": 91.0},
                         [("figures/pairs grid.png", "pairs"), ("refine.png", "refinement")],

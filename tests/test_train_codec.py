@@ -12,8 +12,8 @@ from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.data.registry import build_split
 from jodiffusion.errors import ConfigError
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.models.image_codec import StableDiffusionVAECodec, build_image_codec
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.training.codec import ImageSet, build_autoencoder, reconstruction_error, train_codec
 from jodiffusion.training.config import CodecRunConfig, JointRunConfig, VAERunConfig
 from jodiffusion.training.joint import train_joint
@@ -112,5 +112,5 @@ def test_the_joint_stage_trains_and_samples_with_the_learned_codec(tmp_path, tin
     meta = json.loads((export / "jodiffusion.json").read_text())
     assert meta["codec"]["kind"] == "sd-vae" and meta["codec"]["path"] == str(model_dir.absolute())
     pipe = JoDiffusionPipeline.from_pretrained(export)
-    image, mask, _ = pipe.generate(["a red circle"], seed=0)[0]
+    image, mask, _ = pipe(["a red circle"], seed=0).pairs()[0]
     assert image.shape == (32, 32, 3) and mask.shape == (32, 32)

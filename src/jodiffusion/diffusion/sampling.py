@@ -84,7 +84,9 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
     """Denoise a batch. ``text``: (B, L, D) prompt embeddings; ``null_text``: (1, L, D).
     ``given``: the clean latents of the conditioning modality for img2mask / mask2img.
     Returns {"img", "mask"} latents (scaled) and optionally "trajectory": predicted clean latents
-    every ``trajectory_every`` steps, for pictures of the denoising process."""
+    every ``trajectory_every`` steps and at the last, for pictures of the denoising process, with
+    "trajectory_steps" (the solver step of each), "trajectory_timesteps" (the timestep the solver used there)
+    and "steps" (solver steps in all)."""
     if mode not in MODES:
         raise ValueError(f"mode='{mode}'; choose one of {', '.join(MODES)}")
     if len(seeds) != text.shape[0]:
@@ -103,7 +105,7 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
 
     x = noise * scheduler.init_noise_sigma
     zeros = torch.zeros(b, device=device, dtype=torch.long)
-    trajectory = []
+    trajectory, trajectory_steps = [], []
     self_conditioning = bool(getattr(model, "self_conditioning", False))
     previous = None  # a self-conditioning model's estimate of the clean latents from the step before
     for i, t in enumerate(scheduler.timesteps):
@@ -127,6 +129,7 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
             # the network's output ("eps" here) is v or the clean sample under those prediction types
             trajectory.append(split(clean_estimate(eps, x, tt, scheduler.alphas_cumprod, schedule.prediction_type,
                                                    limit=None)))
+            trajectory_steps.append(i)
         x = scheduler.step(eps, t, x).prev_sample
     img, mask = split(x)
     if mode == "img2mask":
@@ -136,4 +139,8 @@ def sample_latents(model, text: torch.Tensor, null_text: torch.Tensor, img_shape
     out = {"img": img, "mask": mask}
     if trajectory_every:
         out["trajectory"] = trajectory
+        out["trajectory_steps"] = trajectory_steps
+        # read from the device once, after the loop: no host sync per step
+        out["trajectory_timesteps"] = [int(t) for t in scheduler.timesteps[trajectory_steps].tolist()]
+        out["steps"] = len(scheduler.timesteps)
     return out

@@ -19,13 +19,12 @@ import torch
 
 from jodiffusion.data.classes import ClassInfo, classes_named, classes_present
 from jodiffusion.evaluation.probe import probe_pairs
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
-from jodiffusion.report.viz import colorize, grid, overlay, save_png
+from jodiffusion.pipelines.batching import generate_batches
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
+from jodiffusion.report.viz import pairs_grid, save_png
 from jodiffusion.segmentation.inference import predict
 from jodiffusion.segmentation.metrics import ConfusionMatrix
 from jodiffusion.segmentation.models import load_segmenter
-from jodiffusion.utils.precision import autocast_dtype
-from jodiffusion.utils.progress import progress_bar
 
 __all__ = ["PromptAdherence", "evaluate_model", "evaluate_pairs", "generate_pairs",
            "not_applicable", "probe_model", "segmenter_predictor"]
@@ -115,16 +114,9 @@ def not_applicable(classes: ClassInfo, named_sets: set[frozenset], adherence: Pr
 def generate_pairs(pipe, prompts: Sequence[str], sampler=None, seed: int = 0, batch_size: int = 16, tau: int = 0,
                    progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One (image, mask) per prompt, in batches; pair i uses sample_seed(seed, i), whatever the batch size."""
-
-    images, masks = [], []
-    amp = autocast_dtype("auto", pipe.device)
-    for first in progress_bar(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
-        batch = list(prompts[first: first + batch_size])
-        for image, mask, _ in pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, refine_tau=tau,
-                                            autocast_dtype=amp):
-            images.append(image)
-            masks.append(mask)
-    return images, masks
+    out = generate_batches(pipe, prompts, batch_size, seed=seed, sampler=sampler, refine_tau=tau, precision="auto",
+                           progress=progress)
+    return list(out.images), list(out.masks)
 
 
 def segmenter_predictor(segmenter_dir, device) -> Callable[[np.ndarray], np.ndarray]:
@@ -166,7 +158,5 @@ def evaluate_model(model_dir, prompts: Sequence[str], segmenter_dir=None, steps:
     result.update(steps=sampler.steps, guidance_scale=sampler.guidance_scale, tau=tau, seed=seed,
                   seconds=round(seconds, 2), pairs_per_second=len(prompts) / max(seconds, 1e-9))
     if grid_path is not None:
-        rows = [[images[i], colorize(masks[i], pipe.classes), overlay(images[i], masks[i], pipe.classes)]
-                for i in range(min(12, len(images)))]
-        save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:48] for p in prompts[:12]]), grid_path)
+        save_png(pairs_grid(images, masks, pipe.classes, [p[:48] for p in prompts], max_rows=12), grid_path)
     return result

@@ -29,13 +29,14 @@ from jodiffusion.data.transforms import resize_pair
 from jodiffusion.evaluation.dataset_stats import compute_stats
 from jodiffusion.evaluation.probe import probe_pairs
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.masks.refine import refine_mask
 from jodiffusion.models.image_codec import StableDiffusionVAECodec
+from jodiffusion.pipelines.batching import generate_batches
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.report.curves import learning_curves_figure, read_curves
 from jodiffusion.report.figures import (
     class_histogram,
-    pairs_grid,
+    pairs_figure,
     real_vs_generated,
     reconstruction_figure,
     refinement_figure,
@@ -92,7 +93,7 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
 
     images, masks, prompts = _first_pairs(synth_dir, 8)
     pipe = JoDiffusionPipeline.from_pretrained(joint["export"], device="cuda" if torch.cuda.is_available() else "cpu")
-    pairs_grid(images, masks, prompts, pipe.classes, out / "pairs.png")
+    pairs_figure(images, masks, prompts, pipe.classes, out / "pairs.png")
     figures.append(("pairs.png", "Generated pairs (image | mask | overlay) and the prompts they were drawn from."))
 
     real_train = build_dataset(data, data.train_split)
@@ -108,7 +109,10 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
                                                 "each mask drawn over its image."))
 
     sampler = pipe.sampler.override(cfg.generate.steps, cfg.generate.guidance)
-    trajectory_figure(pipe, prompts[:3], cfg.generate.seed, out / "trajectory.png", sampler=sampler)
+    # every step is kept (latents are small) and the frames picked afterwards: keeping every k-th step alone
+    # cannot give an exact number of evenly spaced frames that also ends on the last step
+    drawn = generate_batches(pipe, prompts[:3], 3, seed=cfg.generate.seed, sampler=sampler, trajectory_every=1)
+    trajectory_figure(pipe, drawn.trajectory, prompts[:3], out / "trajectory.png")
     figures.append(("trajectory.png", "Denoising trajectory: the predicted clean image and mask at several "
                                       "solver steps (as in the paper's Fig. 4)."))
 
@@ -120,11 +124,11 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     figures.append(("class_histogram.png", "Share of pixels per class, real training set vs generated set."))
 
     # Raw masks straight from the annotation VAE (no refinement), then the mask optimisation of the paper.
-    raw = pipe.generate(prompts[:6], seed=cfg.generate.seed + 2, sampler=sampler, refine_tau=0)
-    before = [m for _, m, _ in raw]
+    raw = generate_batches(pipe, prompts[:6], 6, seed=cfg.generate.seed + 2, sampler=sampler)
+    before = list(raw.masks)
     after = [refine_mask(m, tau=cfg.generate.tau, ignore_index=pipe.classes.ignore_index,
                          background_id=pipe.classes.background)[0] for m in before]
-    refinement_figure([im for im, _, _ in raw], before, after, pipe.classes, out / "mask_refinement.png")
+    refinement_figure(list(raw.images), before, after, pipe.classes, out / "mask_refinement.png")
     figures.append(("mask_refinement.png", f"Mask optimisation (tau = {cfg.generate.tau} pixels): generated masks "
                                            "before and after small regions take their boundary's majority label."))
 

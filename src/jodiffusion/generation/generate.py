@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from jodiffusion import __version__
-from jodiffusion.diffusion.sampling import SamplerConfig, sample_seed
+from jodiffusion.diffusion.sampling import SamplerConfig
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.generation import output as store
 from jodiffusion.generation.card import finish
@@ -43,10 +43,11 @@ from jodiffusion.generation.filters import build_pair_filter
 from jodiffusion.generation.model_identity import model_fingerprint, read_model_classes
 from jodiffusion.generation.output_folder import RULES as OUTPUT_RULES
 from jodiffusion.generation.output_folder import prepare_output
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.generation.postprocess import Batch, PostProcessor
 from jodiffusion.generation.process_group import ProcessGroup
 from jodiffusion.generation.prompts import PromptSource, build_prompt_source
+from jodiffusion.pipelines.batching import generate_batches
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.utils.output_folder import output_folder
 from jodiffusion.utils.precision import autocast_dtype
 from jodiffusion.utils.progress import progress_bar
@@ -57,9 +58,9 @@ log = logging.getLogger("jodiffusion")
 
 class _Runner:
     def __init__(self, pipe, cfg: GenerateConfig, source: PromptSource, out: Path, group: ProcessGroup,
-                 post: PostProcessor, sampler, autocast):
+                 post: PostProcessor, sampler, precision: str):
         self.pipe, self.cfg, self.source, self.out, self.group, self.post = pipe, cfg, source, out, group, post
-        self.sampler, self.autocast = sampler, autocast
+        self.sampler, self.precision = sampler, precision
         self.unit_size = cfg.shard_size if cfg.format == "webdataset" else cfg.batch_size
         self.journal = store.Journal(out, group.rank)
         self.shards = store.ShardWriter(out) if cfg.format == "webdataset" else None
@@ -96,11 +97,12 @@ class _Runner:
         self._close_shard()
 
     def _sample(self, unit: int, indices: list[int], missing: set[int]) -> None:
-        prompts = [self.source(i) for i in indices]
-        seeds = [sample_seed(self.cfg.seed, i) for i in indices]
-        lat = self.pipe.generate_latents([p.text for p in prompts], seeds, self.sampler, self.autocast)
-        images, masks = self.pipe.decode(lat["img"], lat["mask"], self.cfg.min_confidence)
-        batch = Batch(unit, indices, prompts, images, masks, missing & set(indices))
+        prompts = [self.source(i) for i in indices]  # consecutive indices: one batch from indices[0] on
+        # refinement stays with the post-processing threads, off the sampling thread
+        pairs = generate_batches(self.pipe, [p.text for p in prompts], len(indices), seed=self.cfg.seed,
+                                 start_index=indices[0], sampler=self.sampler, min_confidence=self.cfg.min_confidence,
+                                 precision=self.precision)
+        batch = Batch(unit, indices, prompts, pairs.images, pairs.masks, missing & set(indices))
         job = self.pool.submit(self.post, batch) if self.pool else self.post(batch)
         self.pending.append((batch, job))
 
@@ -180,9 +182,8 @@ def generate_dataset(model_dir: str | Path, cfg: GenerateConfig, *, device: str 
             log.info("%s already holds the %d pairs of this generation", out, cfg.num)
             return json.loads((out / store.SUMMARY_FILE).read_text())
 
-        autocast = autocast_dtype(precision, dev)
         runner = _Runner(pipe, cfg, source, out, group, PostProcessor(cfg, classes, out, identity, pair_filter),
-                         sampler, autocast)
+                         sampler, precision)
         align = cfg.shard_size if cfg.format == "webdataset" else 1  # a shard never straddles two rounds
         start, end = 0, math.ceil(cfg.num / align) * align
         desc = f"generate ({group.world} proc)" if group.world > 1 else "generate"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.errors import CheckpointError
-from jodiffusion.generation.pipeline import MANIFEST
+from jodiffusion.pipelines.model_folder import MANIFEST
 from jodiffusion.utils.io import write_json_atomic
 
 log = logging.getLogger("jodiffusion")

@@ -11,17 +11,17 @@ import torch
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR, save_image_png, save_mask_png
 from jodiffusion.errors import ConfigError
 from jodiffusion.generation.config import SampleConfig
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
-from jodiffusion.report.viz import colorize, grid, overlay, save_png
+from jodiffusion.pipelines.batching import generate_batches
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
+from jodiffusion.report.viz import pairs_grid, save_png
 from jodiffusion.utils.io import write_text_atomic
 from jodiffusion.utils.output_folder import OutputRules, check, output_folder
-from jodiffusion.utils.precision import autocast_dtype
-from jodiffusion.utils.progress import progress_bar
 
 COMMAND = "sample"
 OUTPUT_ENTRIES = (IMAGES_DIR, MASKS_DIR, "prompts.jsonl", "grid.png")  # all that --overwrite may delete
 RULES = OutputRules(COMMAND, OUTPUT_ENTRIES,
                     not_empty="{folder} is not empty; pass --overwrite to replace it or choose another --out")
+GRID_ROWS = 16
 
 
 def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1, seed: int = 0,
@@ -43,32 +43,30 @@ def sample_to_folder(model_dir, prompts: list[str], out, num_per_prompt: int = 1
     # one writer (a second run into this folder is refused, naming the first), checked again, cleared, marked
     with output_folder(out, RULES, overwrite=overwrite):
         return _write_samples(pipe, sampler, prompts, out, num_per_prompt, seed, batch_size, min_confidence, tau,
-                              device, progress)
+                              progress)
 
 
 def _write_samples(pipe, sampler, prompts, out: Path, num_per_prompt, seed, batch_size, min_confidence, tau,
-                   device, progress) -> dict:
-    autocast = autocast_dtype("auto", device)
+                   progress) -> dict:
     jobs = [p for p in prompts for _ in range(num_per_prompt)]
-    records, rows = [], []
+    records, shown = [], []
+
+    def write(first: int, batch: list[str], pairs) -> None:
+        for i, (prompt, (image, mask, stats)) in enumerate(zip(batch, pairs.pairs(), strict=True)):
+            index = first + i
+            stem = f"{index:06d}"
+            save_image_png(image, out / IMAGES_DIR / f"{stem}.png")
+            save_mask_png(mask, out / MASKS_DIR / f"{stem}.png", pipe.classes)
+            records.append({"index": index, "stem": stem, "prompt": prompt, "seed": seed,
+                            "refine": stats.to_dict() if stats else None})
+            if len(shown) < GRID_ROWS:
+                shown.append((image, mask))
+
     start = time.perf_counter()
-    with progress_bar(total=len(jobs), desc="sample", unit="pair", disable=not progress) as bar:
-        for first in range(0, len(jobs), batch_size):
-            batch = jobs[first: first + batch_size]
-            pairs = pipe.generate(batch, seed=seed, start_index=first, sampler=sampler, min_confidence=min_confidence,
-                                  refine_tau=tau, autocast_dtype=autocast)
-            for i, (prompt, (image, mask, stats)) in enumerate(zip(batch, pairs, strict=True)):
-                index = first + i
-                stem = f"{index:06d}"
-                save_image_png(image, out / IMAGES_DIR / f"{stem}.png")
-                save_mask_png(mask, out / MASKS_DIR / f"{stem}.png", pipe.classes)
-                records.append({"index": index, "stem": stem, "prompt": prompt, "seed": seed,
-                                "refine": stats.to_dict() if stats else None})
-                if len(rows) < 16:
-                    rows.append([image, colorize(mask, pipe.classes), overlay(image, mask, pipe.classes)])
-            bar.update(len(batch))
+    generate_batches(pipe, jobs, batch_size, seed=seed, sampler=sampler, min_confidence=min_confidence,
+                     refine_tau=tau, precision="auto", progress=progress, desc="sample", on_batch=write)
     seconds = time.perf_counter() - start
     write_text_atomic(out / "prompts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[r["prompt"][:40] for r in records[:16]]),
-             out / "grid.png")
+    save_png(pairs_grid([i for i, _ in shown], [m for _, m in shown], pipe.classes,
+                        [r["prompt"][:40] for r in records[:GRID_ROWS]]), out / "grid.png")
     return {"pairs": len(records), "seconds": seconds, "pairs_per_second": len(records) / max(seconds, 1e-9)}

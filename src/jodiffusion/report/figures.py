@@ -12,10 +12,8 @@ import numpy as np
 import torch
 
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.diffusion.sampling import sample_seed
-from jodiffusion.diffusion.schedule import sampling_scheduler
 from jodiffusion.report.stats_plots import class_histogram_figure
-from jodiffusion.report.viz import LINE_H, colorize, grid, overlay, save_png
+from jodiffusion.report.viz import LINE_H, colorize, grid, overlay, pairs_grid, save_png
 
 
 def _label(text: str, width: int, max_lines: int) -> str:
@@ -34,17 +32,13 @@ def _max_lines(tile_height: int, scale: int) -> int:
     return max(1, (tile_height * scale) // LINE_H)
 
 
-def pairs_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], prompts: Sequence[str],
-               classes: ClassInfo, path: str | Path, max_rows: int = 12, scale: int = 2,
-               prompt_width: int = 28) -> Path:
+def pairs_figure(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], prompts: Sequence[str],
+                 classes: ClassInfo, path: str | Path, max_rows: int = 12, scale: int = 2,
+                 prompt_width: int = 28) -> Path:
     """Generated pairs, one per row: image | coloured mask | overlay, with the prompt beside the row."""
-    n = min(len(images), len(masks), len(prompts), max_rows)
-    if n == 0:
-        raise ValueError("pairs_grid needs at least one (image, mask, prompt)")
-    rows = [[images[i], colorize(masks[i], classes), overlay(images[i], masks[i], classes)] for i in range(n)]
-    lines = _max_lines(images[0].shape[0], scale)
-    titles = [_label(p, prompt_width, lines) for p in prompts[:n]]
-    return save_png(grid(rows, ["image", "mask", "overlay"], row_titles=titles, scale=scale), path)
+    lines = _max_lines(images[0].shape[0], scale) if len(images) else 1
+    titles = [_label(p, prompt_width, lines) for p in prompts[:max_rows]]
+    return save_png(pairs_grid(images, masks, classes, titles, max_rows=max_rows, scale=scale), path)
 
 
 def real_vs_generated(real: Sequence[tuple[np.ndarray, np.ndarray]], generated: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -105,28 +99,19 @@ def frame_indices(steps: int, num_frames: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, steps - 1, min(num_frames, steps))})
 
 
-def trajectory_figure(pipe, prompts: Sequence[str], seed: int, path: str | Path, num_frames: int = 6,
-                      sampler=None, scale: int = 2) -> Path:
+def trajectory_figure(pipe, trajectory, prompts: Sequence[str], path: str | Path, num_frames: int = 6,
+                      scale: int = 2) -> Path:
     """The denoising trajectory (the paper's Fig. 4): for each prompt, a row of predicted clean images and a
-    row of predicted clean masks at ``num_frames`` steps; columns are titled with the step and timestep."""
+    row of predicted clean masks at ``num_frames`` of the trajectory's entries, spread evenly, the last
+    included; columns are titled with the step and timestep. ``trajectory``: a pipeline call's (its
+    ``latents``, ``steps``, ``timesteps``, ``num_steps``), drawn with ``pipe.decode``."""
     prompts = list(prompts)
     if not prompts:
         raise ValueError("trajectory_figure needs at least one prompt")
-    sampler = sampler or pipe.sampler
-    seeds = [sample_seed(seed, i) for i in range(len(prompts))]
-    # Capture every step (latents are small) and pick frames afterwards: trajectory_every=k alone cannot give
-    # an exact number of evenly spaced frames that also ends on the last step.
-    lat = pipe.generate_latents(prompts, seeds, sampler, trajectory_every=1)
-    trajectory = lat["trajectory"]
-    frames = frame_indices(len(trajectory), num_frames)
-    # The sampler does not return its timesteps; rebuild the same scheduler to name each column.
-    scheduler = sampling_scheduler(pipe.schedule, sampler.solver_order)
-    scheduler.set_timesteps(sampler.steps)
-    timesteps = [int(t) for t in scheduler.timesteps]
-
+    frames = frame_indices(len(trajectory.latents), num_frames)
     decoded = []
     for f in frames:
-        img_lat, mask_lat = trajectory[f]
+        img_lat, mask_lat = trajectory.latents[f]
         with torch.no_grad():
             decoded.append(pipe.decode(img_lat, mask_lat))
     rows, titles = [], []
@@ -135,7 +120,7 @@ def trajectory_figure(pipe, prompts: Sequence[str], seed: int, path: str | Path,
         rows.append([images[b] for images, _ in decoded])
         rows.append([colorize(masks[b], pipe.classes) for _, masks in decoded])
         titles += [_label(f"{b + 1}: {prompt}", 20, lines), "mask"]
-    columns = [f"step {f + 1}/{len(trajectory)}\nt={timesteps[f] if f < len(timesteps) else '?'}" for f in frames]
+    columns = [f"step {trajectory.steps[f] + 1}/{trajectory.num_steps}\nt={trajectory.timesteps[f]}" for f in frames]
     return save_png(grid(rows, columns, row_titles=titles, scale=scale), path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,17 @@ def grid(rows: list[list[np.ndarray]], column_titles: list[str] | None = None,
             tile_im = Image.fromarray(tile).resize((w, h), Image.NEAREST)
             canvas.paste(tile_im, (label_w + pad + c * (w + pad), y))
     return canvas
+
+
+def pairs_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], classes: ClassInfo,
+               titles: Sequence[str], max_rows: int | None = None, scale: int = 2) -> Image.Image:
+    """(image, mask) pairs, one per row: image | coloured mask | overlay, with each row's title beside it;
+    the first ``max_rows`` pairs (all without it)."""
+    n = min(len(images), len(masks), len(titles), *([max_rows] if max_rows is not None else []))
+    if n == 0:
+        raise ValueError("pairs_grid needs at least one (image, mask, title)")
+    rows = [[images[i], colorize(masks[i], classes), overlay(images[i], masks[i], classes)] for i in range(n)]
+    return grid(rows, ["image", "mask", "overlay"], row_titles=list(titles[:n]), scale=scale)
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

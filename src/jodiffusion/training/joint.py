@@ -32,13 +32,14 @@ from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError, DatasetError
 from jodiffusion.evaluation.joint_quality import probe_model, segmenter_predictor
-from jodiffusion.generation.pipeline import JoDiffusionPipeline
 from jodiffusion.models.annotation_vae import AnnotationVAE
 from jodiffusion.models.denoisers import DenoiserWithText, build_denoiser
 from jodiffusion.models.image_codec import PatchPCACodec, build_image_codec
 from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
 from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
-from jodiffusion.report.viz import colorize, grid, overlay, save_png
+from jodiffusion.pipelines.batching import generate_batches
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
+from jodiffusion.report.viz import pairs_grid, save_png
 from jodiffusion.training.config import JointRunConfig
 from jodiffusion.training.latent_cache import LatentCache, sample_latent
 from jodiffusion.training.mask_latents import MaskLatentTable
@@ -271,9 +272,8 @@ def _sample_grid(pipe, captions: dict[str, str], cfg: JointRunConfig, run_dir: P
     """A grid of generated (image | mask | overlay) for the first training captions."""
     prompts = list(captions.values())[: cfg.sample_count]
     with _eval_mode(pipe):
-        pairs = pipe.generate(prompts, seed=cfg.train.seed)
-    rows = [[img, colorize(mask, pipe.classes), overlay(img, mask, pipe.classes)] for img, mask, _ in pairs]
-    path = save_png(grid(rows, ["image", "mask", "overlay"], row_titles=[p[:40] for p in prompts]),
+        pairs = generate_batches(pipe, prompts, len(prompts), seed=cfg.train.seed)
+    path = save_png(pairs_grid(pairs.images, pairs.masks, pipe.classes, [p[:40] for p in prompts]),
                     run_dir / "samples" / f"step_{step:08d}.png")
     logger.log(step, sample_grid=str(path))
     with Image.open(path) as im:

@@ -1,24 +1,14 @@
-"""A trained JoDiffusion model as one self-describing folder, and text -> (image, mask) generation.
-
-    model_dir/
-      jodiffusion.json      format, package version, classes, resolution, schedule, codec and text
-                            encoder references (rebuildable specs), sampler defaults, and the padding
-                            (rows and columns ignore in every training mask, e.g. square data letterboxed
-                            into a wide frame), which generated pairs get back as black and ignore
-      denoiser/             config.json (its class: JointUViT or JointUNet) + model.safetensors (EMA weights)
-      annotation_vae/       config.json + model.safetensors
-      text_encoder/         only for the trainable caption encoder (a CLIP encoder is a reference)
-"""
+"""A trained JoDiffusion model as one object: text -> (image, mask), and the modes that label a real image
+or draw an image for a mask. Its folder format is ``model_folder.py``."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from jodiffusion import __version__
 from jodiffusion.data.captions import write_captions
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import CAPTIONS_FILE
@@ -26,18 +16,46 @@ from jodiffusion.data.transforms import apply_padding
 from jodiffusion.diffusion.sampling import SamplerConfig, sample_latents, sample_seed
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig
 from jodiffusion.errors import CheckpointError
-from jodiffusion.masks.refine import refine_mask
+from jodiffusion.masks.refine import RefineStats, refine_mask
 from jodiffusion.models.annotation_vae import AnnotationVAE
 from jodiffusion.models.denoisers import load_denoiser
 from jodiffusion.models.image_codec import ImageCodec, build_image_codec
 from jodiffusion.models.text_encoder import CaptionTextEncoder, TextEncoder, build_text_encoder
-from jodiffusion.utils.io import write_json_atomic
-from jodiffusion.utils.safe_load import one_line, read_json
+from jodiffusion.pipelines.model_folder import (
+    DENOISER_DIR,
+    TEXT_ENCODER_DIR,
+    VAE_DIR,
+    Manifest,
+    denoiser_dir,
+    read_manifest,
+    write_manifest,
+)
 
-MANIFEST = "jodiffusion.json"
-DENOISER_DIR = "denoiser"
-FORMAT_VERSION = 1
-PADDING_SIDES = ("top", "bottom", "left", "right")
+
+@dataclass
+class Trajectory:
+    """The predicted clean latents at some solver steps (the paper's Fig. 4), in the order they were taken."""
+
+    latents: list[tuple[torch.Tensor, torch.Tensor]]  # (image, mask) latents, scaled: ``pipe.decode`` draws them
+    steps: list[int]        # the solver step of each entry, from 0
+    timesteps: list[int]    # the timestep the solver used at that step
+    num_steps: int          # solver steps in all
+
+
+@dataclass
+class PipelineOutput:
+    """What one pipeline call returns: pair i is ``images[i]``, ``masks[i]``, ``refine[i]``."""
+
+    images: np.ndarray                  # (B, H, W, 3) uint8
+    masks: np.ndarray                   # (B, H, W) uint8, after mask optimisation when it was asked for
+    refine: list[RefineStats | None]    # what the mask optimisation changed (None without it)
+    trajectory: Trajectory | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def pairs(self) -> list[tuple[np.ndarray, np.ndarray, RefineStats | None]]:
+        return list(zip(self.images, self.masks, self.refine, strict=True))
 
 
 class JoDiffusionPipeline:
@@ -83,51 +101,27 @@ class JoDiffusionPipeline:
         generation needs and nothing is looked up in the training run around it."""
         folder = Path(folder)
         self.denoiser.save_pretrained(folder / DENOISER_DIR)
-        self.vae.save_pretrained(folder / "annotation_vae")
+        self.vae.save_pretrained(folder / VAE_DIR)
         text_spec = self.text_encoder.to_dict()
         if isinstance(self.text_encoder, CaptionTextEncoder):
-            self.text_encoder.save_pretrained(folder / "text_encoder")
-            text_spec = {"kind": CaptionTextEncoder.kind, "path": "text_encoder"}
+            self.text_encoder.save_pretrained(folder / TEXT_ENCODER_DIR)
+            text_spec = {"kind": CaptionTextEncoder.kind, "path": TEXT_ENCODER_DIR}
         if captions:  # before the manifest, which is written last and names them
             write_captions(folder / CAPTIONS_FILE, captions)
-        write_json_atomic(folder / MANIFEST, {
-            "format": FORMAT_VERSION, "jodiffusion_version": __version__,
-            "classes": self.classes.to_dict(), "resolution": list(self.resolution),
-            "schedule": asdict(self.schedule), "sampler": asdict(self.sampler),
-            "codec": self.codec.to_dict(), "text_encoder": text_spec,
-            "prompts": {"captions": CAPTIONS_FILE if captions else None}, "dataset": dataset,
-            "padding": dict(zip(PADDING_SIDES, self.padding, strict=True)) if self.padding else None,
-        })
+        write_manifest(folder, Manifest(self.classes, self.resolution, self.schedule, self.sampler,
+                                        self.codec.to_dict(), text_spec, self.padding),
+                       captions=bool(captions), dataset=dataset)
         return folder
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> JoDiffusionPipeline:
         folder = Path(folder)
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise CheckpointError(f"{folder} is not a JoDiffusion model folder (no {MANIFEST}); pass the folder "
-                                  "written by `jodiffusion train` (its export/ sub-folder)")
-        meta = read_json(manifest_path, "model manifest", "export the model again (`jodiffusion train`)")
-        if meta.get("format") != FORMAT_VERSION:
-            raise CheckpointError(f"{manifest_path}: format {meta.get('format')} is not supported by "
-                                  f"jodiffusion {__version__} (expects {FORMAT_VERSION})")
-        try:  # every field of the manifest, before any weights are read
-            text_spec = dict(meta["text_encoder"])
-            if text_spec.get("kind") == CaptionTextEncoder.kind:
-                text_spec["path"] = str(folder / text_spec["path"])
-            codec_spec, classes = meta["codec"], ClassInfo.from_dict(meta["classes"])
-            resolution = tuple(int(v) for v in meta["resolution"])
-            schedule, sampler = NoiseScheduleConfig(**meta["schedule"]), SamplerConfig(**meta["sampler"])
-            padding = meta.get("padding")  # absent in folders written before it was recorded: no padding known
-            padding = tuple(int(padding[side]) for side in PADDING_SIDES) if padding else None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{manifest_path} is not a valid model manifest ({one_line(exc)}); export the "
-                                  "model again (`jodiffusion train`)") from None
-        pipe = cls(load_denoiser(folder / DENOISER_DIR), AnnotationVAE.from_pretrained(folder / "annotation_vae"),
-                   build_image_codec(codec_spec), build_text_encoder(text_spec), classes, resolution, schedule,
-                   sampler, padding)
-        for m in (pipe.denoiser, pipe.vae, pipe.text_encoder):
-            m.eval()
+        m = read_manifest(folder, CaptionTextEncoder.kind)
+        pipe = cls(load_denoiser(denoiser_dir(folder)), AnnotationVAE.from_pretrained(folder / VAE_DIR),
+                   build_image_codec(m.codec), build_text_encoder(m.text_encoder), m.classes, m.resolution,
+                   m.schedule, m.sampler, m.padding)
+        for module in (pipe.denoiser, pipe.vae, pipe.text_encoder):
+            module.eval()
         return pipe.to(device)
 
     # -- generation -----------------------------------------------------------------------------------
@@ -138,9 +132,31 @@ class JoDiffusionPipeline:
         return self._null_text
 
     @torch.no_grad()
+    def __call__(self, prompts: list[str], seed: int = 0, start_index: int = 0, sampler: SamplerConfig | None = None,
+                 min_confidence: float = 0.0, refine_tau: int = 0, autocast_dtype: torch.dtype | None = None,
+                 trajectory_every: int = 0) -> PipelineOutput:
+        """Prompts -> pairs. Pair i uses sample_seed(seed, start_index + i), so it does not depend on the batch
+        it is drawn in. ``refine_tau`` > 0: the mask optimisation (small regions take their boundary's label);
+        ``trajectory_every`` > 0: the predicted clean latents every that many solver steps and at the last."""
+        seeds = [sample_seed(seed, start_index + i) for i in range(len(prompts))]
+        lat = self.generate_latents(prompts, seeds, sampler, autocast_dtype, trajectory_every=trajectory_every)
+        images, masks = self.decode(lat["img"], lat["mask"], min_confidence)
+        stats: list[RefineStats | None] = [None] * len(masks)
+        if refine_tau > 0:
+            for i, mask in enumerate(masks):  # the same shape and dtype: written back in place of the raw mask
+                masks[i], stats[i] = refine_mask(mask, tau=refine_tau, ignore_index=self.classes.ignore_index,
+                                                 background_id=self.classes.background)
+        trajectory = None
+        if trajectory_every:
+            trajectory = Trajectory(lat["trajectory"], lat["trajectory_steps"], lat["trajectory_timesteps"],
+                                    lat["steps"])
+        return PipelineOutput(images, masks, stats, trajectory)
+
+    @torch.no_grad()
     def generate_latents(self, prompts: list[str], seeds: list[int], sampler: SamplerConfig | None = None,
                          autocast_dtype: torch.dtype | None = None, trajectory_every: int = 0,
                          mode: str = "joint", given: torch.Tensor | None = None) -> dict:
+        """The sampler's latents, undecoded (``diffusion.sampling.sample_latents``'s dict)."""
         sampler = sampler or self.sampler
         text = self.text_encoder.encode(prompts)
         device_type = self.device.type
@@ -185,18 +201,3 @@ class JoDiffusionPipeline:
         masks = masks.to(torch.uint8).cpu().numpy()
         apply_padding(images, masks, self.padding, self.classes.ignore_index)
         return images, masks
-
-    def generate(self, prompts: list[str], seed: int = 0, start_index: int = 0, sampler: SamplerConfig | None = None,
-                 min_confidence: float = 0.0, refine_tau: int = 0, autocast_dtype: torch.dtype | None = None):
-        """Prompts -> list of (image, mask, refine stats). Sample i uses sample_seed(seed, start_index + i)."""
-        seeds = [sample_seed(seed, start_index + i) for i in range(len(prompts))]
-        lat = self.generate_latents(prompts, seeds, sampler, autocast_dtype)
-        images, masks = self.decode(lat["img"], lat["mask"], min_confidence)
-        out = []
-        for image, mask in zip(images, masks, strict=True):
-            stats = None
-            if refine_tau > 0:
-                mask, stats = refine_mask(mask, tau=refine_tau, ignore_index=self.classes.ignore_index,
-                                          background_id=self.classes.background)
-            out.append((image, mask, stats))
-        return out
