@@ -68,7 +68,8 @@ def assets(tmp_path_factory) -> Assets:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(root / "cache"))  # the fingerprint cache stays out of ~/.cache
         vae = train_vae(load_config(VAERunConfig, group="vae", preset="tiny",
-                                    overrides=[f"output_dir={root / 'vae'}", "train.save_every=2"]), progress=False).export
+                                    overrides=[f"output_dir={root / 'vae'}", "train.save_every=2"]),
+                        progress=False).export
         model = train_joint(load_config(JointRunConfig, group="joint", preset="tiny",
                                         overrides=[f"vae={vae}", f"output_dir={root / 'joint'}",
                                                    f"cache_dir={root / 'latents'}", "train.steps=2",

@@ -66,7 +66,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_v
     common = ("sample_count=0", "train.save_every=2", "train.batch_size=8")  # 2 batches/epoch: crosses epochs
     straight = train_joint(_cfg(tmp_path / "a", tiny_vae, "train.steps=4", *common), progress=False).export
     train_joint(_cfg(tmp_path / "b", tiny_vae, "train.steps=2", *common), progress=False)
-    resumed = train_joint(_cfg(tmp_path / "b", tiny_vae, "train.steps=4", *common), resume="latest", progress=False).export
+    resumed = train_joint(_cfg(tmp_path / "b", tiny_vae, "train.steps=4", *common), resume="latest",
+                          progress=False).export
     a = JoDiffusionPipeline.from_pretrained(straight).denoiser.state_dict()
     b = JoDiffusionPipeline.from_pretrained(resumed).denoiser.state_dict()
     for key in a:

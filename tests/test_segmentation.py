@@ -243,7 +243,8 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path, 
     train_segmenter(_cfg(tmp_path, *common, "train.steps=3", name="b"), progress=False)
     with pytest.raises(Exception, match="--resume latest"):
         train_segmenter(_cfg(tmp_path, *common, "train.steps=6", name="b"), progress=False)
-    resumed = train_segmenter(_cfg(tmp_path, *common, "train.steps=6", name="b"), resume="latest", progress=False).export
+    resumed = train_segmenter(_cfg(tmp_path, *common, "train.steps=6", name="b"), resume="latest",
+                              progress=False).export
     a, _ = load_segmenter(straight)
     b, _ = load_segmenter(resumed)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
