@@ -12,9 +12,10 @@ from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.experiments.config import PipelineConfig
-from jodiffusion.experiments.demo import print_summary, run_demo
+from jodiffusion.experiments.demo import run_demo
 from jodiffusion.experiments.segmenters import choose
 from jodiffusion.experiments.stages import MARKER, StageRunner
+from jodiffusion.experiments.summary import print_summary
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 REPORT_FIGURES = ("real_vs_generated.png", "pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png",
@@ -38,7 +39,7 @@ def test_demo_runs_every_stage_and_reports_every_metric(demo):
               "seg-real+synthetic", "seg-real+synthetic-two-phase+filter", "seg-test"]
     for stage in stages:
         assert (out / stage / MARKER).is_file(), stage
-    assert list(metrics["stage_seconds"]) == [*stages, "report"]
+    assert list(metrics["stage_seconds"]) == [*stages, "dataset-figures", "report"]
     for key in ("vae_reconstruction_miou", "prompt_precision", "prompt_recall", "agreement_miou", "seg_miou_real",
                 "seg_miou_synthetic", "seg_miou_real_synthetic"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 100.0, key
@@ -174,8 +175,8 @@ def test_pipeline_config_is_validated():
         demo_with("experiments=[real,fake]")
     with pytest.raises(ConfigError, match="include 'real'"):
         demo_with("experiments=[synthetic]")
-    with pytest.raises(ConfigError, match="generate.num"):
-        demo_with("generate.num=-1")
+    with pytest.raises(ConfigError, match="synthetic_pairs"):
+        demo_with("synthetic_pairs=-1")
     with pytest.raises(ConfigError, match="candidates"):
         demo_with("candidates=[mix,mix]")
     with pytest.raises(ConfigError, match="candidates"):
@@ -199,7 +200,7 @@ def test_camvid_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
             "joint.overrides=[train.steps=2,train.batch_size=4,train.num_workers=0,model.preset=tiny,"
             "model.arch.width=32,model.arch.depth=3,model.arch.num_heads=2,text.dim=32,text.num_layers=1,text.num_heads=2,"
             "codec.factor=8,sampler.steps=2]",
-            "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
+            "synthetic_pairs=4", "generate.overrides=[steps=2,batch_size=4,workers=1]", "eval_pairs=4",
             "seg.preset=tiny", "seg.overrides=[input_size=32]"]
     assert main(args) == 0
     captions = (out / "captions" / "captions.jsonl").read_text().splitlines()
@@ -223,7 +224,7 @@ def test_camvid_cpu_pipeline_resizes_the_data_keeping_its_aspect(tmp_path):
             "vae.overrides=[train.steps=2,model.base_channels=8,model.max_channels=16]",
             "joint.overrides=[train.steps=2,train.batch_size=4,model.preset=tiny,text.dim=32,text.num_layers=1,"
             "text.num_heads=2,codec.kind=pca,codec.components=6,codec.fit_images=8,sampler.steps=2]",
-            "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
+            "synthetic_pairs=4", "generate.overrides=[steps=2,batch_size=4,workers=1]", "eval_pairs=4",
             "seg.preset=tiny", "experiments=[real,synthetic]"]
     assert main(args) == 0
     with Image.open(next((out / "data" / "images" / "val").glob("*.png"))) as im:
