@@ -157,8 +157,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, runner: StageRunner
     }
     if cfg.report:  # drawn from the results above; its time is kept beside the stages'
         g = generation_config(cfg, num, synthetic["synthetic"].out, captions, data.train_split)
-        drawn = runner.timed(REPORT_DIR, lambda: draw_pipeline_report(data, g, joint, synthetic["synthetic"],
-                                                                       figures, metrics))
+        drawn = runner.timed(REPORT_DIR, lambda: draw_pipeline_report(root / REPORT_DIR, data, g, joint,
+                                                                       synthetic["synthetic"], figures, metrics))
     metrics = {**metrics, "stage_seconds": dict(runner.seconds), "skipped_stages": list(runner.skipped),
                "total_seconds": round(sum(runner.seconds.values()), 2)}
     if cfg.report:
