@@ -35,11 +35,11 @@ def tiny_model(root: Path, resolution: int) -> Path:
     from jodiffusion.training.vae import train_vae
 
     vae = train_vae(load_config(VAERunConfig, group="vae", preset="tiny", overrides=[f"output_dir={root / 'vae'}"]),
-                    progress=False)
+                    progress=False).export
     return train_joint(load_config(JointRunConfig, group="joint", preset="tiny",
                                    overrides=[f"vae={vae}", f"output_dir={root / 'run'}", f"cache_dir={root / 'c'}",
                                               "train.steps=1", "sample_count=0", f"data.resolution={resolution}",
-                                              "data.num_train=8", "data.num_val=4"]), progress=False)
+                                              "data.num_train=8", "data.num_val=4"]), progress=False).export
 
 
 def bare_sampling(model: Path, num: int, batch: int, device: str, steps: int | None) -> dict:

@@ -68,11 +68,12 @@ def assets(tmp_path_factory) -> Assets:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(root / "cache"))  # the fingerprint cache stays out of ~/.cache
         vae = train_vae(load_config(VAERunConfig, group="vae", preset="tiny",
-                                    overrides=[f"output_dir={root / 'vae'}", "train.save_every=2"]), progress=False)
+                                    overrides=[f"output_dir={root / 'vae'}", "train.save_every=2"]),
+                        progress=False).export
         model = train_joint(load_config(JointRunConfig, group="joint", preset="tiny",
                                         overrides=[f"vae={vae}", f"output_dir={root / 'joint'}",
                                                    f"cache_dir={root / 'latents'}", "train.steps=2",
-                                                   "sample_count=0"]), progress=False)
+                                                   "sample_count=0"]), progress=False).export
         generate_dataset(model, GenerateConfig(num=1, out=str(root / "generated"), steps=1, batch_size=1,
                                                workers=0, prompts=PromptConfig(source="templates")), progress=False)
     dataset = write_shapes_dataset(root / "dataset", num_train=4, num_val=2, resolution=32, progress=False)

@@ -28,7 +28,7 @@ from jodiffusion.utils.ownership import write_owner
 def tiny_vae(tmp_path_factory):
     out = tmp_path_factory.mktemp("vae") / "run"
     return train_vae(load_config(VAERunConfig, group="vae", preset="tiny", overrides=[f"output_dir={out}"]),
-                     progress=False)
+                     progress=False).export
 
 
 def _stage(name, tmp_path, tiny_vae, *overrides, run="run"):

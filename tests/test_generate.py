@@ -41,10 +41,10 @@ def model_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("genmodel")
     vae = train_vae(load_config(VAERunConfig, group="vae", preset="tiny", overrides=[f"output_dir={root / 'vae'}"]),
-                    progress=False)
+                    progress=False).export
     return train_joint(load_config(JointRunConfig, group="joint", preset="tiny",
                                    overrides=[f"vae={vae}", f"output_dir={root / 'run'}", f"cache_dir={root / 'c'}",
-                                              "train.steps=2", "sample_count=0"]), progress=False)
+                                              "train.steps=2", "sample_count=0"]), progress=False).export
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from jodiffusion.training.vae import train_vae
 def tiny_vae(tmp_path_factory):
     out = tmp_path_factory.mktemp("vae") / "run"
     return train_vae(load_config(VAERunConfig, group="vae", preset="tiny", overrides=[f"output_dir={out}"]),
-                     progress=False)
+                     progress=False).export
 
 
 def _cfg(tmp_path, vae, *overrides):
@@ -31,7 +31,7 @@ def _cfg(tmp_path, vae, *overrides):
 
 
 def test_train_export_and_sample(tmp_path, tiny_vae):
-    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=3"), progress=False)
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=3"), progress=False).export
     pipe = JoDiffusionPipeline.from_pretrained(export)
     pairs = pipe(["a red circle", "a blue star"], seed=1, refine_tau=4)
     assert pairs.images.shape == (2, 32, 32, 3) and pairs.masks.shape == (2, 32, 32)
@@ -51,7 +51,7 @@ def test_train_export_and_sample(tmp_path, tiny_vae):
 
 
 def test_export_round_trip_gives_identical_samples(tmp_path, tiny_vae):
-    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=2"), progress=False)
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=2"), progress=False).export
     pipe = JoDiffusionPipeline.from_pretrained(export)
     pipe.save_pretrained(tmp_path / "copy")
     copy = JoDiffusionPipeline.from_pretrained(tmp_path / "copy")
@@ -64,9 +64,10 @@ def test_export_round_trip_gives_identical_samples(tmp_path, tiny_vae):
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_vae):
     common = ("sample_count=0", "train.save_every=2", "train.batch_size=8")  # 2 batches/epoch: crosses epochs
-    straight = train_joint(_cfg(tmp_path / "a", tiny_vae, "train.steps=4", *common), progress=False)
+    straight = train_joint(_cfg(tmp_path / "a", tiny_vae, "train.steps=4", *common), progress=False).export
     train_joint(_cfg(tmp_path / "b", tiny_vae, "train.steps=2", *common), progress=False)
-    resumed = train_joint(_cfg(tmp_path / "b", tiny_vae, "train.steps=4", *common), resume="latest", progress=False)
+    resumed = train_joint(_cfg(tmp_path / "b", tiny_vae, "train.steps=4", *common), resume="latest",
+                          progress=False).export
     a = JoDiffusionPipeline.from_pretrained(straight).denoiser.state_dict()
     b = JoDiffusionPipeline.from_pretrained(resumed).denoiser.state_dict()
     for key in a:
@@ -109,7 +110,7 @@ def test_image_to_mask_and_mask_to_image(tmp_path, tiny_vae):
     from jodiffusion.data.shapes import ShapesDataset
 
     export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=2", "objective.independent_timesteps=0.5",
-                              "sample_count=0"), progress=False)
+                              "sample_count=0"), progress=False).export
     pipe = JoDiffusionPipeline.from_pretrained(export)
     ds = ShapesDataset("val", num_images=2, resolution=32)
     images = np.stack([ds.load_image(i) for i in range(2)])
@@ -136,7 +137,7 @@ def test_unet_backbone_trains_exports_and_reloads(tmp_path, tiny_vae):
     from jodiffusion.models.joint_unet import JointUNet
 
     export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=2", "sample_count=0", "model.backbone=unet",
-                              "model.preset=tiny", "schedule.prediction_type=sample"), progress=False)
+                              "model.preset=tiny", "schedule.prediction_type=sample"), progress=False).export
     assert json.loads((export / "denoiser" / "config.json").read_text())["class"] == "JointUNet"
     pipe = JoDiffusionPipeline.from_pretrained(export)
     assert isinstance(pipe.denoiser, JointUNet)
@@ -155,7 +156,7 @@ def test_backbone_option_is_validated(tmp_path, tiny_vae):
 
 def test_pca_codec_is_fitted_on_the_training_images_and_travels_in_the_export(tmp_path, tiny_vae):
     export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=1", "sample_count=0", "codec.kind=pca",
-                              "codec.components=6", "codec.fit_images=8"), progress=False)
+                              "codec.components=6", "codec.fit_images=8"), progress=False).export
     spec = json.loads((export / "jodiffusion.json").read_text())["codec"]
     assert spec["kind"] == "pca" and spec["components"] == 6 and len(spec["basis"]) == 6
     assert 0 < spec["explained"] <= 1
@@ -174,7 +175,7 @@ def test_the_export_describes_itself_and_generates_away_from_its_run(tmp_path, t
     from jodiffusion.data.shapes import ShapesDataset
     from jodiffusion.generation.generate import GenerateConfig, generate_dataset
 
-    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=1", "sample_count=0"), progress=False)
+    export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=1", "sample_count=0"), progress=False).export
     manifest = json.loads((export / "jodiffusion.json").read_text())
     assert manifest["prompts"] == {"captions": "captions.jsonl"}
     data = manifest["dataset"]
@@ -250,8 +251,8 @@ def test_channels_last_trains_the_conv_unet_to_the_same_weights(tmp_path, tiny_v
     gradient can move a weight by up to one step; a different model would differ by about 0.1), and the
     export loads and samples."""
     common = ("model.backbone=unet", "train.steps=2", "sample_count=0")
-    fast = train_joint(_cfg(tmp_path / "cl", tiny_vae, *common, "channels_last=true"), progress=False)
-    plain = train_joint(_cfg(tmp_path / "plain", tiny_vae, *common, "channels_last=false"), progress=False)
+    fast = train_joint(_cfg(tmp_path / "cl", tiny_vae, *common, "channels_last=true"), progress=False).export
+    plain = train_joint(_cfg(tmp_path / "plain", tiny_vae, *common, "channels_last=false"), progress=False).export
     a = JoDiffusionPipeline.from_pretrained(fast)
     b = JoDiffusionPipeline.from_pretrained(plain).denoiser.state_dict()
     for key, value in a.denoiser.state_dict().items():
@@ -323,7 +324,7 @@ def test_self_conditioning_trains_exports_and_samples_with_its_own_estimate(tmp_
     from jodiffusion.diffusion.schedule import NoiseScheduleConfig, training_scheduler
 
     common = ("model.backbone=unet", "model.arch.self_condition=true", "train.steps=2", "sample_count=0")
-    export = train_joint(_cfg(tmp_path, tiny_vae, *common), progress=False)
+    export = train_joint(_cfg(tmp_path, tiny_vae, *common), progress=False).export
     pipe = JoDiffusionPipeline.from_pretrained(export)
     unet = pipe.denoiser
     assert unet.config.self_condition and unet.unet.config.in_channels == 2 * (unet.config.img_channels +
@@ -353,7 +354,7 @@ def test_self_conditioning_trains_exports_and_samples_with_its_own_estimate(tmp_
         assert [None if v is None else "estimate" for v in calls] == expected
     with pytest.raises(ValueError, match="self-conditioning"):
         other = train_joint(_cfg(tmp_path / "plain", tiny_vae, "model.backbone=unet", "train.steps=1",
-                                 "sample_count=0"), progress=False)
+                                 "sample_count=0"), progress=False).export
         plain = JoDiffusionPipeline.from_pretrained(other).denoiser
         plain(img, m, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), text,
               self_cond=(img, m))
@@ -364,7 +365,7 @@ def test_square_data_in_a_wide_frame_generates_its_padding_as_ignore(tmp_path, t
     side, so every generated mask is too (and the image black there, as the data has it); no class is
     drawn in the padding, however little the model learnt."""
     export = train_joint(_cfg(tmp_path, tiny_vae, "train.steps=2", "data.width=48", "data.resize=letterbox"),
-                         progress=False)
+                         progress=False).export
     meta = json.loads((export / "jodiffusion.json").read_text())
     assert meta["padding"] == {"top": 0, "bottom": 0, "left": 8, "right": 8}
     pipe = JoDiffusionPipeline.from_pretrained(export)

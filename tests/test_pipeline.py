@@ -12,9 +12,14 @@ from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.experiments.config import PipelineConfig
-from jodiffusion.experiments.demo import print_summary, run_demo
+from jodiffusion.experiments.demo import run_demo
+from jodiffusion.experiments.generation_stages import generation_config, generation_record
+from jodiffusion.experiments.results import DatasetFigures, GeneratedSet, JointStage
 from jodiffusion.experiments.segmenters import choose
-from jodiffusion.experiments.stages import MARKER, StageRunner
+from jodiffusion.experiments.stages import MARKER, StageRunner, from_record, to_record
+from jodiffusion.experiments.summary import print_summary
+from jodiffusion.training.segmenter import SegmenterResult
+from jodiffusion.training.vae import VAEResult
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 REPORT_FIGURES = ("real_vs_generated.png", "pairs.png", "trajectory.png", "class_histogram.png", "mask_refinement.png",
@@ -38,7 +43,7 @@ def test_demo_runs_every_stage_and_reports_every_metric(demo):
               "seg-real+synthetic", "seg-real+synthetic-two-phase+filter", "seg-test"]
     for stage in stages:
         assert (out / stage / MARKER).is_file(), stage
-    assert list(metrics["stage_seconds"]) == [*stages, "report"]
+    assert list(metrics["stage_seconds"]) == [*stages, "dataset-figures", "report"]
     for key in ("vae_reconstruction_miou", "prompt_precision", "prompt_recall", "agreement_miou", "seg_miou_real",
                 "seg_miou_synthetic", "seg_miou_real_synthetic"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 100.0, key
@@ -139,6 +144,51 @@ def test_rerun_skips_complete_stages_and_keeps_their_results(demo, capsys):
     assert "skipped (already complete)" in capsys.readouterr().out
 
 
+def test_stage_results_are_typed_and_round_trip_through_their_records(demo):
+    """Each stage's STAGE.json holds its typed result field by field (paths as text), and a skipped stage
+    returns the same typed result the run that completed it returned."""
+    out, metrics = demo
+    kinds = {"vae": VAEResult, "seg-real": SegmenterResult, "joint": JointStage, "generate": GeneratedSet,
+             "dataset-figures": DatasetFigures}
+    typed = {}
+    for stage, kind in kinds.items():
+        record = json.loads((out / stage / MARKER).read_text())["result"]
+        typed[stage] = from_record(kind, record)
+        assert to_record(typed[stage]) == record, stage
+    assert typed["vae"].export == out / "vae" / "annotation_vae" and typed["vae"].export.is_dir()
+    assert (typed["vae"].miou, typed["vae"].parameters) == (metrics["vae_reconstruction_miou"],
+                                                            metrics["vae_parameters"])
+    assert typed["seg-real"].per_class == metrics["seg_per_class"]["real"]
+    # the joint stage records no "fit" key when the data stage did not fit the pairs (as records before it)
+    assert typed["joint"].fit == metrics["data_fit"] and set(to_record(typed["joint"])) == {
+        "export", "samples_per_second", "fit"}
+    assert set(to_record(JointStage(Path("x"), None))) == {"export", "samples_per_second"}
+    assert typed["generate"].pairs == metrics["pairs"] == 8
+    assert typed["dataset-figures"].probe_real == metrics["probe_real"]
+    assert set(typed["dataset-figures"].class_pixel_frequency) == {"real", "synthetic"}
+    runner = StageRunner(out)  # a rerun returns the typed result from the record, without calling the stage
+    again = runner.run("vae", json.loads((out / "vae" / MARKER).read_text())["settings"],
+                       lambda f, r: pytest.fail("a complete stage ran again"), VAEResult)
+    assert again == typed["vae"] and runner.skipped == ["vae"]
+
+
+def test_without_the_report_the_summary_has_the_real_figures_and_the_stage_times(demo, capsys):
+    out, metrics = demo
+    report = out / "report" / "metrics.json"
+    written = report.stat().st_mtime_ns
+    quiet = run_demo(out, quick=True, progress=False, overrides=("report=false",))
+    assert report.stat().st_mtime_ns == written  # nothing drawn, nothing written
+    assert quiet["probe_real"] == metrics["probe_real"]
+    assert quiet["class_pixel_frequency"] == metrics["class_pixel_frequency"]
+    seconds = quiet["stage_seconds"]
+    assert "report" not in seconds and seconds == {k: v for k, v in metrics["stage_seconds"].items() if k != "report"}
+    assert quiet["total_seconds"] == round(sum(seconds.values()), 2) > 0
+    summary = capsys.readouterr().out
+    real = metrics["probe_real"]
+    assert f"(real {real['background_dark']:.0f} / {real['background_light']:.0f})" in summary
+    assert f"(total {sum(seconds.values()) / 60:.1f} min)" in summary
+
+
 def test_a_stage_done_with_other_settings_is_refused_not_overwritten(demo):
     out, _ = demo
     weights = out / "vae" / "annotation_vae" / "model.safetensors"
@@ -174,8 +224,8 @@ def test_pipeline_config_is_validated():
         demo_with("experiments=[real,fake]")
     with pytest.raises(ConfigError, match="include 'real'"):
         demo_with("experiments=[synthetic]")
-    with pytest.raises(ConfigError, match="generate.num"):
-        demo_with("generate.num=-1")
+    with pytest.raises(ConfigError, match="synthetic_pairs"):
+        demo_with("synthetic_pairs=-1")
     with pytest.raises(ConfigError, match="candidates"):
         demo_with("candidates=[mix,mix]")
     with pytest.raises(ConfigError, match="candidates"):
@@ -186,6 +236,22 @@ def test_pipeline_config_is_validated():
         demo_with("test_split=val")
     cfg = load_config(PipelineConfig, group="pipeline", preset="camvid", overrides=["data.root=/x"])
     assert cfg.experiments == ["real", "synthetic", "synthetic_x4", "real+synthetic"]
+
+
+def test_the_generate_stage_is_the_generate_commands_preset_and_overrides():
+    """The pipeline fills only the pairs, the folder, the split and the prompts; the record its stages
+    compare names every other setting that is not the generate command's default."""
+    cfg = load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x"])
+    g = generation_config(cfg, 12, "/out", Path("/data/captions.jsonl"), "train")
+    assert (g.num, g.out, g.split, g.prompts.captions, g.prompts.split) == (12, "/out", "train",
+                                                                          "/data/captions.jsonl", "train")
+    assert (g.steps, g.batch_size, g.workers, g.tau, g.seed) == (10, 32, 2, 20, 0)  # demo over generate/pipeline
+    assert generation_record(cfg, g) == {"num": 512, "seed": 0, "steps": 10, "guidance": None, "batch_size": 32,
+                                         "tau": 20, "workers": 2}
+    other = load_config(PipelineConfig, group="pipeline", preset="demo",
+                        overrides=["data.root=/x", "generate.overrides=[steps=10,min_confidence=0.5]"])
+    record = generation_record(other, generation_config(other, 12, "/out", None, "train"))
+    assert record["other"] == {"min_confidence": 0.5}
 
 
 @pytest.mark.slow
@@ -199,7 +265,7 @@ def test_camvid_pipeline_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
             "joint.overrides=[train.steps=2,train.batch_size=4,train.num_workers=0,model.preset=tiny,"
             "model.arch.width=32,model.arch.depth=3,model.arch.num_heads=2,text.dim=32,text.num_layers=1,text.num_heads=2,"
             "codec.factor=8,sampler.steps=2]",
-            "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
+            "synthetic_pairs=4", "generate.overrides=[steps=2,batch_size=4,workers=1]", "eval_pairs=4",
             "seg.preset=tiny", "seg.overrides=[input_size=32]"]
     assert main(args) == 0
     captions = (out / "captions" / "captions.jsonl").read_text().splitlines()
@@ -223,7 +289,7 @@ def test_camvid_cpu_pipeline_resizes_the_data_keeping_its_aspect(tmp_path):
             "vae.overrides=[train.steps=2,model.base_channels=8,model.max_channels=16]",
             "joint.overrides=[train.steps=2,train.batch_size=4,model.preset=tiny,text.dim=32,text.num_layers=1,"
             "text.num_heads=2,codec.kind=pca,codec.components=6,codec.fit_images=8,sampler.steps=2]",
-            "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
+            "synthetic_pairs=4", "generate.overrides=[steps=2,batch_size=4,workers=1]", "eval_pairs=4",
             "seg.preset=tiny", "experiments=[real,synthetic]"]
     assert main(args) == 0
     with Image.open(next((out / "data" / "images" / "val").glob("*.png"))) as im:

@@ -22,7 +22,7 @@ from jodiffusion.data.transforms import FitCounter, describe_fit, fit_change, re
 from jodiffusion.engine.config import TrainConfig
 from jodiffusion.engine.runtime import make_lr_scheduler
 from jodiffusion.evaluation.joint_quality import evaluate_pairs
-from jodiffusion.experiments.demo import print_summary
+from jodiffusion.experiments.summary import print_summary
 from jodiffusion.report.html import render_report
 from jodiffusion.utils.progress import LineProgress, progress_bar
 
@@ -98,7 +98,7 @@ def test_pipeline_on_a_mixed_aspect_folder_letterboxes_counts_and_says_so(tmp_pa
             "joint.overrides=[train.steps=2,train.batch_size=4,model.preset=tiny,text.dim=32,text.num_layers=1,"
             "text.num_heads=2,codec.kind=pca,codec.components=6,codec.fit_images=4,sampler.steps=2,"
             "probe_every=0]",
-            "generate.num=4", "generate.steps=2", "generate.batch_size=4", "generate.workers=1", "eval_pairs=4",
+            "synthetic_pairs=4", "generate.overrides=[steps=2,batch_size=4,workers=1]", "eval_pairs=4",
             "seg.preset=tiny", "experiments=[real,synthetic]"]
     with caplog.at_level(logging.INFO, logger="jodiffusion"):
         assert main(args) == 0

@@ -170,8 +170,10 @@ def test_presets_load(preset):
 
 
 def test_train_on_real_exports_a_segmenter_and_its_scores(tmp_path):
-    model_dir = train_segmenter(_cfg(tmp_path, "train.steps=4", "train.save_every=2"), progress=False)
+    result = train_segmenter(_cfg(tmp_path, "train.steps=4", "train.save_every=2"), progress=False)
+    model_dir = result.export
     report = _report(tmp_path)
+    assert (result.miou, result.per_class, result.synthetic_ratio) == (report["miou"], report["iou"], 0.0)
     assert report["mix"] == "real" and report["split"] == "val" and 0.0 <= report["miou"] <= 100.0
     assert report["num_real_train"] == 32 and report["num_synthetic_train"] == 0
     assert report["samples_seen"] == {"real": 16, "synthetic": 0}
@@ -237,11 +239,12 @@ def test_synthetic_classes_must_match_the_real_dataset(tmp_path):
 
 def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path, synthetic_dir):
     common = [f"synthetic={synthetic_dir}", "mix=real+synthetic"]
-    straight = train_segmenter(_cfg(tmp_path, *common, "train.steps=6", name="a"), progress=False)
+    straight = train_segmenter(_cfg(tmp_path, *common, "train.steps=6", name="a"), progress=False).export
     train_segmenter(_cfg(tmp_path, *common, "train.steps=3", name="b"), progress=False)
     with pytest.raises(Exception, match="--resume latest"):
         train_segmenter(_cfg(tmp_path, *common, "train.steps=6", name="b"), progress=False)
-    resumed = train_segmenter(_cfg(tmp_path, *common, "train.steps=6", name="b"), resume="latest", progress=False)
+    resumed = train_segmenter(_cfg(tmp_path, *common, "train.steps=6", name="b"), resume="latest",
+                              progress=False).export
     a, _ = load_segmenter(straight)
     b, _ = load_segmenter(resumed)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):

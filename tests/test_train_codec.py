@@ -35,9 +35,11 @@ def tiny_codec(tmp_path_factory):
 
 
 def test_export_loads_as_sd_vae_with_the_measured_scale(tiny_codec):
-    cfg, model_dir = tiny_codec
+    cfg, result = tiny_codec
+    model_dir = result.export
     run = model_dir.parent
     report = json.loads((run / "eval.json").read_text())
+    assert (result.mae, result.psnr, result.parameters) == (report["mae"], report["psnr"], report["parameters"])
     assert {"mae", "psnr", "parameters", "latent_mean", "latent_std"} <= set(report)
     assert report["parameters"] > 0 and report["downsample"] == 8 and report["images"] == 8
     # what `train codec.kind=sd-vae codec.path=<folder>` builds, from the local folder (tests run offline)
@@ -56,7 +58,8 @@ def test_export_loads_as_sd_vae_with_the_measured_scale(tiny_codec):
 
 
 def test_reconstructs_better_than_at_initialisation(tiny_codec):
-    cfg, model_dir = tiny_codec
+    cfg, result = tiny_codec
+    model_dir = result.export
     trained = json.loads((model_dir.parent / "eval.json").read_text())
     torch.manual_seed(cfg.train.seed)  # the weights the run started from (TrainingRun.start seeds, then builds)
     initial = build_autoencoder(cfg.model, max(cfg.data.size)).eval()
@@ -70,9 +73,9 @@ def test_reconstructs_better_than_at_initialisation(tiny_codec):
 
 
 def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    straight = train_codec(_cfg(tmp_path / "a", "train.steps=6"), progress=False)
+    straight = train_codec(_cfg(tmp_path / "a", "train.steps=6"), progress=False).export
     train_codec(_cfg(tmp_path / "b", "train.steps=3"), progress=False)  # "interrupted" after 3 steps
-    resumed = train_codec(_cfg(tmp_path / "b", "train.steps=6"), resume="latest", progress=False)
+    resumed = train_codec(_cfg(tmp_path / "b", "train.steps=6"), resume="latest", progress=False).export
     a, b = StableDiffusionVAECodec.from_pretrained(straight), StableDiffusionVAECodec.from_pretrained(resumed)
     for (name, p), q in zip(a.vae.state_dict().items(), b.vae.state_dict().values(), strict=True):
         assert torch.allclose(p, q, atol=1e-5), name
@@ -102,13 +105,13 @@ def test_config_refuses_a_size_the_codec_cannot_downsample(tmp_path):
 
 
 def test_the_joint_stage_trains_and_samples_with_the_learned_codec(tmp_path, tiny_codec):
-    _, model_dir = tiny_codec
+    model_dir = tiny_codec[1].export
     vae = train_vae(load_config(VAERunConfig, group="vae", preset="tiny", overrides=[f"output_dir={tmp_path / 'vae'}"]),
-                    progress=False)
+                    progress=False).export
     jcfg = load_config(JointRunConfig, group="joint", preset="tiny",
                        overrides=[f"vae={vae}", f"output_dir={tmp_path / 'joint'}", "train.steps=2",
                                   "codec.kind=sd-vae", f"codec.path={model_dir}"])
-    export = train_joint(jcfg, progress=False)
+    export = train_joint(jcfg, progress=False).export
     meta = json.loads((export / "jodiffusion.json").read_text())
     assert meta["codec"]["kind"] == "sd-vae" and meta["codec"]["path"] == str(model_dir.absolute())
     pipe = JoDiffusionPipeline.from_pretrained(export)

@@ -19,9 +19,12 @@ def _cfg(tmp_path, *overrides):
 
 
 def test_train_exports_model_with_measured_scale_and_eval(tmp_path):
-    model_dir = train_vae(_cfg(tmp_path, "train.steps=6", "train.save_every=3"), progress=False)
+    result = train_vae(_cfg(tmp_path, "train.steps=6", "train.save_every=3"), progress=False)
+    model_dir = result.export
     vae = AnnotationVAE.from_pretrained(model_dir)
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    # what the run returns is what it wrote, so the pipeline needs no second read
+    assert (result.miou, result.parameters) == (report["miou"], report["parameters"]) and result.parameters > 0
     # the stored scale factor is 1/std of the latents measured on the data, not a constant
     assert vae.config.scale_factor == pytest.approx(1.0 / report["latent_std"], rel=1e-6)
     assert vae.config.scale_factor != 1.0
@@ -40,11 +43,11 @@ def test_existing_run_is_not_overwritten_without_asking(tmp_path):
 
 
 def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    straight = train_vae(_cfg(tmp_path / "a", "train.steps=6", "latent_noise=0", "hflip=false"), progress=False)
+    straight = train_vae(_cfg(tmp_path / "a", "train.steps=6", "latent_noise=0", "hflip=false"), progress=False).export
     # "interrupted" after 3 steps: a run configured for 3 steps leaves a checkpoint at step 3
     train_vae(_cfg(tmp_path / "b", "train.steps=3", "latent_noise=0", "hflip=false"), progress=False)
     resumed = train_vae(_cfg(tmp_path / "b", "train.steps=6", "latent_noise=0", "hflip=false"),
-                        resume="latest", progress=False)
+                        resume="latest", progress=False).export
     a, b = AnnotationVAE.from_pretrained(straight), AnnotationVAE.from_pretrained(resumed)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.allclose(p, q, atol=1e-5), name

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from jodiffusion.cli.common import add_config_args, config_from_args
 from jodiffusion.experiments.config import PipelineConfig
-from jodiffusion.experiments.demo import print_summary, run_demo
+from jodiffusion.experiments.demo import run_demo
 from jodiffusion.experiments.experiment import run_pipeline
+from jodiffusion.experiments.summary import print_summary
 
 
 def register(sub) -> None:
@@ -23,7 +24,7 @@ def register(sub) -> None:
                    help="a pipeline preset on the embedded dataset: demo (default), shapes-cpu (the longer proof, "
                         "under an hour on 2 cores) or demo-quick (same as --quick)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="overrides of the pipeline/demo preset, e.g. generate.num=256")
+                   help="overrides of the pipeline/demo preset, e.g. synthetic_pairs=256")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("pipeline", help="run every stage on a dataset: VAE, joint model, generation, segmenters",

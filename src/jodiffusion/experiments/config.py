@@ -29,26 +29,6 @@ class StageSpec:
 
 
 @dataclass
-class GenerationSpec:
-    # Pairs per experiment: 0 means "as many as the real training split" (the paper's 1x setting);
-    # synthetic_x4 uses four times that. Sample i depends only on (seed, i), so the x1 set is the
-    # first quarter of the x4 set and is generated once.
-    num: int = 0
-    seed: int = 0
-    steps: int | None = None       # sampler steps; None: the model's default
-    guidance: float | None = None
-    batch_size: int = 32
-    tau: int = 20                  # mask optimisation area threshold (pixels); 0: off
-    workers: int = 2
-
-    def __post_init__(self):
-        if self.num < 0:
-            raise ValueError(f"generate.num={self.num} must be >= 0 (0: as many pairs as real training images)")
-        if self.batch_size < 1 or self.tau < 0 or self.workers < 0:
-            raise ValueError("generate.batch_size must be >= 1, generate.tau and generate.workers >= 0")
-
-
-@dataclass
 class PipelineConfig:
     # The real dataset: its train split trains every model, its val split scores the segmenters.
     data: DataConfig = field(default_factory=DataConfig)
@@ -60,7 +40,14 @@ class PipelineConfig:
     # own codec (pixel-unshuffle in every shipped preset).
     codec: StageSpec | None = None
     joint: StageSpec = field(default_factory=lambda: StageSpec("small"))
-    generate: GenerationSpec = field(default_factory=GenerationSpec)
+    # The generate command's preset and overrides (``GenerateConfig``); the pipeline sets the number of pairs,
+    # the folder, the split and the prompts (the training captions). eval-joint samples with the same
+    # settings, seed + 1.
+    generate: StageSpec = field(default_factory=lambda: StageSpec("pipeline"))
+    # Pairs per synthetic experiment: 0 means "as many as the real training split" (the paper's 1x setting);
+    # synthetic_x4 uses four times that. Sample i depends only on (seed, i), so the x1 set is the first
+    # quarter of the x4 set and is generated once.
+    synthetic_pairs: int = 0
     seg: StageSpec = field(default_factory=lambda: StageSpec("shapes"))
     # Segmenters to train, each scored on the real val split with the same model and schedule.
     experiments: list[str] = field(default_factory=lambda: ["real", "synthetic", "real+synthetic"])
@@ -108,6 +95,9 @@ class PipelineConfig:
                              "data.val_split (it is held out from training and from the choice)")
         if self.synthetic_ratio is not None and not 0 < self.synthetic_ratio < 1:
             raise ValueError(f"synthetic_ratio={self.synthetic_ratio} must lie strictly between 0 and 1 (or null)")
+        if self.synthetic_pairs < 0:
+            raise ValueError(f"synthetic_pairs={self.synthetic_pairs} must be >= 0 (0: as many pairs as real "
+                             "training images)")
         if self.eval_pairs < 1:
             raise ValueError(f"eval_pairs={self.eval_pairs} must be >= 1")
         if not 0 <= self.caption_min_fraction < 1:

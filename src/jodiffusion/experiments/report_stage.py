@@ -1,6 +1,8 @@
 """The report folder of a pipeline run: figures, metrics.json and index.html.
 
-Always rebuilt (it takes seconds), so it reflects every stage, skipped or freshly run:
+Always rebuilt (it takes seconds), so it reflects every stage, skipped or freshly run. It only draws:
+every figure it names comes from the stages' results (the data's own figures from the dataset-figures
+stage), and the pipeline hands it the metrics with the stage times.
   pairs.png        generated pairs (image | mask | overlay) with their prompts
   real_vs_generated.png  real training pairs beside generated ones
   trajectory.png   the denoising trajectory of a few pairs (the paper's Fig. 4)
@@ -14,21 +16,20 @@ Always rebuilt (it takes seconds), so it reflects every stage, skipped or freshl
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from jodiffusion.data.captions import dataset_captions
+from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.layout import IMAGES_DIR, MASKS_DIR
 from jodiffusion.data.registry import build_dataset
 from jodiffusion.data.transforms import resize_pair
-from jodiffusion.evaluation.dataset_stats import compute_stats
-from jodiffusion.evaluation.probe import probe_pairs
-from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
+from jodiffusion.experiments.config import SYNTHETIC_SPLIT
+from jodiffusion.experiments.results import DatasetFigures, GeneratedSet, JointStage
+from jodiffusion.generation.config import GenerateConfig
 from jodiffusion.masks.refine import refine_mask
 from jodiffusion.models.image_codec import StableDiffusionVAECodec
 from jodiffusion.pipelines.batching import generate_batches
@@ -83,16 +84,16 @@ def _codec_figure(metrics: dict, data: DataConfig, out: Path, n: int = 6) -> tup
                                         f"{metrics['codec_reconstruction_psnr']:.1f} dB).")
 
 
-def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, synthetic: dict, metrics: dict,
-                          runner, progress: bool, title: str = "JoDiffusion pipeline report") -> dict:
-    start = time.time()
-    out = Path(cfg.output_dir) / REPORT_DIR
+def draw_pipeline_report(out: Path, data: DataConfig, generation: GenerateConfig, joint: JointStage,
+                         synthetic: GeneratedSet, stats: DatasetFigures,
+                         metrics: dict) -> tuple[list[tuple[str, str]], ClassInfo]:
+    """Draw the figures into ``out``; returns them as (file, caption) in page order, and the classes."""
     out.mkdir(parents=True, exist_ok=True)
-    synth_dir = Path(synthetic["out"])
+    synth_dir = synthetic.out
     figures = []
 
     images, masks, prompts = _first_pairs(synth_dir, 8)
-    pipe = JoDiffusionPipeline.from_pretrained(joint["export"], device="cuda" if torch.cuda.is_available() else "cpu")
+    pipe = JoDiffusionPipeline.from_pretrained(joint.export, device="cuda" if torch.cuda.is_available() else "cpu")
     pairs_figure(images, masks, prompts, pipe.classes, out / "pairs.png")
     figures.append(("pairs.png", "Generated pairs (image | mask | overlay) and the prompts they were drawn from."))
 
@@ -108,40 +109,32 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     figures.insert(0, ("real_vs_generated.png", "Real training pairs (left) beside generated pairs (right), "
                                                 "each mask drawn over its image."))
 
-    sampler = pipe.sampler.override(cfg.generate.steps, cfg.generate.guidance)
+    sampler = pipe.sampler.override(generation.steps, generation.guidance)
     # every step is kept (latents are small) and the frames picked afterwards: keeping every k-th step alone
     # cannot give an exact number of evenly spaced frames that also ends on the last step
-    drawn = generate_batches(pipe, prompts[:3], 3, seed=cfg.generate.seed, sampler=sampler, trajectory_every=1)
+    drawn = generate_batches(pipe, prompts[:3], 3, seed=generation.seed, sampler=sampler, trajectory_every=1)
     trajectory_figure(pipe, drawn.trajectory, prompts[:3], out / "trajectory.png")
     figures.append(("trajectory.png", "Denoising trajectory: the predicted clean image and mask at several "
                                       "solver steps (as in the paper's Fig. 4)."))
 
-    real_stats = compute_stats(real_train, "real", progress=False)
-    synth_set = build_dataset(DataConfig(name="folder", root=str(synth_dir)), SYNTHETIC_SPLIT)
-    synth_stats = compute_stats(synth_set, "synthetic", progress=False)
-    class_histogram(real_stats.pixel_frequency(), synth_stats.pixel_frequency(), pipe.classes,
-                    out / "class_histogram.png")
+    frequency = stats.class_pixel_frequency
+    class_histogram(*([frequency[s][name] for name in pipe.classes.names] for s in ("real", "synthetic")),
+                    pipe.classes, out / "class_histogram.png")
     figures.append(("class_histogram.png", "Share of pixels per class, real training set vs generated set."))
 
     # Raw masks straight from the annotation VAE (no refinement), then the mask optimisation of the paper.
-    raw = generate_batches(pipe, prompts[:6], 6, seed=cfg.generate.seed + 2, sampler=sampler)
+    raw = generate_batches(pipe, prompts[:6], 6, seed=generation.seed + 2, sampler=sampler)
     before = list(raw.masks)
-    after = [refine_mask(m, tau=cfg.generate.tau, ignore_index=pipe.classes.ignore_index,
+    after = [refine_mask(m, tau=generation.tau, ignore_index=pipe.classes.ignore_index,
                          background_id=pipe.classes.background)[0] for m in before]
     refinement_figure(list(raw.images), before, after, pipe.classes, out / "mask_refinement.png")
-    figures.append(("mask_refinement.png", f"Mask optimisation (tau = {cfg.generate.tau} pixels): generated masks "
+    figures.append(("mask_refinement.png", f"Mask optimisation (tau = {generation.tau} pixels): generated masks "
                                            "before and after small regions take their boundary's majority label."))
 
     # The conditioning probe on real pairs: the reference every generated figure is read against.
-    picks = range(0, len(real_train), max(1, len(real_train) // 256))
-    captions = dataset_captions(real_train, data.captions, data.root, split=data.train_split) or {}
-    real_probe = probe_pairs([captions.get(real_train.stem(i), "") for i in picks],
-                             [real_train.load_image(i) for i in picks], [real_train.load_mask(i) for i in picks],
-                             pipe.classes)
-    metrics = {**metrics, "probe_real": real_probe}
-    curves = read_curves(Path(joint["export"]).parent / "metrics.jsonl")
+    curves = read_curves(joint.export.parent / "metrics.jsonl")
     if any(k != "loss" for k in curves):
-        learning_curves_figure(curves, out / "learning_curves.png", reference=real_probe,
+        learning_curves_figure(curves, out / "learning_curves.png", reference=stats.probe_real,
                                title="joint model: quality against training samples")
         figures.append(("learning_curves.png", "Learning curves of the joint model: the probe's figures on pairs "
                                                "drawn every few training steps; dashed lines: the real data."))
@@ -149,12 +142,11 @@ def write_pipeline_report(cfg: PipelineConfig, data: DataConfig, joint: dict, sy
     if metrics.get("codec_export"):
         figures.append(_codec_figure(metrics, data, out))
 
-    runner.seconds["report"] = round(time.time() - start, 2)
-    metrics = {**metrics, "class_pixel_frequency": {
-        "real": dict(zip(pipe.classes.names, map(float, real_stats.pixel_frequency()), strict=True)),
-        "synthetic": dict(zip(pipe.classes.names, map(float, synth_stats.pixel_frequency()), strict=True))},
-        "stage_seconds": dict(runner.seconds), "skipped_stages": list(runner.skipped),
-        "total_seconds": round(sum(runner.seconds.values()), 2)}
+    return figures, pipe.classes
+
+
+def write_pipeline_report(out: Path, metrics: dict, figures: list[tuple[str, str]], classes: ClassInfo,
+                          title: str = "JoDiffusion pipeline report") -> None:
+    """``metrics.json`` and ``index.html`` beside the figures ``draw_pipeline_report`` drew."""
     write_json_atomic(out / "metrics.json", metrics)
-    write_report(out, metrics, figures, title, metrics["stage_seconds"], pipe.classes)
-    return metrics
+    write_report(out, metrics, figures, title, metrics["stage_seconds"], classes)

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 from pathlib import Path
 
 from jodiffusion.data.config import DataConfig
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
-from jodiffusion.experiments.stages import StageRunner, stage_config, train_args
+from jodiffusion.experiments.results import GeneratedSet
+from jodiffusion.experiments.stages import StageRunner, stage_config, to_record, train_args
 from jodiffusion.generation.filter_folder import filter_folder
 from jodiffusion.segmentation.inference import evaluate_segmenter
 from jodiffusion.training.config import SegRunConfig
-from jodiffusion.training.segmenter import train_segmenter
+from jodiffusion.training.segmenter import SegmenterResult, train_segmenter
 
 log = logging.getLogger("jodiffusion")
 
@@ -49,7 +49,8 @@ def seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str
 
 
 def segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
-            progress: bool, synthetic_ratio: float | None = None, synthetic_phase: float | None = None) -> dict:
+            progress: bool, synthetic_ratio: float | None = None,
+            synthetic_phase: float | None = None) -> SegmenterResult:
     fields = dict(data=data, mix=mix, synthetic=synthetic, synthetic_split=SYNTHETIC_SPLIT, output_dir=str(folder))
     if synthetic_ratio is not None:  # at least one sample of each source per batch
         batch = stage_config(SegRunConfig, "seg", cfg.seg, **fields).train.batch_size
@@ -57,22 +58,20 @@ def segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | No
     if synthetic_phase is not None:
         fields["synthetic_phase"] = synthetic_phase
     scfg = stage_config(SegRunConfig, "seg", cfg.seg, **fields)
-    export = train_segmenter(scfg, progress=progress, **train_args(folder, resume))
-    report = json.loads((folder / "eval.json").read_text())
-    return {"export": str(export), "miou": report["miou"], "per_class": report["iou"],
-            "synthetic_ratio": report.get("synthetic_ratio")}
+    return train_segmenter(scfg, progress=progress, **train_args(folder, resume))
 
 
-def filter_stage(cfg: PipelineConfig, runner: StageRunner, synthetic: dict, judge: dict, progress: bool) -> dict:
+def filter_stage(cfg: PipelineConfig, runner: StageRunner, synthetic: GeneratedSet, judge: SegmenterResult,
+                 progress: bool) -> dict:
     """The generated set's pairs that pass ``cfg.filter``, the real-only segmenter judging consistency."""
-    fcfg = dataclasses.replace(cfg.filter, consistency_segmenter=judge["export"])
-    settings = {"source": synthetic["out"], "filter": dataclasses.asdict(fcfg)}
+    fcfg = dataclasses.replace(cfg.filter, consistency_segmenter=str(judge.export))
+    settings = {"source": str(synthetic.out), "filter": dataclasses.asdict(fcfg)}
     return runner.run(FILTER_STAGE, settings,
-                      lambda f, r: filter_folder(synthetic["out"], f, fcfg, split=SYNTHETIC_SPLIT, progress=progress))
+                      lambda f, r: filter_folder(synthetic.out, f, fcfg, split=SYNTHETIC_SPLIT, progress=progress))
 
 
-def train_candidates(cfg: PipelineConfig, data: DataConfig, runner: StageRunner, synthetic: dict, judge: dict,
-                     num_real: int, progress: bool) -> tuple[dict[str, dict], dict | None]:
+def train_candidates(cfg: PipelineConfig, data: DataConfig, runner: StageRunner, synthetic: GeneratedSet,
+                     judge: SegmenterResult, num_real: int, progress: bool) -> tuple[dict[str, dict], dict | None]:
     """Train every candidate (skipping complete ones); returns ``{name: result}`` (``miou`` None and
     ``skipped`` saying why where a candidate had no pair to train on) and the filter's summary (None when
     no candidate filters)."""
@@ -81,7 +80,7 @@ def train_candidates(cfg: PipelineConfig, data: DataConfig, runner: StageRunner,
         filtered = filter_stage(cfg, runner, synthetic, judge, progress)
     results = {}
     for name in cfg.candidates:
-        source = filtered if name.endswith("+filter") else synthetic
+        source = filtered if name.endswith("+filter") else to_record(synthetic)
         if not source["pairs"]:
             results[name] = {"miou": None, "skipped": "no generated pair passed the quality filter"}
             log.warning("candidate %s skipped: no generated pair passed the quality filter", name)
@@ -94,13 +93,13 @@ def train_candidates(cfg: PipelineConfig, data: DataConfig, runner: StageRunner,
             mix, ratio, phase = "synthetic-then-real", None, cfg.synthetic_phase
         settings = seg_settings(cfg, data, mix, source["out"], ratio, phase)
         run = functools.partial(_run_candidate, cfg, data, mix, source["out"], progress, ratio, phase)
-        results[name] = {**runner.run(candidate_stage(name), settings, run), "pairs": source["pairs"],
-                         "mix": mix, "synthetic_phase": phase}
+        trained = runner.run(candidate_stage(name), settings, run, SegmenterResult)
+        results[name] = {**to_record(trained), "pairs": source["pairs"], "mix": mix, "synthetic_phase": phase}
     return results, filtered
 
 
 def _run_candidate(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str, progress: bool,
-                   ratio: float | None, phase: float | None, folder: Path, resume: bool) -> dict:
+                   ratio: float | None, phase: float | None, folder: Path, resume: bool) -> SegmenterResult:
     return segment(cfg, data, mix, synthetic, folder, resume, progress, synthetic_ratio=ratio, synthetic_phase=phase)
 
 

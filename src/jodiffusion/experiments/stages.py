@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from jodiffusion.config.loader import config_to_dict, load_config
 from jodiffusion.errors import JoDiffusionError
@@ -25,6 +26,39 @@ from jodiffusion.utils.io import write_json_atomic
 
 log = logging.getLogger("jodiffusion")
 MARKER = "STAGE.json"
+T = TypeVar("T")
+
+
+# The metadata of a typed result's field that its record leaves out when it is None (a key that records
+# written before it existed do not have, so their stages' settings still compare equal).
+OMIT_NONE = {"omit_none": True}
+
+
+def to_record(result):
+    """A stage result as its ``STAGE.json`` holds it: a typed result (a dataclass) as a dict of its fields,
+    paths as text; anything else as it is."""
+    if not dataclasses.is_dataclass(result):
+        return result
+    record = {}
+    for f in dataclasses.fields(result):
+        value = getattr(result, f.name)
+        if value is None and f.metadata.get("omit_none"):
+            continue
+        record[f.name] = str(value) if isinstance(value, Path) else value
+    return record
+
+
+def from_record(kind: type[T] | None, record: dict) -> T:
+    """The typed result ``kind`` from its record (the fields it declares; a missing one takes its default).
+    ``kind`` None: the record as it is."""
+    if kind is None:
+        return record
+    values = {}
+    for f in dataclasses.fields(kind):
+        if f.name in record:
+            value = record[f.name]
+            values[f.name] = Path(value) if f.type in ("Path", Path) and value is not None else value
+    return kind(**values)
 
 
 class StageRunner:
@@ -36,9 +70,11 @@ class StageRunner:
     def folder(self, name: str) -> Path:
         return self.root / name
 
-    def run(self, name: str, settings: dict, fn: Callable[[Path, bool], dict]) -> dict:
+    def run(self, name: str, settings: dict, fn: Callable[[Path, bool], T], kind: type[T] | None = None) -> T:
         """Run ``fn(folder, resume)`` unless stage ``name`` is already complete with these settings.
-        ``settings`` must be JSON-serialisable; ``fn`` returns a JSON-serialisable result."""
+        ``settings`` must be JSON-serialisable; ``fn`` returns a typed result of class ``kind`` (recorded
+        with ``to_record``, rebuilt from the record when the stage is skipped) or, ``kind`` None, a
+        JSON-serialisable dict."""
         folder = self.folder(name)
         marker = folder / MARKER
         settings = json.loads(json.dumps(settings))  # normalise (tuples -> lists) before comparing
@@ -51,15 +87,23 @@ class StageRunner:
             log.info("== %s: complete, skipped (%s)", name, marker)
             self.seconds[name] = done["seconds"]
             self.skipped.append(name)
-            return done["result"]
+            return from_record(kind, done["result"])
         resume = folder.exists() and any(folder.iterdir())
         log.info("== %s%s", name, " (resuming)" if resume else "")
         folder.mkdir(parents=True, exist_ok=True)
         start = time.time()
         result = fn(folder, resume)
         seconds = round(time.time() - start, 2)
-        write_json_atomic(marker, {"stage": name, "settings": settings, "result": result, "seconds": seconds})
+        write_json_atomic(marker, {"stage": name, "settings": settings, "result": to_record(result),
+                                   "seconds": seconds})
         self.seconds[name] = seconds
+        return result
+
+    def timed(self, name: str, fn: Callable[[], T]) -> T:
+        """Run ``fn()``, a step redone on every run (the report), and keep its wall time beside the stages'."""
+        start = time.time()
+        result = fn()
+        self.seconds[name] = round(time.time() - start, 2)
         return result
 
 

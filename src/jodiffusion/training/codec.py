@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -143,14 +144,23 @@ def measure_latent_stats(autoencoder: nn.Module, images: ImageSet, max_samples: 
     return mean_and_std(autoencoder.encode(batch.to(device)).latent_dist.mean for batch in loader)
 
 
+@dataclass(frozen=True)
+class CodecResult:
+    """A finished train-codec run: the exported codec and the figures ``eval.json`` also holds."""
+    export: Path
+    mae: float           # val reconstruction error, grey levels of 255
+    psnr: float          # dB
+    parameters: int
+
+
 def train_codec(cfg: CodecRunConfig, resume: str | None = None, overwrite: bool = False,
-                progress: bool = True) -> Path:
+                progress: bool = True) -> CodecResult:
     """Train, measure the latent scale, export ``<output_dir>/image_codec`` and evaluate it."""
     with TrainingRun(cfg, "train-codec", resume, overwrite, progress) as run:  # holds the folder's lock
         return _train_codec(cfg, run)
 
 
-def _train_codec(cfg: CodecRunConfig, run: TrainingRun) -> Path:
+def _train_codec(cfg: CodecRunConfig, run: TrainingRun) -> CodecResult:
     accelerator, main = run.accelerator, run.main
     size = cfg.data.size
 
@@ -192,7 +202,7 @@ def _train_codec(cfg: CodecRunConfig, run: TrainingRun) -> Path:
             raw.train()
         return {"val_mae": error["mae"], "val_psnr": error["psnr"]}
 
-    def export(final_step: int) -> Path:
+    def export(final_step: int) -> CodecResult:
         raw.eval()
         stats_images = ImageSet(train_set, size, cfg.data.resize)
         mean, std = measure_latent_stats(raw, stats_images, cfg.scale_samples, cfg.eval_batch_size,
@@ -202,9 +212,10 @@ def _train_codec(cfg: CodecRunConfig, run: TrainingRun) -> Path:
                                      accelerator.process_index, accelerator.num_processes, accelerator,
                                      progress=run.progress)
         model_dir = run.run_dir / MODEL_DIR
+        result = CodecResult(model_dir, error["mae"], error["psnr"], num_parameters(raw))
         if main:
             raw.save_pretrained(model_dir, safe_serialization=True)
-            report = {"split": cfg.data.val_split, **error, "parameters": num_parameters(raw),
+            report = {"split": cfg.data.val_split, **error, "parameters": result.parameters,
                       "downsample": cfg.model.downsample, "latent_channels": cfg.model.latent_channels,
                       "resolution": list(size), "latent_mean": mean, "latent_std": std,
                       "scaling_factor": 1.0 / std, "shift_factor": mean, "steps": final_step}
@@ -213,7 +224,7 @@ def _train_codec(cfg: CodecRunConfig, run: TrainingRun) -> Path:
             log.info("latent mean %.4f std %.4f -> scaling_factor %.4f", mean, std, 1.0 / std)
             log.info("reconstruction on %s: mean absolute error %.2f / 255, PSNR %.2f dB", cfg.data.val_split,
                      error["mae"], error["psnr"])
-        return model_dir
+        return result
 
     return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw},
                                   desc="train-codec", evaluate=evaluate_now, export=export))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from jodiffusion.diffusion.objective import joint_loss
 from jodiffusion.diffusion.sampling import SamplerConfig
 from jodiffusion.diffusion.schedule import training_scheduler
 from jodiffusion.engine.ema import EMA
-from jodiffusion.engine.loop import TrainingStage, fit
+from jodiffusion.engine.loop import TrainingStage, fit, training_rate
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError, DatasetError
@@ -85,11 +85,21 @@ def build_components(cfg: JointRunConfig, captions: dict[str, str]):
     return vae, codec, text, net
 
 
+@dataclass(frozen=True)
+class JointResult:
+    """A finished train run: the exported model folder and the training speed."""
+    export: Path
+    samples_per_second: float | None  # training samples per second, probes excluded; None: no step was timed
+
+
 def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool = False,
-                progress: bool = True) -> Path:
-    """Train; returns the exported model folder (``<output_dir>/export``)."""
+                progress: bool = True) -> JointResult:
+    """Train; returns the exported model folder (``<output_dir>/export``) and the training speed."""
     with TrainingRun(cfg, "train", resume, overwrite, progress) as run:  # holds the folder's lock
-        return _train_joint(cfg, run)
+        export = _train_joint(cfg, run)
+        samples_per_step = cfg.train.batch_size * cfg.train.grad_accum * run.accelerator.num_processes
+    # read once the run has closed its metric log, which then holds every step's time
+    return JointResult(export, training_rate(run.run_dir, samples_per_step))
 
 
 def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:

@@ -16,6 +16,7 @@ then real pairs alone (``mix=synthetic-then-real``: pre-train on the generated s
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -83,14 +84,24 @@ def _batch_sampler(cfg: SegRunConfig, sizes: list[int], n_real: int, n_syn: int,
                              per_batch_after=[b, 0])
 
 
+@dataclass(frozen=True)
+class SegmenterResult:
+    """A finished train-seg run: the exported segmenter and its scores on the real val split (as in
+    ``eval.json``)."""
+    export: Path
+    miou: float | None                   # None when no class of the split has a defined IoU
+    per_class: dict[str, float | None]   # IoU per class name
+    synthetic_ratio: float               # the share of the samples drawn from the synthetic set (two-phase: steps)
+
+
 def train_segmenter(cfg: SegRunConfig, resume: str | None = None, overwrite: bool = False,
-                    progress: bool = True) -> Path:
+                    progress: bool = True) -> SegmenterResult:
     """Train, evaluate on the real val split, export ``<output_dir>/segmenter`` and ``eval.json``."""
     with TrainingRun(cfg, "train-seg", resume, overwrite, progress) as run:  # holds the folder's lock
         return _train_segmenter(cfg, run)
 
 
-def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
+def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> SegmenterResult:
     accelerator, main, show = run.accelerator, run.main, run.progress
 
     val_set = build_split(cfg.data, cfg.data.val_split, show)
@@ -167,18 +178,19 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
     def evaluate_now() -> dict[str, float]:
         return {"val_miou": score(progress=False).miou()}
 
-    def export(final_step: int) -> Path:
+    def export(final_step: int) -> SegmenterResult:
         cm = score(progress=show)
         total_seen = accelerator.reduce(seen.clone(), "sum").tolist()
         model_dir = run.run_dir / MODEL_DIR
+        report = eval_report(cm, classes.names, cfg.data.val_split)  # every process scored the whole split
+        # the share of the samples drawn from the synthetic set (two-phase: the share of the steps)
+        share = synthetic_steps(cfg) / cfg.train.steps if two_phase else n_syn / (n_real + n_syn)
+        result = SegmenterResult(model_dir, report["miou"], report["iou"], share)
         if main:
             config = SegmenterConfig(model=cfg.model, num_classes=classes.num_classes, class_names=list(classes.names),
                                      ignore_index=ignore, input_height=frame[0], input_width=frame[1],
                                      aux_loss=cfg.aux_loss, backbone=backbone)
             save_segmenter(raw_model, config, model_dir)
-            report = eval_report(cm, classes.names, cfg.data.val_split)
-            # the share of the samples drawn from the synthetic set (two-phase: the share of the steps)
-            share = synthetic_steps(cfg) / cfg.train.steps if two_phase else n_syn / (n_real + n_syn)
             report.update(
                 dataset=cfg.data.name, mix=cfg.mix, synthetic=cfg.synthetic if n_syn else None,
                 synthetic_ratio=share, num_real_train=num_train["real"],
@@ -191,7 +203,7 @@ def _train_segmenter(cfg: SegRunConfig, run: TrainingRun) -> Path:
             run.log(final_step, val_miou=cm.miou())
             log.info("%s\nmIoU on the real %s split (%s training): %.2f", cm.table(classes.names),
                      cfg.data.val_split, cfg.mix, cm.miou())
-        return model_dir
+        return result
 
     return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw_model},
                                   desc="train-seg", evaluate=evaluate_now, export=export, extra_state=extra_state,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,14 @@ from jodiffusion.utils.progress import progress_bar
 log = logging.getLogger("jodiffusion")
 
 MODEL_DIR = "annotation_vae"  # the exported model inside a run folder
+
+
+@dataclass(frozen=True)
+class VAEResult:
+    """A finished train-vae run: the exported model and the figures ``eval.json`` also holds."""
+    export: Path
+    miou: float          # reconstruction mIoU on the val split
+    parameters: int
 
 
 def balanced_class_weights(masks: MaskDataset, num_classes: int, clip: float = 10.0) -> torch.Tensor:
@@ -86,13 +95,13 @@ def mean_and_std(batches: Iterable[torch.Tensor]) -> tuple[float, float]:
 
 
 def train_vae(cfg: VAERunConfig, resume: str | None = None, overwrite: bool = False,
-              progress: bool = True) -> Path:
+              progress: bool = True) -> VAEResult:
     """Train, measure the latent scale, export ``<output_dir>/annotation_vae`` and evaluate it."""
     with TrainingRun(cfg, "train-vae", resume, overwrite, progress) as run:  # holds the folder's lock
         return _train_vae(cfg, run)
 
 
-def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
+def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> VAEResult:
     accelerator, main = run.accelerator, run.main
 
     train_set = build_split(cfg.data, cfg.data.train_split)
@@ -140,7 +149,7 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         return {"val_miou": evaluate_on_every_rank(evaluate, accelerator, raw_model, val_masks, cfg.eval_batch_size,
                                                    progress=False).miou()}
 
-    def export(final_step: int) -> Path:
+    def export(final_step: int) -> VAEResult:
         # Measure the latent scale on the (un-augmented) training masks, evaluate, export.
         stats_masks = MaskDataset(train_set, cache=False)
         mean, std = measure_latent_stats(raw_model, stats_masks, cfg.scale_samples, cfg.eval_batch_size,
@@ -150,15 +159,16 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> Path:
         cm = evaluate_on_every_rank(evaluate, accelerator, raw_model, val_masks, cfg.eval_batch_size,
                                     progress=run.progress)
         model_dir = run.run_dir / MODEL_DIR
+        report = eval_report(cm, classes.names, split=cfg.data.val_split)  # every process scored the whole split
+        result = VAEResult(model_dir, report["miou"], raw_model.num_parameters())
         if main:
             raw_model.save_pretrained(model_dir)
-            report = eval_report(cm, classes.names, split=cfg.data.val_split)
-            report.update(latent_mean=mean, latent_std=std, parameters=raw_model.num_parameters(), steps=final_step)
+            report.update(latent_mean=mean, latent_std=std, parameters=result.parameters, steps=final_step)
             write_json_atomic(run.run_dir / "eval.json", report)
             run.log(final_step, val_miou=cm.miou(), latent_mean=mean, latent_std=std)
             log.info("latent mean %.4f std %.4f -> scale_factor %.4f", mean, std, raw_model.config.scale_factor)
             log.info("%s\nreconstruction mIoU on %s: %.2f", cm.table(classes.names), cfg.data.val_split, cm.miou())
-        return model_dir
+        return result
 
     return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw_model},
                                   desc="train-vae", evaluate=evaluate_now, export=export))
