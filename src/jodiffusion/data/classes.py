@@ -27,9 +27,16 @@ def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(colours)
 
 
-# The class name that marks the background in a class dict written before ``background`` was a
-# field (see ``ClassInfo.from_dict``). Nothing else reads class names to find the background.
-LEGACY_BACKGROUND_NAME = "background"
+# The class name that marks the background where a class file does not say which class it is (a user's
+# classes.json without the ``background`` key, ``import --names background,car``): README's folder layout
+# documents the rule. Nothing else reads class names to find the background.
+BACKGROUND_NAME = "background"
+
+
+def background_by_name(names) -> int | None:
+    """The id of the class named "background" (any case), or None."""
+    lowered = [str(n).lower() for n in names]
+    return lowered.index(BACKGROUND_NAME) if BACKGROUND_NAME in lowered else None
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,7 @@ class ClassInfo:
                     raise ValueError(f"background {background!r} is not one of the class names")
                 background = names.index(background)
         else:
-            lowered = [str(n).lower() for n in names]
-            background = lowered.index(LEGACY_BACKGROUND_NAME) if LEGACY_BACKGROUND_NAME in lowered else None
+            background = background_by_name(names)
         return cls(names=names, palette=tuple(tuple(c) for c in data.get("palette", ())),
                    ignore_index=data.get("ignore_index", IGNORE_INDEX), background=background)
 

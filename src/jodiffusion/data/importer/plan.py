@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jodiffusion.data.classes import IGNORE_INDEX, ClassInfo
+from jodiffusion.data.classes import IGNORE_INDEX, ClassInfo, background_by_name
 from jodiffusion.data.importer.class_files import ClassFile
 from jodiffusion.data.importer.colour_fit import check_fit, clustering_radius, measure
 from jodiffusion.data.importer.mask_scan import MaskScan, colour_clusters, hex_colour, is_colour, unpack
 from jodiffusion.data.importer.options import BINARY_NAMES, ImportOptions
 from jodiffusion.data.importer.value_map import (
     background_id,
-    legacy_background,
     make_classes,
     resolve_target,
     value_list,
@@ -190,7 +189,7 @@ def ids_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], fil
     else:
         names = options.names
         classes = make_classes(names, background=background_id(options.background, names,
-                                                              legacy_background(names)))
+                                                              background_by_name(names)))
     vmap = {k: resolve_target(t, classes, f"{k}={t}") for k, t in value_keys.items()}
     return MaskPlan("ids", reason, classes, options.threshold, value_map=vmap)
 
@@ -230,7 +229,7 @@ def colour_plan(options: ImportOptions, reason: str, scan_list: list[MaskScan], 
         if file_info is not None:
             classes = make_classes(file_info.names, rgb, file_info.ignore_index, file_info.background)
         else:
-            classes = make_classes(names, rgb, background=legacy_background(names))
+            classes = make_classes(names, rgb, background=background_by_name(names))
         how = "distinct colours found, sorted by value"
         table = f"the {len(names)} most frequent colours, one per class name"
     if options.background is not None:

@@ -83,11 +83,6 @@ def make_classes(names: Sequence[str], palette=(), ignore_index: int = IGNORE_IN
         raise ConfigError(f"classes: {exc}") from None
 
 
-def legacy_background(names: Sequence[str]) -> int | None:
-    lowered = [n.lower() for n in names]
-    return lowered.index("background") if "background" in lowered else None
-
-
 def value_list(values) -> str:
     values = sorted(values)
     shown = ", ".join(str(v) for v in values[:12])
