@@ -43,6 +43,7 @@ from jodiffusion.report.viz import pairs_grid, save_png
 from jodiffusion.training.config import JointRunConfig
 from jodiffusion.training.latent_cache import LatentCache, sample_latent
 from jodiffusion.training.mask_latents import MaskLatentTable
+from jodiffusion.utils.ranks import launched_rank
 
 log = logging.getLogger("jodiffusion")
 
@@ -95,18 +96,19 @@ class JointResult:
 def train_joint(cfg: JointRunConfig, resume: str | None = None, overwrite: bool = False,
                 progress: bool = True) -> JointResult:
     """Train; returns the exported model folder (``<output_dir>/export``) and the training speed."""
+    # the data first: a dataset or captions file that cannot be read is refused before the run folder is
+    # locked, created or changed, and before accelerate starts
+    dataset = build_split(cfg.data, cfg.data.train_split, progress=progress and launched_rank() == 0)
+    captions = _load_captions(dataset, cfg.data)
     with TrainingRun(cfg, "train", resume, overwrite, progress) as run:  # holds the folder's lock
-        export = _train_joint(cfg, run)
+        export = _train_joint(cfg, run, dataset, captions)
         samples_per_step = cfg.train.batch_size * cfg.train.grad_accum * run.accelerator.num_processes
     # read once the run has closed its metric log, which then holds every step's time
     return JointResult(export, training_rate(run.run_dir, samples_per_step))
 
 
-def _train_joint(cfg: JointRunConfig, run: TrainingRun) -> Path:
+def _train_joint(cfg: JointRunConfig, run: TrainingRun, dataset, captions: dict[str, str]) -> Path:
     accelerator, main, run_dir = run.accelerator, run.main, run.run_dir
-
-    dataset = build_split(cfg.data, cfg.data.train_split, progress=run.progress)
-    captions = _load_captions(dataset, cfg.data)
     device = accelerator.device
 
     def build():  # the networks, then the latent cache (written by rank 0): see TrainingRun.start

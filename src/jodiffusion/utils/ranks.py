@@ -9,6 +9,7 @@ process exits, but then they end with no message of their own).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -39,4 +40,11 @@ def main_decides(is_main: bool, world: int, action: Callable[[], T]) -> T | None
     return result
 
 
-__all__ = ["main_decides"]
+def launched_rank() -> int:
+    """This process's global rank as the launcher set it (torchrun and accelerate launch set ``RANK``): known
+    before accelerate starts, so work done first (reading the data) can show one progress bar, not one per
+    process. 0 when run alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
+__all__ = ["launched_rank", "main_decides"]
