@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from jodiffusion.config.loader import load_config
-from jodiffusion.data.shapes import write_shapes_dataset
+from jodiffusion.data.shapes_folder import write_shapes_dataset
 from jodiffusion.diffusion.objective import joint_loss
 from jodiffusion.diffusion.schedule import training_scheduler
 from jodiffusion.engine.runtime import make_optimizer

@@ -56,7 +56,8 @@ class Assets:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Assets:
     from jodiffusion.config.loader import load_config
-    from jodiffusion.data.shapes import SHAPES_CLASSES, write_shapes_dataset
+    from jodiffusion.data.shapes_folder import write_shapes_dataset
+    from jodiffusion.data.shapes_scene import SHAPES_CLASSES
     from jodiffusion.generation.generate import GenerateConfig, generate_dataset
     from jodiffusion.generation.prompts import PromptConfig
     from jodiffusion.segmentation.models import SegmenterConfig, build_segmenter, save_segmenter
@@ -1611,7 +1612,7 @@ def test_full_disk_during_generate_then_a_rerun_finishes(assets, tmp_path, capsy
 # --- make-data's library function protects a folder as the CLI does ----------------------------------------
 
 def test_write_shapes_dataset_refuses_to_replace_what_it_did_not_write(tmp_path):
-    from jodiffusion.data.shapes import write_shapes_dataset
+    from jodiffusion.data.shapes_folder import write_shapes_dataset
     from jodiffusion.errors import DatasetError
 
     mine = user_folder(tmp_path)
@@ -1637,7 +1638,7 @@ def test_write_shapes_dataset_refuses_to_replace_what_it_did_not_write(tmp_path)
 
 
 def test_write_shapes_dataset_refuses_a_file_in_the_way(tmp_path):
-    from jodiffusion.data.shapes import write_shapes_dataset
+    from jodiffusion.data.shapes_folder import write_shapes_dataset
     from jodiffusion.errors import DatasetError
 
     (tmp_path / "file").write_text("mine")

@@ -17,7 +17,8 @@ from jodiffusion.data.captions import (
 )
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.metadata import CAMVID_CLASSES
-from jodiffusion.data.shapes import ShapesDataset, write_shapes_dataset
+from jodiffusion.data.shapes import ShapesDataset
+from jodiffusion.data.shapes_folder import write_shapes_dataset
 from jodiffusion.errors import CheckpointError, DatasetError
 from jodiffusion.models.captioner import Blip2Captioner
 

@@ -21,7 +21,7 @@ from jodiffusion.data.metadata import (
 )
 from jodiffusion.data.readers.camvid import read_camvid
 from jodiffusion.data.readers.folder import read_folder
-from jodiffusion.data.shapes import SHAPES_CLASSES
+from jodiffusion.data.shapes_scene import SHAPES_CLASSES
 from jodiffusion.errors import DatasetError
 
 REAL_CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"

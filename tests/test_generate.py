@@ -444,7 +444,7 @@ def test_refinement_reads_the_background_from_the_model_classes(tmp_path, datase
     """A 2x2 speck of id 0 inside class 3 is noise on CamVid (no background: id 0 is Sky) and is
     kept on shapes (id 0 is the background); no model is needed for the post-processing."""
     from jodiffusion.data.metadata import CAMVID_CLASSES
-    from jodiffusion.data.shapes import SHAPES_CLASSES
+    from jodiffusion.data.shapes_scene import SHAPES_CLASSES
     from jodiffusion.generation.postprocess import Batch as _Batch
     from jodiffusion.generation.postprocess import PostProcessor as _PostProcessor
     from jodiffusion.generation.prompts import Prompt

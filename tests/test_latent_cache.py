@@ -176,7 +176,7 @@ def test_missing_caption_names_the_stem_and_the_file(tmp_path, caption_encoder):
 
 def test_file_dataset_is_resized_and_rebuilt_when_a_file_changes(tmp_path, caption_encoder):
     from jodiffusion.data.readers.folder import read_folder
-    from jodiffusion.data.shapes import write_shapes_dataset
+    from jodiffusion.data.shapes_folder import write_shapes_dataset
 
     root = write_shapes_dataset(tmp_path / "data", num_train=3, num_val=1, resolution=32, progress=False)
     ds = read_folder(root, "train")

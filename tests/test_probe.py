@@ -4,7 +4,8 @@ the attribute it reads is drawn as the caption says."""
 import numpy as np
 import pytest
 
-from jodiffusion.data.shapes import SHAPES_CLASSES, ShapesDataset
+from jodiffusion.data.shapes import ShapesDataset
+from jodiffusion.data.shapes_scene import SHAPES_CLASSES
 from jodiffusion.evaluation.probe import count_objects, nearest_colour, parse_caption, probe_pairs
 
 CIRCLE, STAR = SHAPES_CLASSES.names.index("circle"), SHAPES_CLASSES.names.index("star")

@@ -10,7 +10,9 @@ from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.data.layout import write_classes, write_pair
-from jodiffusion.data.shapes import SHAPES_CLASSES, ShapesDataset, write_shapes_dataset
+from jodiffusion.data.shapes import ShapesDataset
+from jodiffusion.data.shapes_folder import write_shapes_dataset
+from jodiffusion.data.shapes_scene import SHAPES_CLASSES
 from jodiffusion.errors import CheckpointError, ConfigError, DatasetError
 from jodiffusion.segmentation.data import MixedBatchSampler, TrainPairs
 from jodiffusion.segmentation.inference import predict, predict_proba

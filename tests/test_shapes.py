@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jodiffusion.data import shapes as shapes_mod
+from jodiffusion.data import shapes_scene
 from jodiffusion.data.base import read_image, read_mask
 from jodiffusion.data.captions import read_captions
 from jodiffusion.data.layout import read_classes
-from jodiffusion.data.shapes import (
+from jodiffusion.data.shapes import ShapesDataset
+from jodiffusion.data.shapes_folder import write_shapes_dataset
+from jodiffusion.data.shapes_scene import (
     BACKGROUND_RANGE,
     COLOURS,
     OBJECT_CHANNEL_HIGH,
@@ -22,8 +24,6 @@ from jodiffusion.data.shapes import (
     SHAPE_NAMES,
     SIZES,
     TEXTURES,
-    ShapesDataset,
-    write_shapes_dataset,
 )
 from jodiffusion.errors import DatasetError
 
@@ -119,7 +119,7 @@ def test_several_objects_and_occlusion(ds):
     occluded = [o for i in range(len(ds)) for o in ds.objects(i) if o.visible < o.area]
     assert len(occluded) >= 5
     # partly hidden objects keep a fair part of themselves visible
-    assert all(o.visible >= shapes_mod.MIN_VISIBLE_FRACTION * o.area for o in occluded)
+    assert all(o.visible >= shapes_scene.MIN_VISIBLE_FRACTION * o.area for o in occluded)
     # variety
     objects = [o for i in range(len(ds)) for o in ds.objects(i)]
     assert {o.shape for o in objects} == set(SHAPE_NAMES)
@@ -274,10 +274,10 @@ def test_write_refuses_non_empty_folder(tmp_path):
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
-    import jodiffusion.data.shapes as shapes
+    import jodiffusion.data.shapes_folder as shapes_folder
 
     calls = {"n": 0}
-    real = shapes.write_pair  # data.layout.write_pair, as shapes.py calls it
+    real = shapes_folder.write_pair  # data.layout.write_pair, as shapes_folder.py calls it
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -285,14 +285,14 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(shapes, "write_pair", failing)
+    monkeypatch.setattr(shapes_folder, "write_pair", failing)
     with pytest.raises(KeyboardInterrupt):
         write_shapes_dataset(tmp_path / "out", 4, 2, 16, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_easy_difficulty_keeps_the_task_and_drops_the_patterns():
-    from jodiffusion.data.shapes import BACKGROUND_KINDS, TEXTURES
+    from jodiffusion.data.shapes_scene import BACKGROUND_KINDS, TEXTURES
 
     easy = ShapesDataset("train", num_images=200, resolution=64, seed=0, difficulty="easy")
     full = ShapesDataset("train", num_images=200, resolution=64, seed=0)

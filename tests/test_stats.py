@@ -7,7 +7,7 @@ from PIL import Image
 from jodiffusion.cli.main import main
 from jodiffusion.data.base import SegmentationDataset
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.data.shapes import write_shapes_dataset
+from jodiffusion.data.shapes_folder import write_shapes_dataset
 from jodiffusion.errors import DatasetError
 from jodiffusion.evaluation.dataset_stats import (
     PLOT_FILES,

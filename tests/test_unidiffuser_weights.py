@@ -14,11 +14,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from jodiffusion.errors import CheckpointError
-from jodiffusion.models.unidiffuser_weights import (
-    convert_unidiffuser_state_dict,
-    load_unidiffuser_weights,
-    unidiffuser_state_shapes,
-)
+from jodiffusion.models.unidiffuser_keys import convert_unidiffuser_state_dict, unidiffuser_state_shapes
+from jodiffusion.models.unidiffuser_weights import load_unidiffuser_weights
 from jodiffusion.models.uvit import JointUViT, uvit_config
 
 WIDTH, HEADS, LATENT = 64, 2, 8

@@ -9,7 +9,7 @@ from jodiffusion.cli.common import add_output_file_arg, output_file
 from jodiffusion.data.captions import caption_dataset
 from jodiffusion.data.config import DataConfig
 from jodiffusion.data.registry import build_dataset, dataset_names
-from jodiffusion.data.shapes import write_shapes_dataset
+from jodiffusion.data.shapes_folder import write_shapes_dataset
 from jodiffusion.errors import ConfigError
 
 log = logging.getLogger(__name__)

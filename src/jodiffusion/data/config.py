@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from jodiffusion.data.registry import dataset_names, needs_root
-from jodiffusion.data.shapes import DIFFICULTIES
+from jodiffusion.data.shapes_scene import DIFFICULTIES
 from jodiffusion.data.transforms import RESIZE_MODES
 
 SHAPES_ONLY = ("num_train", "num_val", "num_test", "seed", "difficulty")  # settings of the embedded "shapes" generator
@@ -36,7 +36,7 @@ class DataConfig:
     num_test: int = 0
     seed: int = 0
     # Embedded "shapes" dataset: "full" (every texture and background pattern) or "easy" (solid objects on
-    # plain backgrounds, the demo's default; see data/shapes.py DIFFICULTIES).
+    # plain backgrounds, the demo's default; see data/shapes_scene.py DIFFICULTIES).
     difficulty: str = "full"
     # Width of the training size when it is not square: keep a dataset's aspect ratio (CamVid 360x480 ->
     # resolution=96 width=128).

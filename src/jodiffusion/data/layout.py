@@ -113,7 +113,7 @@ def write_pair(root: str | Path, split: str, stem: str, image: np.ndarray, mask:
     save_mask_png(mask, root / MASKS_DIR / split / f"{stem}.png", classes)
 
 
-# make-data (``data.shapes.write_shapes_dataset``) signs its folder with dataset.json, whose "generator" names
+# make-data (``data.shapes_folder.write_shapes_dataset``) signs its folder with dataset.json, whose "generator" names
 # the command, instead of the owner marker: a dataset folder's files are all the dataset's own
 MAKE_DATA_GENERATOR = "jodiffusion make-data"
 

@@ -1,10 +1,8 @@
-"""The embedded procedural dataset: coloured, textured shapes on muted backgrounds, with captions.
+"""One scene of the embedded shapes dataset: coloured, textured shapes on a muted background, and its caption.
 
-Nothing is downloaded: every sample is rendered on the fly from ``(seed, split, index)``, so the same
-index gives the same image, mask and caption whatever the access order, and the ``train`` and
-``val`` splits differ. It is the default dataset of the demo and the tests: small enough to train a
-diffusion model on a laptop CPU, yet with what makes segmentation data interesting: several objects
-per image, eight shape classes, named colours and textures, partial occlusion and varied backgrounds.
+``render_scene`` draws a scene from a random generator: a background, then the objects back to front, with
+the mask and the caption. The vocabulary (shapes, colours, textures, sizes, background tones and kinds) and
+the two difficulties (``DIFFICULTIES``) are here too, since the captions and the probe speak the same words.
 
 Rendering is pixel-exact, without anti-aliasing: an object pixel of the image has exactly one of the
 two colours of its object (the colour and its shade, the shade drawing the texture), and the mask holds
@@ -23,32 +21,11 @@ mask is named in the caption.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import zlib
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from jodiffusion import __version__
-from jodiffusion.data.base import SegmentationDataset, Transform
-from jodiffusion.data.captions import write_captions
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.data.layout import (
-    CAPTIONS_FILE,
-    MAKE_DATA_GENERATOR,
-    MAKE_DATA_RULES,
-    SPLITS_DIR,
-    write_classes,
-    write_pair,
-)
-from jodiffusion.utils.io import replace_folder, write_json_atomic, write_text_atomic
-from jodiffusion.utils.output_folder import check, output_folder
-from jodiffusion.utils.progress import progress_bar
-from jodiffusion.utils.tempnames import make_temp_dir
 
 # --- vocabulary -------------------------------------------------------------------------------
 
@@ -84,6 +61,8 @@ MAX_OBJECTS = 4
 MIN_VISIBLE_FRACTION = 0.35
 
 TONE_LEVELS = {"dark": (62, 105), "light": (140, 190)}  # grey level range of each background tone
+
+
 @dataclass(frozen=True)
 class ShapesStyle:
     """What a scene may contain. ``full`` is every texture and background kind with the small sizes;
@@ -110,7 +89,6 @@ def shapes_style(difficulty: str) -> ShapesStyle:
         return DIFFICULTIES[difficulty]
     except KeyError:
         raise ValueError(f"unknown shapes difficulty {difficulty!r}; choose one of {', '.join(DIFFICULTIES)}") from None
-_SPLIT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -144,11 +122,6 @@ class ShapesSample:
     objects: tuple[ShapeObject, ...]  # back to front
     background: tuple[str, str]  # (tone, kind)
     caption: str
-
-
-def split_key(split: str) -> int:
-    """A 32-bit number for a split name, stable across runs (``hash()`` is salted per process)."""
-    return zlib.crc32(split.encode("utf-8"))
 
 
 def describe_background(tone: str, kind: str) -> str:
@@ -332,141 +305,3 @@ def render_scene(rng: np.random.Generator, resolution: int, style: ShapesStyle =
             rotation=float(np.degrees(d["theta"])), depth=depth, area=int(d["inside"].sum()), visible=vis))
     return ShapesSample(image=image, mask=mask, objects=tuple(objects), background=background,
                         caption=make_caption(objects, background))
-
-
-# --- dataset ----------------------------------------------------------------------------------
-
-class ShapesDataset(SegmentationDataset):
-    """Procedural shapes: ``num_images`` samples of a split, rendered on demand at ``resolution``.
-
-    Sample ``i`` of split ``s`` depends only on ``(seed, s, i)``. Stems are ``"<split>_<index>"`` so
-    that the stems of all splits can share one captions file.
-    """
-
-    def __init__(self, split: str = "train", num_images: int = 512, resolution: int = 64, seed: int = 0,
-                 transform: Transform | None = None, difficulty: str = "full"):
-        if not isinstance(split, str) or not _SPLIT_RE.match(split):
-            raise ValueError(f"split must be a non-empty name of letters, digits, '_' or '-', got {split!r}")
-        if int(num_images) < 1:
-            raise ValueError(f"num_images must be positive, got {num_images}")
-        if int(resolution) < 16 or int(resolution) % 8:
-            raise ValueError(f"resolution must be a multiple of 8 and at least 16, got {resolution}")
-        if int(seed) < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
-        self.split = split
-        self.num_images = int(num_images)
-        self.resolution = int(resolution)
-        self.seed = int(seed)
-        self.difficulty = difficulty
-        self.style = shapes_style(difficulty)
-        self.transform = transform
-        self.classes = SHAPES_CLASSES
-        self._cache: OrderedDict[int, ShapesSample] = OrderedDict()
-
-    def __len__(self) -> int:
-        return self.num_images
-
-    def __repr__(self) -> str:
-        return (f"ShapesDataset(split={self.split!r}, num_images={self.num_images}, "
-                f"resolution={self.resolution}, seed={self.seed}, difficulty={self.difficulty!r})")
-
-    def _index(self, index: int) -> int:
-        index = int(index)
-        if not 0 <= index < self.num_images:
-            raise IndexError(f"index {index} out of range for {self.num_images} samples")
-        return index
-
-    def rng(self, index: int) -> np.random.Generator:
-        """The random generator of sample ``index`` (a fresh one on every call)."""
-        ss = np.random.SeedSequence([self.seed, split_key(self.split), self._index(index)])
-        return np.random.default_rng(ss)
-
-    def render(self, index: int) -> ShapesSample:
-        """Everything about sample ``index``: image, mask, objects, background and caption (cached)."""
-        index = self._index(index)
-        sample = self._cache.get(index)
-        if sample is None:
-            sample = render_scene(self.rng(index), self.resolution, self.style)
-            self._cache[index] = sample
-            while len(self._cache) > 8:
-                self._cache.popitem(last=False)
-        return sample
-
-    def stem(self, index: int) -> str:
-        return f"{self.split}_{self._index(index):06d}"
-
-    def load_image(self, index: int) -> np.ndarray:
-        return self.render(index).image.copy()
-
-    def load_mask(self, index: int) -> np.ndarray:
-        return self.render(index).mask.copy()
-
-    def objects(self, index: int) -> list[ShapeObject]:
-        """The objects drawn in sample ``index``, back to front."""
-        return list(self.render(index).objects)
-
-    def caption(self, index: int) -> str:
-        return self.render(index).caption
-
-    def captions(self) -> dict[str, str]:
-        """``{stem: caption}`` for every sample of the split."""
-        return {self.stem(i): self.caption(i) for i in range(len(self))}
-
-
-# --- writing the dataset to disk -----------------------------------------------------------------
-
-
-def write_shapes_dataset(out_dir: str | os.PathLike, num_train: int = 512, num_val: int = 128,
-                         resolution: int = 64, seed: int = 0, overwrite: bool = False,
-                         progress: bool = True, difficulty: str = "full", num_test: int = 0) -> Path:
-    """Render both splits into the generic folder layout (see ``jodiffusion.data.layout``).
-
-    Writes ``images/{train,val}/<stem>.png``, ``masks/{train,val}/<stem>.png``, ``classes.json``,
-    ``captions.jsonl`` (``{"stem", "caption", "split"}`` per line) and ``splits/{train,val}.txt``; with
-    ``num_test`` also a ``test`` split, for scores that no choice has seen.
-    Everything goes to a temporary sibling folder that is renamed onto ``out_dir`` at the end, so an
-    interrupted run leaves no half-written dataset. A non-empty ``out_dir`` is refused unless
-    ``overwrite``, and even then unless it is a dataset this function wrote holding nothing else
-    (``MAKE_DATA_RULES``): nothing the caller had is ever deleted.
-    """
-
-    out = Path(out_dir).expanduser().absolute()
-    check(out, MAKE_DATA_RULES, overwrite)  # before anything is rendered or written
-    if int(num_train) < 1 or int(num_val) < 1:
-        raise ValueError("num_train and num_val must be positive")
-    splits = {"train": ShapesDataset("train", num_train, resolution, seed, difficulty=difficulty),
-              "val": ShapesDataset("val", num_val, resolution, seed, difficulty=difficulty)}
-    if int(num_test) < 0:
-        raise ValueError("num_test must be >= 0 (0: no test split)")
-    if num_test:
-        splits["test"] = ShapesDataset("test", num_test, resolution, seed, difficulty=difficulty)
-
-    # one run into out at a time, checked again under the lock; the build folders of killed runs are removed
-    with output_folder(out, MAKE_DATA_RULES, overwrite=overwrite):
-        tmp = make_temp_dir(out.parent, out.name)
-        try:
-            write_classes(tmp, SHAPES_CLASSES)
-            records = []
-            total = sum(len(d) for d in splits.values())
-            with progress_bar(total=total, desc="rendering shapes", unit="img", disable=not progress) as bar:
-                for split, ds in splits.items():
-                    stems = []
-                    for i in range(len(ds)):
-                        sample = ds.render(i)
-                        stem = ds.stem(i)
-                        write_pair(tmp, split, stem, sample.image, sample.mask, SHAPES_CLASSES)
-                        records.append({"stem": stem, "caption": sample.caption, "split": split})
-                        stems.append(stem)
-                        bar.update(1)
-                    write_text_atomic(tmp / SPLITS_DIR / f"{split}.txt", "\n".join(stems) + "\n")
-            write_captions(tmp / CAPTIONS_FILE, records)
-            write_json_atomic(tmp / "dataset.json", {
-                "generator": f"{MAKE_DATA_GENERATOR} (embedded shapes dataset)", "jodiffusion_version": __version__,
-                "num_train": num_train, "num_val": num_val, "num_test": num_test, "resolution": resolution,
-                "seed": seed,
-                "difficulty": difficulty})
-            replace_folder(tmp, out)  # out was empty or a dataset folder (checked above)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return out

@@ -14,7 +14,7 @@ each one on the pair, without any human label:
 * ``count``: the share of pairs whose mask holds as many objects (connected regions of at least
   ``min_pixels``) as the caption names.
 
-The vocabulary is the embedded shapes dataset's (``data/shapes.py``). A caption without those words
+The vocabulary is the embedded shapes dataset's (``data/shapes_scene.py``). A caption without those words
 (CamVid's template captions, say) leaves every attribute "not applicable" with the reason, never a
 score. ``probe_pairs`` on the REAL pairs gives the reference each generated figure is read against.
 """
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jodiffusion.data.classes import ClassInfo
-from jodiffusion.data.shapes import BACKGROUND_TONES, COLOURS, SIZES, TEXTURES, TONE_LEVELS
+from jodiffusion.data.shapes_scene import BACKGROUND_TONES, COLOURS, SIZES, TEXTURES, TONE_LEVELS
 
-# The caption vocabulary is the shapes dataset's own (data/shapes.py): the probe reads any caption
+# The caption vocabulary is the shapes dataset's own (data/shapes_scene.py): the probe reads any caption
 # written in it, whatever dataset object produced the pairs.
 TONE_WORDS = BACKGROUND_TONES
 SIZE_WORDS = SIZES

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from jodiffusion.config.loader import load_config
-from jodiffusion.data.shapes import write_shapes_dataset
+from jodiffusion.data.shapes_folder import write_shapes_dataset
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.experiments.config import CANDIDATES, PipelineConfig
 from jodiffusion.experiments.experiment import FIGURES_DIR, run_pipeline
