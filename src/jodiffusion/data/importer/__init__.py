@@ -51,10 +51,11 @@ passed ``validate_dataset``, so a failure leaves no half-written OUT (a kill lea
 
 The package, in the order an import runs: ``class_files`` and ``plan.check_arguments`` (the class file
 and the flags, before any mask is read), ``discovery`` (which files are the images and which the masks;
-``names``: what file and folder names say), ``pairing`` (which image goes with which mask, and the output
-names), ``mask_scan`` (one look at every mask), ``value_map`` (the classes and the value map the user
-gave), ``plan`` (how each mask type becomes class ids; ``colour_fit`` checks a colour table), ``write``
-(one pair into the output folder), ``hints`` (what to do about empty classes and values outside the ids)
-and ``folder`` (``import_folder``: all of it, the splits, validation and the swap into place).
-``options`` holds what the command is told and what it reports.
+``source_files``: the files a folder or glob names; ``families`` and ``file_kind``: the families of files
+and what they hold; ``names``: what file and folder names say), ``pairing`` (which image goes with which
+mask, and the output names), ``mask_scan`` (one look at every mask), ``value_map`` (the classes and the
+value map the user gave), ``plan`` (how each mask type becomes class ids; ``colour_fit`` checks a colour
+table), ``write`` (one pair into the output folder), ``hints`` (what to do about empty classes and values
+outside the ids) and ``folder`` (``import_folder``: all of it, the splits, validation and the swap into
+place). ``options`` holds what the command is told and what it reports.
 """

@@ -14,8 +14,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from jodiffusion.data.importer.discovery import Found, SourceFile, retag
+from jodiffusion.data.importer.discovery import Found
+from jodiffusion.data.importer.families import retag
 from jodiffusion.data.importer.options import SHOWN
+from jodiffusion.data.importer.source_files import SourceFile
 from jodiffusion.errors import DatasetError
 
 

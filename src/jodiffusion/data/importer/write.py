@@ -12,11 +12,11 @@ from PIL import Image
 
 from jodiffusion.data import layout
 from jodiffusion.data.base import image_to_rgb
-from jodiffusion.data.importer.discovery import SourceFile
 from jodiffusion.data.importer.hints import bad_values_hint
 from jodiffusion.data.importer.mask_scan import MaskScan, as_rgb, grey_of_rgb, open_mask, pack, unpack
 from jodiffusion.data.importer.options import COPY_SUFFIXES, SHOWN, ImportOptions, ImportSummary, LeftOut
 from jodiffusion.data.importer.plan import MaskPlan
+from jodiffusion.data.importer.source_files import SourceFile
 from jodiffusion.data.importer.value_map import value_list
 from jodiffusion.errors import DatasetError
 
