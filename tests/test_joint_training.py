@@ -285,15 +285,15 @@ def test_mask_latents_encoded_once_match_the_per_step_encoding(tmp_path, tiny_va
     from jodiffusion.models.annotation_vae import AnnotationVAE
     from jodiffusion.models.image_codec import build_image_codec
     from jodiffusion.models.text_encoder import CaptionTextEncoder
-    from jodiffusion.training.latent_cache import LatentCache
+    from jodiffusion.training.latent_cache_build import build_or_load_cache
     from jodiffusion.training.mask_latents import MaskLatentTable
 
     cfg = _cfg(tmp_path, tiny_vae)
     ds = build_split(cfg.data, "train", progress=False)
     captions = {ds.stem(i): f"caption {i}" for i in range(len(ds))}
     codec = build_image_codec({"kind": "pixel-unshuffle", "factor": 4})
-    cache = LatentCache.build_or_load(ds, captions, codec, CaptionTextEncoder.from_captions(list(captions.values())),
-                                      tmp_path / "c", resolution=cfg.data.size, progress=False)
+    cache = build_or_load_cache(ds, captions, codec, CaptionTextEncoder.from_captions(list(captions.values())),
+                                tmp_path / "c", resolution=cfg.data.size, progress=False)
     vae = AnnotationVAE.from_pretrained(tiny_vae).eval()
     table = MaskLatentTable.build(cache, vae, "cpu", batch_size=5, progress=False)
     assert len(table) == len(cache)

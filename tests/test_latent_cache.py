@@ -10,7 +10,9 @@ from jodiffusion.data.transforms import resize_pair
 from jodiffusion.errors import DatasetError
 from jodiffusion.models.image_codec import PixelUnshuffleCodec
 from jodiffusion.models.text_encoder import CaptionTextEncoder, CLIPTextEncoder
-from jodiffusion.training.latent_cache import META_NAME, LatentCache, sample_latent
+from jodiffusion.training.latent_cache import LatentCache, sample_latent
+from jodiffusion.training.latent_cache_build import build_or_load_cache
+from jodiffusion.training.latent_cache_format import META_NAME
 
 
 class CountingCodec(PixelUnshuffleCodec):
@@ -40,8 +42,8 @@ def caption_encoder():
 def build(ds, codec, text_encoder, cache_dir, captions=None, **kw):
     kw.setdefault("progress", False)
     kw.setdefault("batch_size", 4)
-    return LatentCache.build_or_load(ds, ds.captions() if captions is None else captions, codec, text_encoder,
-                                     cache_dir, **kw)
+    return build_or_load_cache(ds, ds.captions() if captions is None else captions, codec, text_encoder,
+                               cache_dir, **kw)
 
 
 def to_tensor(image):  # (H, W, 3) uint8 -> (1, 3, H, W) in [-1, 1]
@@ -181,8 +183,8 @@ def test_file_dataset_is_resized_and_rebuilt_when_a_file_changes(tmp_path, capti
     root = write_shapes_dataset(tmp_path / "data", num_train=3, num_val=1, resolution=32, progress=False)
     ds = read_folder(root, "train")
     codec = CountingCodec()
-    cache = LatentCache.build_or_load(ds, root / "captions.jsonl", codec, caption_encoder, tmp_path / "cache",
-                                      resolution=16, progress=False)
+    cache = build_or_load_cache(ds, root / "captions.jsonl", codec, caption_encoder, tmp_path / "cache",
+                                resolution=16, progress=False)
     assert cache.resolution == (16, 16) and cache.latent_shape == (48, 4, 4) and codec.calls > 0
     assert cache.folder.name.startswith("folder-train-")
     image, mask = resize_pair(ds.load_image(0), ds.load_mask(0), 16)
@@ -190,8 +192,8 @@ def test_file_dataset_is_resized_and_rebuilt_when_a_file_changes(tmp_path, capti
     path = ds.samples[0].mask_path
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     codec = CountingCodec()
-    LatentCache.build_or_load(ds, root / "captions.jsonl", codec, caption_encoder, tmp_path / "cache",
-                              resolution=16, progress=False)
+    build_or_load_cache(ds, root / "captions.jsonl", codec, caption_encoder, tmp_path / "cache",
+                        resolution=16, progress=False)
     assert codec.calls > 0
 
 
@@ -214,7 +216,7 @@ def test_resize_pair_crop_covers_then_crops_the_centre():
 def test_a_dead_build_is_removed_and_a_build_under_way_is_waited_for(tmp_path, caption_encoder, monkeypatch):
     import threading
 
-    from jodiffusion.training import latent_cache
+    from jodiffusion.training import latent_cache_build
     from jodiffusion.utils import lock
     from jodiffusion.utils.tempnames import temp_name
 
@@ -234,7 +236,7 @@ def test_a_dead_build_is_removed_and_a_build_under_way_is_waited_for(tmp_path, c
     # another process holds the lock, building the same cache: wait for it, then load what it built
     meta = (cache.folder / META_NAME).read_bytes()
     (cache.folder / META_NAME).unlink()
-    monkeypatch.setattr(latent_cache, "LOCK_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(latent_cache_build, "LOCK_POLL_SECONDS", 0.05)
     held = lock.acquire_beside(cache.folder, "train")
 
     def the_other_build_finishes():

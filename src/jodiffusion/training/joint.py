@@ -41,7 +41,8 @@ from jodiffusion.pipelines.batching import generate_batches
 from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.report.viz import pairs_grid, save_png
 from jodiffusion.training.config import JointRunConfig
-from jodiffusion.training.latent_cache import LatentCache, sample_latent
+from jodiffusion.training.latent_cache import sample_latent
+from jodiffusion.training.latent_cache_build import build_or_load_cache
 from jodiffusion.training.mask_latents import MaskLatentTable
 from jodiffusion.utils.ranks import launched_rank
 
@@ -123,10 +124,10 @@ def _train_joint(cfg: JointRunConfig, run: TrainingRun, dataset, captions: dict[
 
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
         with accelerator.main_process_first():  # rank 0 builds the cache, the others then load it
-            cache = LatentCache.build_or_load(dataset, captions, codec, text_encoder, cache_dir,
-                                              resolution=cfg.data.size, device=device,
-                                              progress=run.progress, random_flip=cfg.random_flip,
-                                              resize=cfg.data.resize)
+            cache = build_or_load_cache(dataset, captions, codec, text_encoder, cache_dir,
+                                        resolution=cfg.data.size, device=device,
+                                        progress=run.progress, random_flip=cfg.random_flip,
+                                        resize=cfg.data.resize)
         if codec.kind == "pixel-unshuffle":  # weight-free codec: normalise its latents with the data's statistics
             mean, std = cache.latent_stats()
             codec.shift_factor, codec.scaling_factor = mean, 1.0 / max(std, 1e-6)
