@@ -24,7 +24,7 @@ from jodiffusion.utils.output_folder import OutputRules, output_folder
 
 log = logging.getLogger("jodiffusion")
 DATA_DIR = "data"
-# What a demo folder holds: its stage folders and the report (see pipelines/experiment.py).
+# What a demo folder holds: its stage folders and the report (see experiments/experiment.py).
 DEMO_ENTRIES = (DATA_DIR, "captions", "vae", "codec", "joint", "generate", "generate_x4", "seg-real", "eval-joint",
                 "seg-synthetic", "seg-synthetic_x4", FILTER_STAGE, *map(candidate_stage, CANDIDATES), TEST_STAGE,
                 FIGURES_DIR, "report")
