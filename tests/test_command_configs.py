@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from jodiffusion.cli.eval_commands import JointEvalConfig
-from jodiffusion.cli.generate_commands import generate_config
+from jodiffusion.cli.generate import generate_config
 from jodiffusion.cli.main import build_parser, main, parse_intermixed
-from jodiffusion.cli.validate_commands import validate_config
+from jodiffusion.cli.validate import validate_config
 from jodiffusion.config.loader import config_to_dict
 from jodiffusion.errors import ConfigError
-from jodiffusion.evaluation.config import EvalConfig
+from jodiffusion.evaluation.config import EvalConfig, JointEvalConfig
 from jodiffusion.generation.config import SampleConfig
 
 

@@ -413,7 +413,7 @@ def test_jpeg_images(model_dir, classes, tmp_path):
 
 
 def test_drop_empty_only_checks_the_foreground():
-    from jodiffusion.cli.generate_commands import generate_config
+    from jodiffusion.cli.generate import generate_config
     from jodiffusion.cli.main import build_parser
 
     parse = build_parser().parse_args

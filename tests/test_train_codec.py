@@ -11,10 +11,12 @@ import torch
 from jodiffusion.cli.main import main
 from jodiffusion.config.loader import load_config
 from jodiffusion.data.registry import build_split
+from jodiffusion.data.transforms import ImageSet
 from jodiffusion.errors import ConfigError
+from jodiffusion.evaluation.scoring import reconstruction_error
 from jodiffusion.models.image_codec import StableDiffusionVAECodec, build_image_codec
 from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
-from jodiffusion.training.codec import ImageSet, build_autoencoder, reconstruction_error, train_codec
+from jodiffusion.training.codec import build_autoencoder, train_codec
 from jodiffusion.training.config import CodecRunConfig, JointRunConfig, VAERunConfig
 from jodiffusion.training.joint import train_joint
 from jodiffusion.training.vae import train_vae

@@ -1,5 +1,5 @@
-"""`export-mmseg`: an MMSegmentation config that trains on a generated dataset (train-seg and eval-seg
-are in train_commands.py)."""
+"""`export-mmseg`: an MMSegmentation config that trains on a generated dataset (train-seg is in train.py,
+eval-seg in eval.py)."""
 
 from __future__ import annotations
 

@@ -9,36 +9,41 @@ import sys
 
 from jodiffusion import __version__
 from jodiffusion.cli import (
-    dataset_commands,
-    demo_commands,
-    eval_commands,
-    generate_commands,
-    import_commands,
-    joint_commands,
-    preset_commands,
-    refine_commands,
-    seg_commands,
-    stats_commands,
-    train_commands,
-    validate_commands,
+    caption,
+    demo,
+    eval,
+    export_mmseg,
+    generate,
+    import_folder,
+    make_data,
+    pipeline,
+    presets,
+    refine,
+    sample,
+    stats,
+    train,
+    validate,
 )
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.utils.safe_load import os_error_line
 
-# Each module defines register(subparsers); a parser's `func` default runs the command.
+# Each module defines register(subparsers) and is named after its command(s); a parser's `func` default runs
+# the command. The order is --help's.
 COMMAND_MODULES = (
-    dataset_commands,   # make-data, caption
-    validate_commands,  # validate
-    import_commands,    # import
-    train_commands,     # train-vae, train, train-seg, eval-vae, eval-seg
-    seg_commands,       # export-mmseg
-    refine_commands,    # refine
-    joint_commands,     # sample
-    eval_commands,      # eval-joint
-    generate_commands,  # generate
-    stats_commands,     # stats
-    demo_commands,      # demo
-    preset_commands,    # presets
+    make_data,      # make-data
+    caption,        # caption
+    validate,       # validate
+    import_folder,  # import
+    train,          # train-vae, train-codec, train, train-seg
+    eval,           # eval-vae, eval-seg, eval-codec, eval-joint
+    export_mmseg,   # export-mmseg
+    refine,         # refine
+    sample,         # sample
+    generate,       # generate
+    stats,          # stats
+    demo,           # demo
+    pipeline,       # pipeline
+    presets,        # presets
 )
 
 

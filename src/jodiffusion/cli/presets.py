@@ -11,7 +11,7 @@ import argparse
 import textwrap
 from importlib import resources
 
-from jodiffusion.cli.train_commands import TRAINING
+from jodiffusion.cli.train import TRAINING
 from jodiffusion.config.loader import PRESET_PACKAGE, config_changes, config_to_dict, list_presets, load_config
 from jodiffusion.experiments.config import PipelineConfig
 from jodiffusion.models.denoisers import DENOISERS

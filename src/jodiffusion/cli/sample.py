@@ -1,4 +1,4 @@
-"""`sample`: text -> (image, mask) pairs from a trained joint model (`train` is in train_commands.py)."""
+"""`sample`: text -> (image, mask) pairs from a trained joint model (`train` is in train.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 (``resize_pair``: letterbox or centre crop, used by the latent cache, the segmenter's data and the
 pipeline's resize stage; ``FitCounter`` counts what that changed), and the mask-only pipeline of the
 annotation VAE: cached masks, random crop with ignore padding, horizontal flip, and a collate that pads a
-batch to a common, latent-grid-aligned size."""
+batch to a common, latent-grid-aligned size; the images the learned image codec trains and is scored on
+(``ImageSet``)."""
 
 from __future__ import annotations
 
@@ -239,3 +240,33 @@ def pad_collate(multiple: int, fill: int):
         return out
 
     return collate
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """The images of a split at the working size (fitted as the latent cache fits them), held in memory
+    as uint8; items are (3, H, W) floats in [-1, 1], mirrored at random with ``hflip``."""
+
+    def __init__(self, dataset: SegmentationDataset, size: tuple[int, int], resize: str, hflip: bool = False,
+                 threads: int = 4):
+        self.hflip = hflip
+        ignore = dataset.classes.ignore_index
+
+        def load(i: int) -> np.ndarray:
+            return resize_pair(dataset.load_image(i), dataset.load_mask(i), size, resize, ignore)[0]
+
+        with ThreadPoolExecutor(threads) as pool:
+            self.images = list(pool.map(load, range(len(dataset))))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
+        """``index``, or ``(index, seed)`` (``EpochShuffleSampler(keyed=True)``): the flip then comes from
+        ``seed``, the same whatever the workers or a resume."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = self.images[index]
+        if self.hflip:
+            flip = np.random.default_rng(seed).random() < 0.5 if seed is not None else float(torch.rand(())) < 0.5
+            image = image[:, ::-1] if flip else image
+        # a copy: cached images may be read-only views of the decoded files
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)

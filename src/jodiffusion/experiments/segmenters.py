@@ -18,11 +18,11 @@ import logging
 from pathlib import Path
 
 from jodiffusion.data.config import DataConfig
+from jodiffusion.evaluation.scoring import evaluate_segmenter
 from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
 from jodiffusion.experiments.results import GeneratedSet
 from jodiffusion.experiments.stages import StageRunner, stage_config, to_record, train_args
 from jodiffusion.generation.filter_folder import filter_folder
-from jodiffusion.segmentation.inference import evaluate_segmenter
 from jodiffusion.training.config import SegRunConfig
 from jodiffusion.training.segmenter import SegmenterResult, train_segmenter
 

@@ -1,4 +1,5 @@
-"""Run a segmenter on images and score it on a dataset split, at full resolution.
+"""Run a segmenter on images and score it on a dataset split, at full resolution (`eval-seg`'s
+``evaluate_segmenter``, evaluation/scoring.py, loads a segmenter folder and calls :func:`evaluate`).
 
 Images are resized to the segmenter's training frame for the network, the logits are resized back
 to the image's size (bilinear) and the argmax taken: predictions and scores are at the resolution
@@ -15,9 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from jodiffusion.data.base import SegmentationDataset
-from jodiffusion.data.config import DataConfig
-from jodiffusion.data.registry import build_split
-from jodiffusion.errors import ConfigError
 from jodiffusion.segmentation.metrics import ConfusionMatrix
 from jodiffusion.segmentation.models import load_segmenter
 from jodiffusion.utils.precision import autocast_dtype
@@ -103,19 +101,4 @@ def predict(model: torch.nn.Module | str | Path, images, input_size: tuple[int, 
             batch_size: int = 16, device: str | None = None):
     """Class ids (B, H, W) int64 for uint8 images (B, H, W, 3); see :func:`predict_proba`."""
     return predict_proba(model, images, input_size, batch_size, device).argmax(1)
-
-
-def evaluate_segmenter(model_dir: str | Path, data: DataConfig, split: str | None = None, batch_size: int = 8,
-                       device: str | None = None, progress: bool = True) -> tuple[ConfusionMatrix, tuple[str, ...]]:
-    """Confusion matrix of a trained segmenter on a dataset split, at full resolution."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, config = load_segmenter(model_dir)
-    dataset = build_split(data, split or data.val_split, progress=progress)
-    if tuple(config.class_names) != tuple(dataset.classes.names):
-        raise ConfigError(f"the segmenter at {model_dir} was trained on classes ({', '.join(config.class_names)}) "
-                          f"but dataset '{data.name}' has ({', '.join(dataset.classes.names)})")
-    cm = evaluate(model.to(dev), dataset, config.input_size, batch_size, dev, amp_dtype=_amp_dtype(dev),
-                  progress=progress)
-    return cm, dataset.classes.names
-
 

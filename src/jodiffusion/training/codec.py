@@ -12,15 +12,14 @@ The stage: the train images fitted to the working size the way every generative 
 one training loop; then the latents' mean and std on the train images become the model's ``shift_factor``
 and ``scaling_factor`` (1 / std), and ``<output_dir>/image_codec`` is written as a diffusers
 AutoencoderKL folder that ``codec.kind=sd-vae codec.path=<it>`` loads. ``eval.json`` holds the val
-reconstruction error (mean absolute error in grey levels of 255, PSNR) and the parameter count.
+reconstruction error (mean absolute error in grey levels of 255, PSNR) and the parameter count; the scorer,
+and ``evaluate_codec`` (`eval-codec`), are in evaluation/scoring.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,54 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jodiffusion.data.base import SegmentationDataset
-from jodiffusion.data.config import DataConfig
 from jodiffusion.data.registry import build_split
-from jodiffusion.data.transforms import resize_pair
+from jodiffusion.data.transforms import ImageSet
 from jodiffusion.engine.loop import TrainingStage, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
-from jodiffusion.models.image_codec import StableDiffusionVAECodec
+from jodiffusion.evaluation.scoring import reconstruction_error
 from jodiffusion.models.persistence import num_parameters
 from jodiffusion.training.config import CodecModelConfig, CodecRunConfig
 from jodiffusion.training.vae import mean_and_std
 from jodiffusion.utils.io import write_json_atomic
-from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
 
 MODEL_DIR = "image_codec"  # the exported model inside a run folder
-GREY_LEVELS = 127.5        # images live in [-1, 1]: one unit there is 127.5 grey levels of 255
-
-
-class ImageSet(torch.utils.data.Dataset):
-    """The images of a split at the working size (fitted as the latent cache fits them), held in memory
-    as uint8; items are (3, H, W) floats in [-1, 1], mirrored at random with ``hflip``."""
-
-    def __init__(self, dataset: SegmentationDataset, size: tuple[int, int], resize: str, hflip: bool = False,
-                 threads: int = 4):
-        self.hflip = hflip
-        ignore = dataset.classes.ignore_index
-
-        def load(i: int) -> np.ndarray:
-            return resize_pair(dataset.load_image(i), dataset.load_mask(i), size, resize, ignore)[0]
-
-        with ThreadPoolExecutor(threads) as pool:
-            self.images = list(pool.map(load, range(len(dataset))))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> torch.Tensor:
-        """``index``, or ``(index, seed)`` (``EpochShuffleSampler(keyed=True)``): the flip then comes from
-        ``seed``, the same whatever the workers or a resume."""
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        image = self.images[index]
-        if self.hflip:
-            flip = np.random.default_rng(seed).random() < 0.5 if seed is not None else float(torch.rand(())) < 0.5
-            image = image[:, ::-1] if flip else image
-        # a copy: cached images may be read-only views of the decoded files
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def build_autoencoder(model: CodecModelConfig, sample_size: int):
@@ -112,26 +77,6 @@ def _reconstructor(autoencoder: nn.Module) -> Callable[[torch.Tensor], torch.Ten
     def reconstruct(images: torch.Tensor) -> torch.Tensor:
         return autoencoder.decode(autoencoder.encode(images).latent_dist.mean).sample
     return reconstruct
-
-
-@torch.no_grad()
-def reconstruction_error(reconstruct: Callable[[torch.Tensor], torch.Tensor], images: ImageSet, batch_size: int,
-                         device, rank: int = 0, world: int = 1, accelerator=None, progress: bool = False) -> dict:
-    """Mean absolute error (grey levels of 255) and PSNR (dB, of the split's mean squared error) of the
-    reconstructions of ``images``; each process takes every world-th image, the sums are reduced."""
-    subset = torch.utils.data.Subset(images, list(range(rank, len(images), world)))
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # |error|, error^2, values
-    for batch in progress_bar(loader, desc="eval", disable=not progress, leave=False):
-        batch = batch.to(device)
-        error = (reconstruct(batch).float().clamp(-1, 1) - batch).double()
-        sums += torch.stack([error.abs().sum(), (error * error).sum(), torch.tensor(error.numel(), device=device)])
-    if accelerator is not None and world > 1:
-        sums = accelerator.reduce(sums, "sum")
-    count = max(float(sums[2]), 1.0)
-    mse01 = float(sums[1]) / count / 4.0  # in [0, 1] units
-    return {"mae": float(sums[0]) / count * GREY_LEVELS, "psnr": 10 * math.log10(1.0 / max(mse01, 1e-12)),
-            "images": len(images)}
 
 
 @torch.no_grad()
@@ -229,16 +174,3 @@ def _train_codec(cfg: CodecRunConfig, run: TrainingRun) -> CodecResult:
     return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw},
                                   desc="train-codec", evaluate=evaluate_now, export=export))
 
-
-def evaluate_codec(model_dir: str | Path, data: DataConfig, split: str | None = None, batch_size: int = 16,
-                   device: str | None = None, progress: bool = True) -> dict:
-    """Reconstruction error of an exported codec (loaded as ``codec.kind=sd-vae`` loads it) on a split at
-    ``data.size``."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    codec = StableDiffusionVAECodec.from_pretrained(model_dir).to(device)
-    split = split or data.val_split
-    images = ImageSet(build_split(data, split), data.size, data.resize)
-    codec.check_size(*data.size)
-    report = reconstruction_error(lambda x: codec.decode(codec.encode(x, sample=False)), images, batch_size,
-                                  device, progress=progress)
-    return {"split": split, **report, "parameters": num_parameters(codec)}

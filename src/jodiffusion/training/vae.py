@@ -1,4 +1,5 @@
-"""Stage 1: train and evaluate the annotation VAE (paper, "Annotation VAE": cross-entropy only)."""
+"""Stage 1: train the annotation VAE (paper, "Annotation VAE": cross-entropy only); its reconstruction
+scorer, and ``evaluate_vae`` (`eval-vae`), are in evaluation/scoring.py."""
 
 from __future__ import annotations
 
@@ -11,18 +12,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jodiffusion.data.config import DataConfig
 from jodiffusion.data.registry import build_split
 from jodiffusion.data.transforms import MaskDataset, pad_collate
 from jodiffusion.engine.loop import TrainingStage, evaluate_on_every_rank, fit
 from jodiffusion.engine.run import TrainingRun
 from jodiffusion.engine.runtime import EpochShuffleSampler, make_lr_scheduler, make_optimizer
 from jodiffusion.errors import ConfigError
+from jodiffusion.evaluation.scoring import reconstruction_confusion
 from jodiffusion.models.annotation_vae import AnnotationVAE
-from jodiffusion.segmentation.metrics import ConfusionMatrix, eval_report
+from jodiffusion.segmentation.metrics import eval_report
 from jodiffusion.training.config import VAERunConfig
 from jodiffusion.utils.io import write_json_atomic
-from jodiffusion.utils.progress import progress_bar
 
 log = logging.getLogger("jodiffusion")
 
@@ -49,25 +49,6 @@ def balanced_class_weights(masks: MaskDataset, num_classes: int, clip: float = 1
     weights = np.clip(weights / np.median(weights[freq > 0]), 1.0 / clip, clip)
     weights /= max((weights * freq).sum(), 1e-12)
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def evaluate(model: AnnotationVAE, masks: MaskDataset, batch_size: int, device, rank: int = 0,
-             world: int = 1, progress: bool = True) -> ConfusionMatrix:
-    """Reconstruction confusion matrix at full resolution (each process takes every world-th mask)."""
-    cfg = model.config
-    subset = torch.utils.data.Subset(masks, list(range(rank, len(masks), world)))
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size,
-                                         collate_fn=pad_collate(cfg.downsample, cfg.ignore_index))
-    cm = ConfusionMatrix(cfg.num_classes, cfg.ignore_index)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for batch in progress_bar(loader, desc="eval", disable=not progress, leave=False):
-            batch = batch.to(device)
-            pred = model.decode_to_mask(model.encode(batch))
-            cm.update(pred.cpu(), batch.cpu())
-    model.train(was_training)
-    return cm
 
 
 @torch.no_grad()
@@ -146,8 +127,8 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> VAEResult:
         return loss, {}
 
     def evaluate_now() -> dict[str, float]:
-        return {"val_miou": evaluate_on_every_rank(evaluate, accelerator, raw_model, val_masks, cfg.eval_batch_size,
-                                                   progress=False).miou()}
+        return {"val_miou": evaluate_on_every_rank(reconstruction_confusion, accelerator, raw_model, val_masks,
+                                                   cfg.eval_batch_size, progress=False).miou()}
 
     def export(final_step: int) -> VAEResult:
         # Measure the latent scale on the (un-augmented) training masks, evaluate, export.
@@ -156,7 +137,7 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> VAEResult:
                                          accelerator.device)
         raw_model.config.shift_factor = float(mean)
         raw_model.config.scale_factor = float(1.0 / std)
-        cm = evaluate_on_every_rank(evaluate, accelerator, raw_model, val_masks, cfg.eval_batch_size,
+        cm = evaluate_on_every_rank(reconstruction_confusion, accelerator, raw_model, val_masks, cfg.eval_batch_size,
                                     progress=run.progress)
         model_dir = run.run_dir / MODEL_DIR
         report = eval_report(cm, classes.names, split=cfg.data.val_split)  # every process scored the whole split
@@ -173,15 +154,3 @@ def _train_vae(cfg: VAERunConfig, run: TrainingRun) -> VAEResult:
     return fit(run, TrainingStage(model, optimizer, scheduler, loader, step, modules={"model": raw_model},
                                   desc="train-vae", evaluate=evaluate_now, export=export))
 
-
-def evaluate_vae(model_dir: str | Path, data: DataConfig, split: str | None = None, batch_size: int = 8,
-                 device: str | None = None, progress: bool = True) -> tuple[ConfusionMatrix, tuple[str, ...]]:
-    """Reconstruction confusion matrix of a trained annotation VAE on a dataset split (full resolution)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AnnotationVAE.from_pretrained(model_dir).to(device)
-    dataset = build_split(data, split or data.val_split)
-    if dataset.classes.num_classes != model.config.num_classes:
-        raise ConfigError(f"the model at {model_dir} has {model.config.num_classes} classes but dataset "
-                          f"'{data.name}' has {dataset.classes.num_classes}")
-    cm = evaluate(model, MaskDataset(dataset), batch_size, device, progress=progress)
-    return cm, dataset.classes.names
