@@ -268,8 +268,8 @@ def test_the_generate_stage_is_the_generate_commands_preset_and_overrides():
     assert (g.num, g.out, g.split, g.prompts.captions, g.prompts.split) == (12, "/out", "train",
                                                                           "/data/captions.jsonl", "train")
     assert (g.steps, g.batch_size, g.workers, g.tau, g.seed) == (10, 32, 2, 20, 0)  # demo over generate/pipeline
-    assert generation_record(cfg.synthetic_pairs, g) == {"num": 512, "seed": 0, "steps": 10, "guidance": None, "batch_size": 32,
-                                         "tau": 20, "workers": 2}
+    assert generation_record(cfg.synthetic_pairs, g) == {"num": 512, "seed": 0, "steps": 10, "guidance": None,
+                                                         "batch_size": 32, "tau": 20, "workers": 2}
     other = load_config(PipelineConfig, group="pipeline", preset="demo",
                         overrides=["data.root=/x", "generate.overrides=[steps=10,min_confidence=0.5]"])
     record = generation_record(other.synthetic_pairs, generation_config(other.generate, 12, "/out", None, "train"))

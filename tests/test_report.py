@@ -125,7 +125,8 @@ def test_trajectory_figure_has_an_image_and_a_mask_row_per_prompt_and_a_column_p
     im = open_png(path)
     assert im.size == grid_size(4, 3, 32, 2, title_lines=2, label_chars=len("2: a blue square"))
     # the masks' rows are the decoded masks in the classes' colours
-    mask_tile = np.asarray(im)[2 + 2 * LINE_H + 32 * 2 + 2 * PAD:][:64, 8 + CHAR_W * len("2: a blue square") + PAD:][:, :64]
+    top, left = 2 + 2 * LINE_H + 32 * 2 + 2 * PAD, 8 + CHAR_W * len("2: a blue square") + PAD
+    mask_tile = np.asarray(im)[top:top + 64, left:left + 64]
     assert (mask_tile[::2, ::2] == colorize(frames.masks[0, 0], CLASSES)).all()
     # more frames than sampler steps: one column per step
     drawn = tiny_pipe(prompts[:1], seed=1, sampler=tiny_pipe.sampler.override(steps=2), trajectory_every=1)
