@@ -18,6 +18,7 @@ from jodiffusion.experiments.results import DatasetFigures, GeneratedSet, JointS
 from jodiffusion.experiments.segmenters import choose
 from jodiffusion.experiments.stages import MARKER, StageRunner, from_record, to_record
 from jodiffusion.experiments.summary import print_summary
+from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.training.segmenter import SegmenterResult
 from jodiffusion.training.vae import VAEResult
 
@@ -43,7 +44,7 @@ def test_demo_runs_every_stage_and_reports_every_metric(demo):
               "seg-real+synthetic", "seg-real+synthetic-two-phase+filter", "seg-test"]
     for stage in stages:
         assert (out / stage / MARKER).is_file(), stage
-    assert list(metrics["stage_seconds"]) == [*stages, "dataset-figures", "report"]
+    assert list(metrics["stage_seconds"]) == [*stages, "dataset-figures", "model-figures", "report"]
     for key in ("vae_reconstruction_miou", "prompt_precision", "prompt_recall", "agreement_miou", "seg_miou_real",
                 "seg_miou_synthetic", "seg_miou_real_synthetic"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 100.0, key
@@ -131,6 +132,27 @@ def test_report_folder_holds_the_figures_and_a_page_that_shows_them(demo):
         pytest.skip("headless Chromium not installed: run scripts/install_chromium.sh")
     dom = dump_dom(browser, page, out / "chromium-profile")
     assert images_loaded(dom) == str(len(REPORT_FIGURES))
+
+
+def test_the_report_draws_from_the_saved_results_without_a_model(demo, monkeypatch):
+    """The model-figures stage sampled what the report shows; redrawing the report loads no model and draws
+    the same pictures byte for byte."""
+    out, _ = demo
+    figures = sorted((out / "report").glob("*.png"))
+    before = {p.name: p.read_bytes() for p in figures}
+    saved = json.loads((out / "model-figures" / MARKER).read_text())["result"]
+    assert {"trajectory.npz", "refinement.npz"} <= {p.name for p in (out / "model-figures").iterdir()}
+    assert len(saved["prompts"]) == 3 and saved["steps"][-1] + 1 == saved["num_steps"]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the report loaded a model")
+
+    monkeypatch.setattr(JoDiffusionPipeline, "from_pretrained", no_model)
+    for figure in figures:
+        figure.unlink()
+    again = run_demo(out, quick=True, progress=False)
+    assert "model-figures" in again["skipped_stages"]
+    assert {p.name: p.read_bytes() for p in sorted((out / "report").glob("*.png"))} == before
 
 
 def test_rerun_skips_complete_stages_and_keeps_their_results(demo, capsys):
@@ -242,15 +264,15 @@ def test_the_generate_stage_is_the_generate_commands_preset_and_overrides():
     """The pipeline fills only the pairs, the folder, the split and the prompts; the record its stages
     compare names every other setting that is not the generate command's default."""
     cfg = load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x"])
-    g = generation_config(cfg, 12, "/out", Path("/data/captions.jsonl"), "train")
+    g = generation_config(cfg.generate, 12, "/out", Path("/data/captions.jsonl"), "train")
     assert (g.num, g.out, g.split, g.prompts.captions, g.prompts.split) == (12, "/out", "train",
                                                                           "/data/captions.jsonl", "train")
     assert (g.steps, g.batch_size, g.workers, g.tau, g.seed) == (10, 32, 2, 20, 0)  # demo over generate/pipeline
-    assert generation_record(cfg, g) == {"num": 512, "seed": 0, "steps": 10, "guidance": None, "batch_size": 32,
-                                         "tau": 20, "workers": 2}
+    assert generation_record(cfg.synthetic_pairs, g) == {"num": 512, "seed": 0, "steps": 10, "guidance": None,
+                                                         "batch_size": 32, "tau": 20, "workers": 2}
     other = load_config(PipelineConfig, group="pipeline", preset="demo",
                         overrides=["data.root=/x", "generate.overrides=[steps=10,min_confidence=0.5]"])
-    record = generation_record(other, generation_config(other, 12, "/out", None, "train"))
+    record = generation_record(other.synthetic_pairs, generation_config(other.generate, 12, "/out", None, "train"))
     assert record["other"] == {"min_confidence": 0.5}
 
 

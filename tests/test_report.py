@@ -12,6 +12,7 @@ from PIL import Image
 from tiny_pipeline import build_tiny_pipeline
 
 from jodiffusion.data.classes import ClassInfo
+from jodiffusion.experiments.model_figures import trajectory_frames
 from jodiffusion.report.figures import (
     class_histogram,
     frame_indices,
@@ -118,24 +119,32 @@ def tiny_pipe():
 def test_trajectory_figure_has_an_image_and_a_mask_row_per_prompt_and_a_column_per_frame(tmp_path, tiny_pipe):
     prompts = ["a red circle", "a blue square"]  # short: row titles "1: a red circle" stay on one line
     drawn = tiny_pipe(prompts, seed=0, trajectory_every=1)
-    path = trajectory_figure(tiny_pipe, drawn.trajectory, prompts, tmp_path / "traj.png", num_frames=3, scale=2)
+    frames = trajectory_frames(tiny_pipe, drawn.trajectory, num_frames=3)
+    assert frames.images.shape == (3, 2, 32, 32, 3) and frames.masks.shape == (3, 2, 32, 32)
+    path = trajectory_figure(frames, prompts, CLASSES, tmp_path / "traj.png", scale=2)
     im = open_png(path)
     assert im.size == grid_size(4, 3, 32, 2, title_lines=2, label_chars=len("2: a blue square"))
+    # the masks' rows are the decoded masks in the classes' colours
+    top, left = 2 + 2 * LINE_H + 32 * 2 + 2 * PAD, 8 + CHAR_W * len("2: a blue square") + PAD
+    mask_tile = np.asarray(im)[top:top + 64, left:left + 64]
+    assert (mask_tile[::2, ::2] == colorize(frames.masks[0, 0], CLASSES)).all()
     # more frames than sampler steps: one column per step
     drawn = tiny_pipe(prompts[:1], seed=1, sampler=tiny_pipe.sampler.override(steps=2), trajectory_every=1)
-    path = trajectory_figure(tiny_pipe, drawn.trajectory, prompts[:1], tmp_path / "t2.png", num_frames=6)
+    frames = trajectory_frames(tiny_pipe, drawn.trajectory, num_frames=6)
+    path = trajectory_figure(frames, prompts[:1], CLASSES, tmp_path / "t2.png")
     assert open_png(path).size == grid_size(2, 2, 32, 2, title_lines=2, label_chars=len("1: a red circle"))
     with pytest.raises(ValueError, match="at least one prompt"):
-        trajectory_figure(tiny_pipe, drawn.trajectory, [], tmp_path / "none.png")
+        trajectory_figure(frames, [], CLASSES, tmp_path / "none.png")
 
 
 def test_trajectory_figure_columns_name_the_step_and_timestep_the_trajectory_gives(tmp_path, tiny_pipe, monkeypatch):
     import jodiffusion.report.figures as figures
 
     drawn = tiny_pipe(["a red circle"], seed=0, trajectory_every=2)  # steps 0, 2 and 4 of 5
+    frames = trajectory_frames(tiny_pipe, drawn.trajectory, num_frames=3)
     columns = []
     monkeypatch.setattr(figures, "grid", lambda rows, cols, **kw: columns.extend(cols) or grid(rows, cols, **kw))
-    trajectory_figure(tiny_pipe, drawn.trajectory, ["a red circle"], tmp_path / "traj.png", num_frames=3)
+    trajectory_figure(frames, ["a red circle"], CLASSES, tmp_path / "traj.png")
     t = drawn.trajectory.timesteps
     assert columns == [f"step 1/5\nt={t[0]}", f"step 3/5\nt={t[1]}", f"step 5/5\nt={t[2]}"]
 

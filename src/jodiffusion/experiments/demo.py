@@ -16,7 +16,9 @@ from jodiffusion.config.loader import load_config
 from jodiffusion.data.shapes_folder import write_shapes_dataset
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.experiments.config import CANDIDATES, PipelineConfig
-from jodiffusion.experiments.experiment import FIGURES_DIR, run_pipeline
+from jodiffusion.experiments.experiment import run_pipeline
+from jodiffusion.experiments.model_figures import MODEL_FIGURES_DIR
+from jodiffusion.experiments.plan import FIGURES_DIR
 from jodiffusion.experiments.segmenters import FILTER_STAGE, TEST_STAGE, candidate_stage
 from jodiffusion.experiments.stages import StageRunner
 from jodiffusion.experiments.summary import print_summary
@@ -27,7 +29,7 @@ DATA_DIR = "data"
 # What a demo folder holds: its stage folders and the report (see experiments/experiment.py).
 DEMO_ENTRIES = (DATA_DIR, "captions", "vae", "codec", "joint", "generate", "generate_x4", "seg-real", "eval-joint",
                 "seg-synthetic", "seg-synthetic_x4", FILTER_STAGE, *map(candidate_stage, CANDIDATES), TEST_STAGE,
-                FIGURES_DIR, "report")
+                FIGURES_DIR, MODEL_FIGURES_DIR, "report")
 DEMO_RULES = OutputRules("demo", DEMO_ENTRIES)
 
 

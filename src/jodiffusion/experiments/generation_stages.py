@@ -18,9 +18,9 @@ from jodiffusion.data.registry import build_dataset
 from jodiffusion.evaluation.dataset_stats import compute_stats
 from jodiffusion.evaluation.joint_quality import evaluate_model
 from jodiffusion.evaluation.probe import probe_pairs
-from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
-from jodiffusion.experiments.results import DatasetFigures, GeneratedSet, JointStage
-from jodiffusion.experiments.stages import stage_config, to_record
+from jodiffusion.experiments.config import SYNTHETIC_SPLIT, StageSpec
+from jodiffusion.experiments.results import DatasetFigures, GeneratedSet
+from jodiffusion.experiments.stages import stage_config
 from jodiffusion.generation.config import GenerateConfig
 from jodiffusion.generation.generate import generate_dataset
 from jodiffusion.generation.prompts import PromptConfig
@@ -34,53 +34,48 @@ RECORDED = ("seed", "steps", "guidance", "batch_size", "tau", "workers")
 FILLED = ("num", "out", "split", "prompts")  # set by the pipeline, recorded by the stage's own settings
 
 
-def generation_config(cfg: PipelineConfig, num: int, out: str | Path, captions: Path | None,
-                      train_split: str) -> GenerateConfig:
-    """The generate command's config of a stage: ``cfg.generate``'s preset and overrides, then ``num`` pairs
-    into ``out`` prompted with the training captions (``captions`` None: those the exported model carries)."""
+def generation_fields(num: int, out: str | Path, captions: Path | None, train_split: str) -> dict:
+    """What the pipeline sets in a generate stage's config: ``num`` pairs into ``out``, in the split the
+    segmenters read, prompted with the training captions (``captions`` None: those the exported model carries)."""
     prompts = PromptConfig(source="captions", captions=str(captions) if captions else None, split=train_split)
-    return stage_config(GenerateConfig, "generate", cfg.generate, num=num, out=str(out), split=SYNTHETIC_SPLIT,
-                        prompts=prompts)
+    return {"num": num, "out": str(out), "split": SYNTHETIC_SPLIT, "prompts": prompts}
 
 
-def generation_record(cfg: PipelineConfig, g: GenerateConfig) -> dict:
-    """The generation settings a stage's record compares: ``synthetic_pairs``, the RECORDED settings, and
-    under ``other`` any further setting of the generate command that is not its default."""
-    record = {"num": cfg.synthetic_pairs, **{k: getattr(g, k) for k in RECORDED}}
+def generation_config(spec: StageSpec, num: int, out: str | Path, captions: Path | None,
+                      train_split: str) -> GenerateConfig:
+    """The generate command's config of a stage: ``spec``'s preset and overrides (the pipeline's ``generate``),
+    then ``generation_fields``."""
+    return stage_config(GenerateConfig, "generate", spec, **generation_fields(num, out, captions, train_split))
+
+
+def generation_record(synthetic_pairs: int, g: GenerateConfig) -> dict:
+    """The generation settings a stage's record compares: ``synthetic_pairs`` (the pipeline's, 0: as many
+    as the real training pairs), the RECORDED settings, and under ``other`` any further setting of the
+    generate command that is not its default."""
+    record = {"num": synthetic_pairs, **{k: getattr(g, k) for k in RECORDED}}
     default = GenerateConfig(**{k: getattr(g, k) for k in FILLED})
     other = {k: new for k, (_, new) in config_changes(config_to_dict(default), config_to_dict(g)).items()
              if k.split(".")[0] not in (*RECORDED, *FILLED)}
     return {**record, "other": other} if other else record
 
 
-def generate_settings(cfg: PipelineConfig, joint: JointStage, data: DataConfig, g: GenerateConfig) -> dict:
-    return {"joint": to_record(joint), "captions": data.captions, **generation_record(cfg, g)}
-
-
-def generate(joint: JointStage, g: GenerateConfig, progress: bool) -> GeneratedSet:
-    summary = generate_dataset(joint.export, g, progress=progress)
+def generate(export: Path, g: GenerateConfig, progress: bool) -> GeneratedSet:
+    summary = generate_dataset(export, g, progress=progress)
     return GeneratedSet(Path(g.out), summary.get("pairs", g.num), summary.get("pairs_per_second"))
 
 
-def evaluate_joint(cfg: PipelineConfig, data: DataConfig, captions: Path | None, joint: JointStage,
-                   segmenter: Path, folder: Path, progress: bool) -> dict:
-    """Prompt adherence and image-mask agreement of fresh pairs drawn from the training captions."""
-    source = captions or captions_path(joint.export)  # a dataset's own captions: the export carries them
-    prompts = list(read_captions(source, split=data.train_split).values())
-    prompts = [prompts[i % len(prompts)] for i in range(cfg.eval_pairs)]
-    g = generation_config(cfg, cfg.eval_pairs, folder, captions, data.train_split)
-    result = evaluate_model(joint.export, prompts, segmenter_dir=segmenter, steps=g.steps, guidance=g.guidance,
+def evaluate_joint(g: GenerateConfig, export: Path, segmenter: Path, progress: bool) -> dict:
+    """Prompt adherence and image-mask agreement of ``g.num`` fresh pairs drawn from the training captions
+    (``g.prompts``) with ``g``'s sampler settings, seed + 1; the grid and ``eval_joint.json`` go into ``g.out``."""
+    folder = Path(g.out)
+    source = g.prompts.captions or captions_path(export)  # a dataset's own captions: the export carries them
+    prompts = list(read_captions(source, split=g.prompts.split).values())
+    prompts = [prompts[i % len(prompts)] for i in range(g.num)]
+    result = evaluate_model(export, prompts, segmenter_dir=segmenter, steps=g.steps, guidance=g.guidance,
                             batch_size=g.batch_size, seed=g.seed + 1, tau=g.tau, grid_path=folder / "grid.png",
                             progress=progress)
     write_json_atomic(folder / "eval_joint.json", result)
     return result
-
-
-def evaluate_joint_settings(cfg: PipelineConfig, data: DataConfig, captions: Path | None, joint: JointStage,
-                            segmenter: Path) -> dict:
-    g = generation_config(cfg, cfg.eval_pairs, ".", captions, data.train_split)
-    return {"joint": to_record(joint), "segmenter": str(segmenter), "pairs": cfg.eval_pairs,
-            "generate": generation_record(cfg, g)}
 
 
 def dataset_figures(data: DataConfig, captions: Path | None, synthetic: GeneratedSet) -> DatasetFigures:
@@ -98,9 +93,3 @@ def dataset_figures(data: DataConfig, captions: Path | None, synthetic: Generate
                                 strict=True))
                  for name, ds in (("real", real_train), ("synthetic", synth_set))}
     return DatasetFigures(probe, frequency)
-
-
-def dataset_figures_settings(data: DataConfig, captions: Path | None, synthetic: GeneratedSet) -> dict:
-    return {"data": data.record(), "captions": str(captions) if captions else None,
-            "synthetic": to_record(synthetic)}
-

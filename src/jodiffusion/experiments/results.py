@@ -50,3 +50,18 @@ class DatasetFigures:
     training set and of the generated set ({"real" | "synthetic": {class name: share}})."""
     probe_real: dict
     class_pixel_frequency: dict
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """What the report draws of the trained models, sampled once (model_figures.py): the arrays lie in
+    ``out`` (the trajectory's decoded frames, raw masks before and after refinement, the codec's
+    reconstructions when there is a codec); the record names what they were drawn with."""
+    out: Path
+    classes: dict                 # the joint model's classes (ClassInfo.to_dict), which colour every mask
+    prompts: list                 # the trajectory's prompts, one pair of rows each; the refinement's start with them
+    steps: list                   # the solver step (from 0) of each trajectory frame
+    timesteps: list               # the timestep the solver used at each frame
+    num_steps: int                # solver steps in all
+    tau: int                      # the mask optimisation's tau
+    codec: bool = False           # whether ``out`` holds the codec's reconstructions

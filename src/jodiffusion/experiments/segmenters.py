@@ -19,10 +19,11 @@ from pathlib import Path
 
 from jodiffusion.data.config import DataConfig
 from jodiffusion.evaluation.scoring import evaluate_segmenter
-from jodiffusion.experiments.config import SYNTHETIC_SPLIT, PipelineConfig
+from jodiffusion.experiments.config import SYNTHETIC_SPLIT
 from jodiffusion.experiments.results import GeneratedSet
-from jodiffusion.experiments.stages import StageRunner, stage_config, to_record, train_args
+from jodiffusion.experiments.stages import StageRunner, check_planned, to_record, train_args
 from jodiffusion.generation.filter_folder import filter_folder
+from jodiffusion.generation.filters import FilterConfig
 from jodiffusion.training.config import SegRunConfig
 from jodiffusion.training.segmenter import SegmenterResult, train_segmenter
 
@@ -38,69 +39,71 @@ def candidate_stage(name: str) -> str:
     return MIX_STAGE if name == "mix" else f"{MIX_STAGE}-{name}"
 
 
-def seg_settings(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None,
-                 ratio: float | None = None, phase: float | None = None) -> dict:
-    settings = {"data": data.record(), "mix": mix, "synthetic": synthetic, "spec": dataclasses.asdict(cfg.seg)}
-    if ratio is not None:
-        settings["synthetic_ratio"] = ratio
+def seg_settings(data_record: dict, spec: dict, mix: str, synthetic: str | None, phase: float | None = None) -> dict:
+    """What a segmenter stage's record compares (a mixed candidate adds its ``synthetic_ratio`` when it runs)."""
+    settings = {"data": data_record, "mix": mix, "synthetic": synthetic, "spec": spec}
     if phase is not None:
         settings["synthetic_phase"] = phase
     return settings
 
 
-def segment(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str | None, folder: Path, resume: bool,
-            progress: bool, synthetic_ratio: float | None = None,
-            synthetic_phase: float | None = None) -> SegmenterResult:
-    fields = dict(data=data, mix=mix, synthetic=synthetic, synthetic_split=SYNTHETIC_SPLIT, output_dir=str(folder))
-    if synthetic_ratio is not None:  # at least one sample of each source per batch
-        batch = stage_config(SegRunConfig, "seg", cfg.seg, **fields).train.batch_size
-        fields["synthetic_ratio"] = min(max(synthetic_ratio, 1 / batch), 1 - 1 / batch)
-    if synthetic_phase is not None:
-        fields["synthetic_phase"] = synthetic_phase
-    scfg = stage_config(SegRunConfig, "seg", cfg.seg, **fields)
+def segment(scfg: SegRunConfig, progress: bool):
+    """The stage function training ``scfg`` (its output_dir is the stage folder)."""
+    return functools.partial(_train, scfg, progress)
+
+
+def _train(scfg: SegRunConfig, progress: bool, folder: Path, resume: bool) -> SegmenterResult:
     return train_segmenter(scfg, progress=progress, **train_args(folder, resume))
 
 
-def filter_stage(cfg: PipelineConfig, runner: StageRunner, synthetic: GeneratedSet, judge: SegmenterResult,
+def with_ratio(scfg: SegRunConfig, ratio: float) -> SegRunConfig:
+    """``scfg`` drawing ``ratio`` of every batch from the synthetic set, at least one sample of each source."""
+    batch = scfg.train.batch_size
+    return dataclasses.replace(scfg, synthetic_ratio=min(max(ratio, 1 / batch), 1 - 1 / batch))
+
+
+def filter_stage(runner: StageRunner, fcfg: FilterConfig, synthetic: GeneratedSet, out: str, settings: dict,
                  progress: bool) -> dict:
-    """The generated set's pairs that pass ``cfg.filter``, the real-only segmenter judging consistency."""
-    fcfg = dataclasses.replace(cfg.filter, consistency_segmenter=str(judge.export))
-    settings = {"source": str(synthetic.out), "filter": dataclasses.asdict(fcfg)}
-    return runner.run(FILTER_STAGE, settings,
-                      lambda f, r: filter_folder(synthetic.out, f, fcfg, split=SYNTHETIC_SPLIT, progress=progress))
+    """The generated set's pairs that pass ``fcfg`` (its consistency judge: the real-only segmenter), in ``out``."""
+    def make(folder: Path, resume: bool) -> dict:
+        return filter_folder(synthetic.out, folder, fcfg, split=SYNTHETIC_SPLIT, progress=progress)
+
+    filtered = runner.run(FILTER_STAGE, settings, make)
+    check_planned(filtered["out"], out, FILTER_STAGE)
+    return filtered
 
 
-def train_candidates(cfg: PipelineConfig, data: DataConfig, runner: StageRunner, synthetic: GeneratedSet,
-                     judge: SegmenterResult, num_real: int, progress: bool) -> tuple[dict[str, dict], dict | None]:
+def train_candidates(runner: StageRunner, candidates: dict[str, SegRunConfig], settings: dict[str, dict],
+                     fcfg: FilterConfig | None, synthetic: GeneratedSet, num_real: int,
+                     synthetic_ratio: float | None, progress: bool) -> tuple[dict[str, dict], dict | None]:
     """Train every candidate (skipping complete ones); returns ``{name: result}`` (``miou`` None and
     ``skipped`` saying why where a candidate had no pair to train on) and the filter's summary (None when
-    no candidate filters)."""
+    no candidate filters). A mixed candidate's share of synthetic samples is known only now, from the
+    pairs its source holds: ``synthetic_ratio``, else the synthetic set's share of the union of both sets."""
     filtered = None
-    if any(name.endswith("+filter") for name in cfg.candidates):
-        filtered = filter_stage(cfg, runner, synthetic, judge, progress)
+    if fcfg is not None:
+        filtered = filter_stage(runner, fcfg, synthetic, _filtered_source(candidates), settings[FILTER_STAGE],
+                                progress)
     results = {}
-    for name in cfg.candidates:
+    for name, scfg in candidates.items():
         source = filtered if name.endswith("+filter") else to_record(synthetic)
         if not source["pairs"]:
             results[name] = {"miou": None, "skipped": "no generated pair passed the quality filter"}
             log.warning("candidate %s skipped: no generated pair passed the quality filter", name)
             continue
-        if name.startswith("mix"):
-            # the synthetic set's share of the union of both sets, unless synthetic_ratio says otherwise
-            ratio = cfg.synthetic_ratio or source["pairs"] / (num_real + source["pairs"])
-            mix, phase = "real+synthetic", None
-        else:
-            mix, ratio, phase = "synthetic-then-real", None, cfg.synthetic_phase
-        settings = seg_settings(cfg, data, mix, source["out"], ratio, phase)
-        run = functools.partial(_run_candidate, cfg, data, mix, source["out"], progress, ratio, phase)
-        trained = runner.run(candidate_stage(name), settings, run, SegmenterResult)
-        results[name] = {**to_record(trained), "pairs": source["pairs"], "mix": mix, "synthetic_phase": phase}
+        check_planned(source["out"], scfg.synthetic, candidate_stage(name))
+        stage_settings = settings[candidate_stage(name)]
+        phase = scfg.synthetic_phase if scfg.mix == "synthetic-then-real" else None
+        if scfg.mix == "real+synthetic":
+            ratio = synthetic_ratio or source["pairs"] / (num_real + source["pairs"])
+            scfg, stage_settings = with_ratio(scfg, ratio), {**stage_settings, "synthetic_ratio": ratio}
+        trained = runner.run(candidate_stage(name), stage_settings, segment(scfg, progress), SegmenterResult)
+        results[name] = {**to_record(trained), "pairs": source["pairs"], "mix": scfg.mix, "synthetic_phase": phase}
     return results, filtered
 
 
-def _run_candidate(cfg: PipelineConfig, data: DataConfig, mix: str, synthetic: str, progress: bool,
-                   ratio: float | None, phase: float | None, folder: Path, resume: bool) -> SegmenterResult:
-    return segment(cfg, data, mix, synthetic, folder, resume, progress, synthetic_ratio=ratio, synthetic_phase=phase)
+def _filtered_source(candidates: dict[str, SegRunConfig]) -> str:
+    return next(scfg.synthetic for name, scfg in candidates.items() if name.endswith("+filter"))
 
 
 def choose(real_miou: float, candidates: dict[str, dict]) -> dict:
@@ -118,15 +121,15 @@ def choose(real_miou: float, candidates: dict[str, dict]) -> dict:
                         for n, r in candidates.items() if r.get("miou") is not None}}
 
 
-def test_stage(cfg: PipelineConfig, data: DataConfig, runner: StageRunner, segmenters: dict[str, str],
+def test_stage(runner: StageRunner, data: DataConfig, split: str, settings: dict, segmenters: dict[str, str],
                progress: bool) -> dict:
-    """``{name: mIoU}`` of each segmenter folder on the held-out ``cfg.test_split``."""
+    """``{name: mIoU}`` of each segmenter folder on the held-out ``split``."""
     def make(folder: Path, resume: bool) -> dict:
         scores = {}
         for name, export in segmenters.items():
-            cm, _ = evaluate_segmenter(export, data, split=cfg.test_split, progress=progress)
+            cm, _ = evaluate_segmenter(export, data, split=split, progress=progress)
             scores[name] = cm.miou()
-            log.info("%s segmenter on the held-out %s split: mIoU %.2f", name, cfg.test_split, scores[name])
-        return {"split": cfg.test_split, "miou": scores}
+            log.info("%s segmenter on the held-out %s split: mIoU %.2f", name, split, scores[name])
+        return {"split": split, "miou": scores}
 
-    return runner.run(TEST_STAGE, {"split": cfg.test_split, "data": data.record(), "segmenters": segmenters}, make)
+    return runner.run(TEST_STAGE, {**settings, "segmenters": segmenters}, make)

@@ -125,3 +125,17 @@ def stage_config(schema, group: str, spec, **fields):
     """The stage's own preset and overrides, then what the pipeline ties together (dataset, folders)."""
     values = {k: config_to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()}
     return load_config(schema, group=group, preset=spec.preset, overrides=list(spec.overrides), values=values)
+
+
+def load_stage_configs(requests: dict[str, tuple]) -> dict:
+    """Every stage's config in one pass through the loader: ``{stage: (schema, group, spec, fields)}`` ->
+    ``{stage: config}``, each as ``stage_config`` builds it."""
+    return {stage: stage_config(schema, group, spec, **fields)
+            for stage, (schema, group, spec, fields) in requests.items()}
+
+
+def check_planned(made: str | Path, planned: str | Path, stage: str) -> None:
+    """Later stages were configured with ``planned`` before ``stage`` ran (experiments/plan.py): the folder
+    the stage wrote must be that one."""
+    if str(made) != str(planned):
+        raise JoDiffusionError(f"stage '{stage}' wrote {made}, but the later stages were planned on {planned}")

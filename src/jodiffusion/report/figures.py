@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from jodiffusion.data.classes import ClassInfo
 from jodiffusion.report.stats_plots import class_histogram_figure
@@ -99,28 +99,33 @@ def frame_indices(steps: int, num_frames: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, steps - 1, min(num_frames, steps))})
 
 
-def trajectory_figure(pipe, trajectory, prompts: Sequence[str], path: str | Path, num_frames: int = 6,
+@dataclass(frozen=True)
+class TrajectoryFrames:
+    """Frames of a denoising trajectory, decoded: ``images[f][b]`` and ``masks[f][b]`` are prompt b's predicted
+    clean image and mask at frame f, taken at solver step ``steps[f]`` (from 0) and timestep ``timesteps[f]``."""
+
+    images: np.ndarray      # (frames, prompts, H, W, 3) uint8
+    masks: np.ndarray       # (frames, prompts, H, W) uint8
+    steps: list[int]
+    timesteps: list[int]
+    num_steps: int          # solver steps in all
+
+
+def trajectory_figure(frames: TrajectoryFrames, prompts: Sequence[str], classes: ClassInfo, path: str | Path,
                       scale: int = 2) -> Path:
     """The denoising trajectory (the paper's Fig. 4): for each prompt, a row of predicted clean images and a
-    row of predicted clean masks at ``num_frames`` of the trajectory's entries, spread evenly, the last
-    included; columns are titled with the step and timestep. ``trajectory``: a pipeline call's (its
-    ``latents``, ``steps``, ``timesteps``, ``num_steps``), drawn with ``pipe.decode``."""
+    row of predicted clean masks, one column per frame, titled with its step and timestep."""
     prompts = list(prompts)
     if not prompts:
         raise ValueError("trajectory_figure needs at least one prompt")
-    frames = frame_indices(len(trajectory.latents), num_frames)
-    decoded = []
-    for f in frames:
-        img_lat, mask_lat = trajectory.latents[f]
-        with torch.no_grad():
-            decoded.append(pipe.decode(img_lat, mask_lat))
     rows, titles = [], []
-    lines = _max_lines(pipe.resolution[0], scale)
+    lines = _max_lines(frames.images.shape[2], scale)
     for b, prompt in enumerate(prompts):
-        rows.append([images[b] for images, _ in decoded])
-        rows.append([colorize(masks[b], pipe.classes) for _, masks in decoded])
+        rows.append([images[b] for images in frames.images])
+        rows.append([colorize(masks[b], classes) for masks in frames.masks])
         titles += [_label(f"{b + 1}: {prompt}", 20, lines), "mask"]
-    columns = [f"step {trajectory.steps[f] + 1}/{trajectory.num_steps}\nt={trajectory.timesteps[f]}" for f in frames]
+    columns = [f"step {step + 1}/{frames.num_steps}\nt={t}" for step, t in zip(frames.steps, frames.timesteps,
+                                                                                 strict=True)]
     return save_png(grid(rows, columns, row_titles=titles, scale=scale), path)
 
 
