@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from jodiffusion.config.loader import load_config
-from jodiffusion.data.shapes import write_shapes_dataset
+from jodiffusion.data.shapes_folder import write_shapes_dataset
 from jodiffusion.errors import JoDiffusionError
 from jodiffusion.experiments.config import PipelineConfig
 from jodiffusion.experiments.plan import plan_stages
