@@ -1,8 +1,15 @@
+import ast
+from pathlib import Path
+
 import pytest
 import yaml
 
 from jodiffusion.config.loader import config_from_dict, config_to_dict, list_presets, load_config, save_run_config
+from jodiffusion.data.config import DataConfig
+from jodiffusion.diffusion.sampling import SamplerConfig
+from jodiffusion.engine.config import TrainConfig
 from jodiffusion.errors import ConfigError
+from jodiffusion.experiments.config import PipelineConfig
 from jodiffusion.training.config import VAERunConfig
 
 
@@ -113,3 +120,33 @@ def test_presets_lists_every_stage_preset_with_what_it_changes(capsys):
     assert "model.arch.width = 512" in camvid and "data.name = camvid" in camvid
     assert "train.lr = 0.0004" in camvid and "train.seed" not in camvid  # only what differs from the defaults
     assert "unet/small: block_channels=[32, 64, 128]" in out
+
+
+def _config_classes_raising_value_error() -> list[str]:
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "src" / "jodiffusion").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Config") and node.name != "ConfigError":
+                for inner in ast.walk(node):
+                    if (isinstance(inner, ast.Raise) and isinstance(inner.exc, ast.Call)
+                            and getattr(inner.exc.func, "id", None) == "ValueError"):
+                        found.append(f"{path.name}:{inner.lineno} {node.name}")
+    return found
+
+
+def test_config_classes_raise_one_error_type():
+    # a bad value in any config class is a ConfigError (printed in one line by the CLI), never a bare ValueError
+    assert _config_classes_raising_value_error() == []
+
+
+@pytest.mark.parametrize("build", [
+    lambda: SamplerConfig(steps=0),
+    lambda: DataConfig(num_train=0),
+    lambda: PipelineConfig(eval_pairs=0),
+    lambda: TrainConfig(batch_size=0),
+])
+def test_a_bad_value_is_a_config_error_and_still_a_value_error(build):
+    with pytest.raises(ConfigError):
+        build()
+    with pytest.raises(ValueError):  # callers that caught ValueError before keep working
+        build()

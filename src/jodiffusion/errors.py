@@ -5,8 +5,9 @@ class JoDiffusionError(Exception):
     """Base class: the message says what is wrong and what to do about it."""
 
 
-class ConfigError(JoDiffusionError):
-    """A config file, preset or override is invalid."""
+class ConfigError(JoDiffusionError, ValueError):
+    """A config file, preset, override or config value is invalid: the one type every config class raises
+    (a ValueError too, so code that builds a config and catches ValueError keeps working)."""
 
 
 class DatasetError(JoDiffusionError):

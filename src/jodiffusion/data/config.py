@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from jodiffusion.data.registry import dataset_names, needs_root
 from jodiffusion.data.shapes_scene import DIFFICULTIES
 from jodiffusion.data.transforms import RESIZE_MODES
+from jodiffusion.errors import ConfigError
 
 SHAPES_ONLY = ("num_train", "num_val", "num_test", "seed", "difficulty")  # settings of the embedded "shapes" generator
 
@@ -48,25 +49,25 @@ class DataConfig:
 
     def __post_init__(self):
         if self.name not in dataset_names():
-            raise ValueError(f"data.name='{self.name}' is not a known dataset; "
+            raise ConfigError(f"data.name='{self.name}' is not a known dataset; "
                              f"choose one of {', '.join(dataset_names())} (or register yours with "
                              "jodiffusion.data.registry.DATASETS.register)")
         if needs_root(self.name) and not self.root:
-            raise ValueError(f"data.root is required for dataset '{self.name}' (the folder that holds it)")
+            raise ConfigError(f"data.root is required for dataset '{self.name}' (the folder that holds it)")
         if self.resolution < 16 or self.resolution % 8:
-            raise ValueError(f"data.resolution={self.resolution} must be a multiple of 8 and at least 16")
+            raise ConfigError(f"data.resolution={self.resolution} must be a multiple of 8 and at least 16")
         if self.width is not None and (self.width < 16 or self.width % 8):
-            raise ValueError(f"data.width={self.width} must be a multiple of 8 and at least 16 (or null: square)")
+            raise ConfigError(f"data.width={self.width} must be a multiple of 8 and at least 16 (or null: square)")
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"data.resize='{self.resize}'; choose one of {', '.join(RESIZE_MODES)}")
+            raise ConfigError(f"data.resize='{self.resize}'; choose one of {', '.join(RESIZE_MODES)}")
         if self.difficulty not in DIFFICULTIES:
-            raise ValueError(f"data.difficulty='{self.difficulty}'; choose one of {', '.join(DIFFICULTIES)}")
+            raise ConfigError(f"data.difficulty='{self.difficulty}'; choose one of {', '.join(DIFFICULTIES)}")
         if self.seed < 0:
-            raise ValueError(f"data.seed={self.seed}: a seed must be an integer >= 0; give e.g. data.seed=0")
+            raise ConfigError(f"data.seed={self.seed}: a seed must be an integer >= 0; give e.g. data.seed=0")
         if self.num_train < 1 or self.num_val < 1:
-            raise ValueError("data.num_train and data.num_val must be positive")
+            raise ConfigError("data.num_train and data.num_val must be positive")
         if self.num_test < 0:
-            raise ValueError(f"data.num_test={self.num_test} must be >= 0 (0: no test split)")
+            raise ConfigError(f"data.num_test={self.num_test} must be >= 0 (0: no test split)")
 
     def record(self) -> dict:
         """The settings that apply to this dataset, for stage records: the embedded generator's

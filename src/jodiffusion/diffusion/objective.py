@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from jodiffusion.errors import ConfigError
+
 
 @dataclass
 class JointObjectiveConfig:
@@ -38,12 +40,12 @@ class JointObjectiveConfig:
 
     def __post_init__(self):
         if self.img_weight < 0 or self.mask_weight < 0 or self.img_weight + self.mask_weight == 0:
-            raise ValueError("objective.img_weight and objective.mask_weight must be >= 0, not both 0")
+            raise ConfigError("objective.img_weight and objective.mask_weight must be >= 0, not both 0")
         if self.snr_gamma < 0:
-            raise ValueError(f"objective.snr_gamma={self.snr_gamma} must be >= 0 (0: off)")
+            raise ConfigError(f"objective.snr_gamma={self.snr_gamma} must be >= 0 (0: off)")
         for name in ("independent_timesteps", "caption_dropout", "self_condition_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"objective.{name}={getattr(self, name)} must lie in [0, 1]")
+                raise ConfigError(f"objective.{name}={getattr(self, name)} must lie in [0, 1]")
 
 
 def draw_timesteps(batch: int, num_train_timesteps: int, independent: float, device,

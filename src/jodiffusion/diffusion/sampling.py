@@ -18,6 +18,7 @@ import torch
 
 from jodiffusion.diffusion.objective import clean_estimate
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig, sampling_scheduler
+from jodiffusion.errors import ConfigError
 
 MODES = ("joint", "img2mask", "mask2img")
 
@@ -30,11 +31,11 @@ class SamplerConfig:
 
     def __post_init__(self):
         if self.steps < 1:
-            raise ValueError(f"sampler.steps={self.steps} must be >= 1")
+            raise ConfigError(f"sampler.steps={self.steps} must be >= 1")
         if not 0 <= self.guidance_scale < math.inf:  # nan and inf too: they give nan images
-            raise ValueError(f"sampler.guidance_scale={self.guidance_scale} must be a finite number >= 0")
+            raise ConfigError(f"sampler.guidance_scale={self.guidance_scale} must be a finite number >= 0")
         if self.solver_order not in (1, 2, 3):
-            raise ValueError(f"sampler.solver_order={self.solver_order} must be 1, 2 or 3")
+            raise ConfigError(f"sampler.solver_order={self.solver_order} must be 1, 2 or 3")
 
     def override(self, steps: int | None = None, guidance_scale: float | None = None) -> SamplerConfig:
         """A copy with the given settings replaced (None keeps the current value)."""

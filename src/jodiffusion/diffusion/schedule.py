@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from jodiffusion.errors import ConfigError
+
 SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -32,18 +34,18 @@ class NoiseScheduleConfig:
 
     def __post_init__(self):
         if self.num_train_timesteps < 2:
-            raise ValueError("schedule.num_train_timesteps must be >= 2")
+            raise ConfigError("schedule.num_train_timesteps must be >= 2")
         if not 0 < self.beta_start < self.beta_end < 1:
-            raise ValueError(f"schedule betas must satisfy 0 < beta_start < beta_end < 1, "
+            raise ConfigError(f"schedule betas must satisfy 0 < beta_start < beta_end < 1, "
                              f"got {self.beta_start}, {self.beta_end}")
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"schedule.prediction_type='{self.prediction_type}'; choose one of "
+            raise ConfigError(f"schedule.prediction_type='{self.prediction_type}'; choose one of "
                              f"{', '.join(PREDICTION_TYPES)}")
         if self.rescale_betas_zero_snr and self.prediction_type == "epsilon":
-            raise ValueError("schedule.rescale_betas_zero_snr needs prediction_type v_prediction or sample: at zero "
+            raise ConfigError("schedule.rescale_betas_zero_snr needs prediction_type v_prediction or sample: at zero "
                              "terminal SNR the noise prediction cannot recover the clean sample")
         if self.beta_schedule not in SCHEDULES:
-            raise ValueError(f"schedule.beta_schedule='{self.beta_schedule}'; choose one of {', '.join(SCHEDULES)}")
+            raise ConfigError(f"schedule.beta_schedule='{self.beta_schedule}'; choose one of {', '.join(SCHEDULES)}")
 
     @property
     def zero_snr(self) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from jodiffusion.errors import ConfigError
+
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -46,22 +48,22 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"train.{name}={getattr(self, name)} must be >= 1")
+                raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1")
         for name in ("warmup_steps", "num_workers", "eval_every", "save_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"train.{name}={getattr(self, name)} must be >= 0")
+                raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 0")
         for name in ("lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"train.{name}={value} is not a finite number")
+                raise ConfigError(f"train.{name}={value} is not a finite number")
         if not 0 <= self.seed < 2**31:  # each process seeds with seed + rank; numpy wants < 2**32
-            raise ValueError(f"train.seed={self.seed}: a seed must be in 0 .. 2**31-1; give e.g. train.seed=0")
+            raise ConfigError(f"train.seed={self.seed}: a seed must be in 0 .. 2**31-1; give e.g. train.seed=0")
         if not self.lr > 0:
-            raise ValueError(f"train.lr={self.lr} must be > 0")
+            raise ConfigError(f"train.lr={self.lr} must be > 0")
         if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
+            raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"train.lr_schedule='{self.lr_schedule}'; choose one of {', '.join(LR_SCHEDULES)}")
+            raise ConfigError(f"train.lr_schedule='{self.lr_schedule}'; choose one of {', '.join(LR_SCHEDULES)}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"train.mixed_precision='{self.mixed_precision}'; "
+            raise ConfigError(f"train.mixed_precision='{self.mixed_precision}'; "
                              f"choose one of {', '.join(MIXED_PRECISION)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jodiffusion.data.config import DataConfig
+from jodiffusion.errors import ConfigError
 from jodiffusion.generation.filters import FilterConfig
 
 EXPERIMENTS = ("real", "synthetic", "synthetic_x4", "real+synthetic")
@@ -79,26 +80,26 @@ class PipelineConfig:
     def __post_init__(self):
         unknown = [e for e in self.experiments if e not in EXPERIMENTS]
         if unknown or not self.experiments:
-            raise ValueError(f"experiments={list(self.experiments)}: choose from {', '.join(EXPERIMENTS)}")
+            raise ConfigError(f"experiments={list(self.experiments)}: choose from {', '.join(EXPERIMENTS)}")
         if "real" not in self.experiments:
-            raise ValueError("experiments must include 'real': it is the baseline and scores image-mask agreement")
+            raise ConfigError("experiments must include 'real': it is the baseline and scores image-mask agreement")
         unknown = [c for c in self.candidates if c not in CANDIDATES]
         if unknown or not self.candidates or len(set(self.candidates)) != len(self.candidates):
-            raise ValueError(f"candidates={list(self.candidates)}: name each once, from {', '.join(CANDIDATES)}")
+            raise ConfigError(f"candidates={list(self.candidates)}: name each once, from {', '.join(CANDIDATES)}")
         if not 0 < self.synthetic_phase < 1:
-            raise ValueError(f"synthetic_phase={self.synthetic_phase} must lie strictly between 0 and 1")
+            raise ConfigError(f"synthetic_phase={self.synthetic_phase} must lie strictly between 0 and 1")
         if self.filter.consistency_segmenter is not None:
-            raise ValueError("filter.consistency_segmenter is set by the pipeline (its real-only segmenter); "
+            raise ConfigError("filter.consistency_segmenter is set by the pipeline (its real-only segmenter); "
                              "leave it unset")
         if self.test_split is not None and self.test_split in (self.data.train_split, self.data.val_split):
-            raise ValueError(f"test_split={self.test_split!r} must be a split other than data.train_split and "
+            raise ConfigError(f"test_split={self.test_split!r} must be a split other than data.train_split and "
                              "data.val_split (it is held out from training and from the choice)")
         if self.synthetic_ratio is not None and not 0 < self.synthetic_ratio < 1:
-            raise ValueError(f"synthetic_ratio={self.synthetic_ratio} must lie strictly between 0 and 1 (or null)")
+            raise ConfigError(f"synthetic_ratio={self.synthetic_ratio} must lie strictly between 0 and 1 (or null)")
         if self.synthetic_pairs < 0:
-            raise ValueError(f"synthetic_pairs={self.synthetic_pairs} must be >= 0 (0: as many pairs as real "
+            raise ConfigError(f"synthetic_pairs={self.synthetic_pairs} must be >= 0 (0: as many pairs as real "
                              "training images)")
         if self.eval_pairs < 1:
-            raise ValueError(f"eval_pairs={self.eval_pairs} must be >= 1")
+            raise ConfigError(f"eval_pairs={self.eval_pairs} must be >= 1")
         if not 0 <= self.caption_min_fraction < 1:
-            raise ValueError(f"caption_min_fraction={self.caption_min_fraction} must lie in [0, 1)")
+            raise ConfigError(f"caption_min_fraction={self.caption_min_fraction} must lie in [0, 1)")

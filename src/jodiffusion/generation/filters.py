@@ -86,13 +86,13 @@ class FilterConfig:
         _fraction("confidence", self.confidence, open_low=True)
         _fraction("max_disagreement", self.max_disagreement)
         if self.consistency_mode not in CONSISTENCY_MODES:
-            raise ValueError(f"filter.consistency_mode='{self.consistency_mode}'; choose one of "
+            raise ConfigError(f"filter.consistency_mode='{self.consistency_mode}'; choose one of "
                              f"{', '.join(CONSISTENCY_MODES)}")
         if self.consistency_segmenter is not None and not str(self.consistency_segmenter).strip():
-            raise ValueError("filter.consistency_segmenter is empty; give a segmenter folder or leave it unset")
+            raise ConfigError("filter.consistency_segmenter is empty; give a segmenter folder or leave it unset")
         if self.class_confidence is not None:
             if not isinstance(self.class_confidence, dict):
-                raise ValueError("filter.class_confidence must map class names to probabilities, "
+                raise ConfigError("filter.class_confidence must map class names to probabilities, "
                                  f"got {type(self.class_confidence).__name__}")
             # omegaconf hands over a DictConfig-like mapping: store a plain dict of floats
             self.class_confidence = {str(k): float(v) for k, v in self.class_confidence.items()}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from jodiffusion.errors import ConfigError
 from jodiffusion.models.bit_encoding import encode_bits, num_bits
 from jodiffusion.models.persistence import PretrainedMixin
 
@@ -36,19 +37,19 @@ class AnnotationVAEConfig:
 
     def __post_init__(self):
         if self.num_classes != 0 and not 2 <= self.num_classes <= 255:
-            raise ValueError(f"model.num_classes={self.num_classes} must lie in 2..255 (or 0 = from the dataset)")
+            raise ConfigError(f"model.num_classes={self.num_classes} must lie in 2..255 (or 0 = from the dataset)")
         if not 0 <= self.ignore_index <= 255 or 0 <= self.ignore_index < self.num_classes:
-            raise ValueError(f"model.ignore_index={self.ignore_index} must be a mask value in 0..255 that is no "
+            raise ConfigError(f"model.ignore_index={self.ignore_index} must be a mask value in 0..255 that is no "
                              f"class id (0..{max(self.num_classes, 2) - 1}); 255 is the usual one")
         if self.downsample < 1 or self.downsample & (self.downsample - 1):
-            raise ValueError(f"model.downsample={self.downsample} must be a power of two")
+            raise ConfigError(f"model.downsample={self.downsample} must be a power of two")
         for name in ("latent_channels", "base_channels", "max_channels"):
             if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be positive")
+                raise ConfigError(f"model.{name} must be positive")
         if self.blocks_per_stage < 0:
-            raise ValueError("model.blocks_per_stage must be >= 0")
+            raise ConfigError("model.blocks_per_stage must be >= 0")
         if not (self.scale_factor > 0 and math.isfinite(self.scale_factor)):
-            raise ValueError(f"model.scale_factor={self.scale_factor} must be a positive finite number")
+            raise ConfigError(f"model.scale_factor={self.scale_factor} must be a positive finite number")
 
     @property
     def num_stages(self) -> int:

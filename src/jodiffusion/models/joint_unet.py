@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
+from jodiffusion.errors import ConfigError
 from jodiffusion.models.persistence import PretrainedMixin
 from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS
 from jodiffusion.models.uvit import SHAPE_FIELDS
@@ -56,20 +57,20 @@ class JointUNetConfig:
         for name in ("img_channels", "mask_channels", "latent_height", "latent_width", "layers_per_block",
                      "attention_head_dim", "norm_num_groups", "text_dim", "num_text_tokens"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"JointUNetConfig.{name}={getattr(self, name)} must be positive")
+                raise ConfigError(f"JointUNetConfig.{name}={getattr(self, name)} must be positive")
         if not self.block_channels or len(self.attention_levels) != len(self.block_channels):
-            raise ValueError(f"JointUNetConfig: block_channels {self.block_channels} and attention_levels "
+            raise ConfigError(f"JointUNetConfig: block_channels {self.block_channels} and attention_levels "
                              f"{self.attention_levels} must be non-empty lists of the same length")
         for c in self.block_channels:
             if c % self.norm_num_groups:
-                raise ValueError(f"JointUNetConfig.block_channels={self.block_channels}: every entry must be a "
+                raise ConfigError(f"JointUNetConfig.block_channels={self.block_channels}: every entry must be a "
                                  f"multiple of norm_num_groups={self.norm_num_groups}")
             if c % self.attention_head_dim:
-                raise ValueError(f"JointUNetConfig.block_channels={self.block_channels}: every entry must be a "
+                raise ConfigError(f"JointUNetConfig.block_channels={self.block_channels}: every entry must be a "
                                  f"multiple of attention_head_dim={self.attention_head_dim}")
         f = 2 ** (len(self.block_channels) - 1)
         if self.latent_height % f or self.latent_width % f:
-            raise ValueError(f"a {len(self.block_channels)}-level UNet halves the grid {len(self.block_channels) - 1}"
+            raise ConfigError(f"a {len(self.block_channels)}-level UNet halves the grid {len(self.block_channels) - 1}"
                              f" times: latent {self.latent_height}x{self.latent_width} must be divisible by {f}; "
                              "use fewer levels (model.block_channels) or another resolution")
 

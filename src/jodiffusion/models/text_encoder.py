@@ -263,13 +263,13 @@ class CaptionTextEncoderConfig:
 
     def __post_init__(self):
         if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
-            raise ValueError(f"text_encoder.dim={self.dim} must be a positive multiple of num_heads={self.num_heads}")
+            raise ConfigError(f"text_encoder.dim={self.dim} must be a positive multiple of num_heads={self.num_heads}")
         if self.max_tokens < 2:
-            raise ValueError("text_encoder.max_tokens must be at least 2 (<bos> and <eos>)")
+            raise ConfigError("text_encoder.max_tokens must be at least 2 (<bos> and <eos>)")
         if self.num_layers < 0:
-            raise ValueError("text_encoder.num_layers must be >= 0")
+            raise ConfigError("text_encoder.num_layers must be >= 0")
         if not 0 <= self.dropout < 1:
-            raise ValueError("text_encoder.dropout must lie in [0, 1)")
+            raise ConfigError("text_encoder.dropout must lie in [0, 1)")
 
 
 class CaptionTextEncoder(TextEncoder):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from jodiffusion.errors import ConfigError
 from jodiffusion.models.persistence import PretrainedMixin
 from jodiffusion.models.token_layout import CLIP_TEXT_TOKENS, UNIDIFFUSER_EXTRA, TokenLayout
 from jodiffusion.utils.safe_load import UnknownPresetError
@@ -61,26 +62,26 @@ class UViTConfig:
         for name in ("img_channels", "mask_channels", "latent_height", "latent_width", "patch_size", "width",
                      "num_heads", "text_dim", "num_text_tokens", "clip_img_dim"):
             if getattr(self, name) < 1:
-                raise ValueError(f"UViTConfig.{name}={getattr(self, name)} must be positive")
+                raise ConfigError(f"UViTConfig.{name}={getattr(self, name)} must be positive")
         p = self.patch_size
         for name in ("latent_height", "latent_width"):
             size = getattr(self, name)
             if size % p:
-                raise ValueError(f"UViTConfig.{name}={size} is not divisible by patch_size={p}; use a latent "
+                raise ConfigError(f"UViTConfig.{name}={size} is not divisible by patch_size={p}; use a latent "
                                  f"size that is a multiple of {p} (e.g. {math.ceil(size / p) * p}) or patch_size=1")
         if self.depth < 1 or self.depth % 2 == 0:
-            raise ValueError(f"UViTConfig.depth={self.depth} must be odd (in-blocks + mid block + out-blocks); "
+            raise ConfigError(f"UViTConfig.depth={self.depth} must be odd (in-blocks + mid block + out-blocks); "
                              "UniDiffuser's depth=30 is 31 blocks here")
         if self.width % self.num_heads:
-            raise ValueError(f"UViTConfig.width={self.width} is not divisible by num_heads={self.num_heads}")
+            raise ConfigError(f"UViTConfig.width={self.width} is not divisible by num_heads={self.num_heads}")
         if not self.mlp_ratio > 0:
-            raise ValueError(f"UViTConfig.mlp_ratio={self.mlp_ratio} must be positive")
+            raise ConfigError(f"UViTConfig.mlp_ratio={self.mlp_ratio} must be positive")
         if self.text_bottleneck < 0:
-            raise ValueError(f"UViTConfig.text_bottleneck={self.text_bottleneck} must be >= 0 (0: no bottleneck)")
+            raise ConfigError(f"UViTConfig.text_bottleneck={self.text_bottleneck} must be >= 0 (0: no bottleneck)")
         if self.pos_embed_init not in ("sincos", "random"):
-            raise ValueError(f"UViTConfig.pos_embed_init='{self.pos_embed_init}'; choose 'sincos' or 'random'")
+            raise ConfigError(f"UViTConfig.pos_embed_init='{self.pos_embed_init}'; choose 'sincos' or 'random'")
         if self.data_type not in (0, 1):
-            raise ValueError(f"UViTConfig.data_type={self.data_type} must be 0 or 1")
+            raise ConfigError(f"UViTConfig.data_type={self.data_type} must be 0 or 1")
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from jodiffusion.diffusion.objective import JointObjectiveConfig
 from jodiffusion.diffusion.sampling import SamplerConfig
 from jodiffusion.diffusion.schedule import NoiseScheduleConfig
 from jodiffusion.engine.config import TrainConfig
+from jodiffusion.errors import ConfigError
 from jodiffusion.models.annotation_vae import AnnotationVAEConfig
 from jodiffusion.models.denoisers import DENOISERS, backbone_presets
 from jodiffusion.models.uvit import SHAPE_FIELDS
@@ -41,12 +42,12 @@ class VAERunConfig:
 
     def __post_init__(self):
         if self.crop_size < 0 or (self.crop_size and self.crop_size % self.model.downsample):
-            raise ValueError(f"crop_size={self.crop_size} must be 0 or a positive multiple of "
+            raise ConfigError(f"crop_size={self.crop_size} must be 0 or a positive multiple of "
                              f"model.downsample={self.model.downsample}")
         if self.latent_noise < 0:
-            raise ValueError(f"latent_noise={self.latent_noise} must be >= 0")
+            raise ConfigError(f"latent_noise={self.latent_noise} must be >= 0")
         if self.eval_batch_size < 1 or self.scale_samples < 1:
-            raise ValueError("eval_batch_size and scale_samples must be >= 1")
+            raise ConfigError("eval_batch_size and scale_samples must be >= 1")
 
 
 # --- train-codec: a learned image codec (a small AutoencoderKL trained from scratch) -----------------
@@ -67,13 +68,13 @@ class CodecModelConfig:
     def __post_init__(self):
         self.block_out_channels = [int(c) for c in self.block_out_channels]
         if not self.block_out_channels or min(self.block_out_channels) < 1:
-            raise ValueError(f"model.block_out_channels={self.block_out_channels} must list positive widths")
+            raise ConfigError(f"model.block_out_channels={self.block_out_channels} must list positive widths")
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if self.norm_num_groups < 1 or bad:
-            raise ValueError(f"model.norm_num_groups={self.norm_num_groups} must divide every block width "
+            raise ConfigError(f"model.norm_num_groups={self.norm_num_groups} must divide every block width "
                              f"(not {bad}); e.g. model.norm_num_groups=8")
         if self.latent_channels < 1 or self.layers_per_block < 1:
-            raise ValueError("model.latent_channels and model.layers_per_block must be >= 1")
+            raise ConfigError("model.latent_channels and model.layers_per_block must be >= 1")
 
     @property
     def downsample(self) -> int:
@@ -98,14 +99,14 @@ class CodecRunConfig:
 
     def __post_init__(self):
         if self.loss not in CODEC_LOSSES:
-            raise ValueError(f"loss='{self.loss}'; choose one of {', '.join(CODEC_LOSSES)}")
+            raise ConfigError(f"loss='{self.loss}'; choose one of {', '.join(CODEC_LOSSES)}")
         if self.kl_weight < 0:
-            raise ValueError(f"kl_weight={self.kl_weight} must be >= 0")
+            raise ConfigError(f"kl_weight={self.kl_weight} must be >= 0")
         if self.eval_batch_size < 1 or self.scale_samples < 1:
-            raise ValueError("eval_batch_size and scale_samples must be >= 1")
+            raise ConfigError("eval_batch_size and scale_samples must be >= 1")
         h, w = self.data.size
         if h % self.model.downsample or w % self.model.downsample:
-            raise ValueError(f"data size {h}x{w} is not divisible by the codec's downsampling factor "
+            raise ConfigError(f"data size {h}x{w} is not divisible by the codec's downsampling factor "
                              f"{self.model.downsample} (2 ** (len(model.block_out_channels) - 1))")
 
 
@@ -128,9 +129,9 @@ class CodecConfig:
 
     def __post_init__(self):
         if self.kind not in CODEC_KINDS:
-            raise ValueError(f"codec.kind='{self.kind}'; choose one of {', '.join(CODEC_KINDS)}")
+            raise ConfigError(f"codec.kind='{self.kind}'; choose one of {', '.join(CODEC_KINDS)}")
         if self.kind == "sd-vae" and not self.path:
-            raise ValueError("codec.path is required for codec.kind=sd-vae (a local folder or cached hub id)")
+            raise ConfigError("codec.path is required for codec.kind=sd-vae (a local folder or cached hub id)")
 
 
 @dataclass
@@ -144,9 +145,9 @@ class TextConfig:
 
     def __post_init__(self):
         if self.kind not in TEXT_KINDS:
-            raise ValueError(f"text.kind='{self.kind}'; choose one of {', '.join(TEXT_KINDS)}")
+            raise ConfigError(f"text.kind='{self.kind}'; choose one of {', '.join(TEXT_KINDS)}")
         if self.kind == "clip" and not self.path:
-            raise ValueError("text.path is required for text.kind=clip (a local folder or cached hub id)")
+            raise ConfigError("text.path is required for text.kind=clip (a local folder or cached hub id)")
 
 
 @dataclass
@@ -165,21 +166,21 @@ class JointModelConfig:
 
     def __post_init__(self):
         if self.backbone not in DENOISERS:
-            raise ValueError(f"model.backbone='{self.backbone}'; choose one of {', '.join(DENOISERS.names())}")
+            raise ConfigError(f"model.backbone='{self.backbone}'; choose one of {', '.join(DENOISERS.names())}")
         presets, arch_fields = backbone_presets(self.backbone)
         if self.preset not in presets:
-            raise ValueError(f"model.preset='{self.preset}' is not a {self.backbone} preset; choose one of "
+            raise ConfigError(f"model.preset='{self.preset}' is not a {self.backbone} preset; choose one of "
                              f"{', '.join(presets)}")
         self.arch = dict(self.arch)
         for key in self.arch:
             if key in SHAPE_FIELDS:
-                raise ValueError(f"model.arch.{key} is set from the data, the codec, the VAE and the text encoder "
+                raise ConfigError(f"model.arch.{key} is set from the data, the codec, the VAE and the text encoder "
                                  "(resolution, codec.*, text.*), not by the model config")
             if key not in arch_fields:
-                raise ValueError(f"model.arch.{key} is not a {self.backbone} architecture field; valid fields: "
+                raise ConfigError(f"model.arch.{key} is not a {self.backbone} architecture field; valid fields: "
                                  f"{', '.join(arch_fields)}")
         if self.backbone == "unet" and self.init_from:
-            raise ValueError("model.init_from loads UniDiffuser weights into the U-ViT: use model.backbone=uvit")
+            raise ConfigError("model.init_from loads UniDiffuser weights into the U-ViT: use model.backbone=uvit")
 
 
 CHANNELS_LAST = ("auto", "true", "false")
@@ -222,13 +223,13 @@ class JointRunConfig:
     def __post_init__(self):
         self.channels_last = str(self.channels_last).strip().lower()
         if self.channels_last not in CHANNELS_LAST:
-            raise ValueError(f"channels_last={self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST)}")
+            raise ConfigError(f"channels_last={self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST)}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
+            raise ConfigError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
         if self.sample_every < 0 or self.sample_count < 0:
-            raise ValueError("sample_every and sample_count must be >= 0")
+            raise ConfigError("sample_every and sample_count must be >= 0")
         if self.probe_every < 0 or self.probe_pairs < 1 or self.probe_steps < 1:
-            raise ValueError(f"probe_every={self.probe_every} must be >= 0 (0: off), probe_pairs={self.probe_pairs} "
+            raise ConfigError(f"probe_every={self.probe_every} must be >= 0 (0: off), probe_pairs={self.probe_pairs} "
                              f"and probe_steps={self.probe_steps} >= 1")
 
 
@@ -273,19 +274,19 @@ class SegRunConfig:
 
     def __post_init__(self):
         if self.mix not in MIX_MODES:
-            raise ValueError(f"mix='{self.mix}'; choose one of {', '.join(MIX_MODES)}")
+            raise ConfigError(f"mix='{self.mix}'; choose one of {', '.join(MIX_MODES)}")
         if self.mix != "real" and not self.synthetic:
-            raise ValueError(f"mix='{self.mix}' needs synthetic=<folder of generated pairs>")
+            raise ConfigError(f"mix='{self.mix}' needs synthetic=<folder of generated pairs>")
         if not 0.0 < self.synthetic_ratio < 1.0:
-            raise ValueError(f"synthetic_ratio={self.synthetic_ratio} must lie strictly between 0 and 1")
+            raise ConfigError(f"synthetic_ratio={self.synthetic_ratio} must lie strictly between 0 and 1")
         if not 0.0 < self.synthetic_phase < 1.0:
-            raise ValueError(f"synthetic_phase={self.synthetic_phase} must lie strictly between 0 and 1 (the "
+            raise ConfigError(f"synthetic_phase={self.synthetic_phase} must lie strictly between 0 and 1 (the "
                              "share of train.steps on synthetic pairs before the real ones)")
         if self.model not in SEGMENTERS:
-            raise ValueError(f"model='{self.model}' is not a segmenter; choose one of {', '.join(SEGMENTERS)}")
+            raise ConfigError(f"model='{self.model}' is not a segmenter; choose one of {', '.join(SEGMENTERS)}")
         if self.input_size < 0 or self.crop_size < 0:
-            raise ValueError("input_size and crop_size must be >= 0 (0: use the images' own size)")
+            raise ConfigError("input_size and crop_size must be >= 0 (0: use the images' own size)")
         if not 0.0 < self.min_scale <= self.max_scale:
-            raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale} and {self.max_scale}")
+            raise ConfigError(f"need 0 < min_scale <= max_scale, got {self.min_scale} and {self.max_scale}")
         if self.eval_batch_size < 1 or self.aux_weight < 0:
-            raise ValueError("eval_batch_size must be >= 1 and aux_weight >= 0")
+            raise ConfigError("eval_batch_size must be >= 1 and aux_weight >= 0")
