@@ -4,11 +4,11 @@ from a split's captions, then scored). The split scored is ``data.val_split``.""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from jodiffusion.data.config import DataConfig
 from jodiffusion.errors import ConfigError
+from jodiffusion.generation.config import raise_first_failed, sampling_checks
 from jodiffusion.utils.safe_load import check_seed
 
 
@@ -43,14 +43,7 @@ class JointEvalConfig:
 
     def __post_init__(self):
         check_seed(self.seed, "seed")
-        checks = [
+        raise_first_failed([
             (not isinstance(self.num, bool) and self.num >= 1, f"num={self.num} must be >= 1 (the pairs scored)"),
-            (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),
-            (self.tau >= 0, f"tau={self.tau} must be >= 0 (0 turns refinement off)"),
-            (self.steps is None or self.steps >= 1, f"steps={self.steps} must be >= 1"),
-            (self.guidance is None or 0 <= self.guidance < math.inf,
-             f"guidance={self.guidance} must be a finite number >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+            *sampling_checks(self),
+        ])

@@ -25,6 +25,24 @@ PRECISIONS = ("auto", "fp32", "bf16")
 GENERATION_FORMAT = 1
 
 
+
+def sampling_checks(cfg) -> list[tuple[bool, str]]:
+    """The checks of the settings every command that samples pairs shares (generate, sample, eval-joint):
+    ``batch_size``, ``tau``, ``steps`` and ``guidance``, as (holds, message) pairs."""
+    return [
+        (cfg.batch_size >= 1, f"batch_size={cfg.batch_size} must be >= 1"),
+        (cfg.tau >= 0, f"tau={cfg.tau} must be >= 0 (0 turns refinement off)"),
+        (cfg.steps is None or cfg.steps >= 1, f"steps={cfg.steps} must be >= 1"),
+        (cfg.guidance is None or 0 <= cfg.guidance < math.inf, f"guidance={cfg.guidance} must be a finite number >= 0"),
+    ]
+
+
+def raise_first_failed(checks: list[tuple[bool, str]]) -> None:
+    """A ConfigError with the message of the first check that does not hold."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
 @dataclass
 class GenerateConfig:
     num: int                     # pairs to KEEP
@@ -53,8 +71,8 @@ class GenerateConfig:
             raise ConfigError(f"num={self.num!r}: the number of pairs must be a positive integer")
         if not str(self.out).strip():
             raise ConfigError("out: an output folder is required; give out=DIR (--out DIR)")
-        checks = [
-            (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),
+        raise_first_failed([
+            *sampling_checks(self),
             (self.seed >= 0, f"seed={self.seed}: a seed must be an integer >= 0, e.g. seed=0 (--seed 0)"),
             (self.format in FORMATS, f"format='{self.format}': choose one of {', '.join(FORMATS)}"),
             (self.image_format in IMAGE_FORMATS,
@@ -62,18 +80,11 @@ class GenerateConfig:
             (95 <= self.jpeg_quality <= 100,
              f"jpeg_quality={self.jpeg_quality} must be in 95..100 (lower quality blurs the edges the masks label)"),
             (self.shard_size >= 1, f"shard_size={self.shard_size} must be >= 1"),
-            (self.tau >= 0, f"tau={self.tau} must be >= 0 (0 turns refinement off)"),
             (0.0 <= self.min_confidence < 1.0, f"min_confidence={self.min_confidence} must be in [0, 1)"),
             (self.workers >= 0, f"workers={self.workers} must be >= 0"),
             (self.precision in PRECISIONS, f"precision='{self.precision}': choose one of {', '.join(PRECISIONS)}"),
-            (self.steps is None or self.steps >= 1, f"steps={self.steps} must be >= 1"),
-            (self.guidance is None or 0 <= self.guidance < math.inf,
-             f"guidance={self.guidance} must be a finite number >= 0"),
             (self.max_tries_per_pair >= 1, f"max_tries_per_pair={self.max_tries_per_pair} must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        ])
         check_path_component(self.split, "split name")
 
 
@@ -105,20 +116,13 @@ class SampleConfig:
             raise ConfigError(f"num={self.num} and per_prompt={self.per_prompt}: give one of them (num: the pairs "
                               "written in all, prompts taken in turn; per_prompt: the pairs of each prompt)")
         check_seed(self.seed, "seed")
-        checks = [
+        raise_first_failed([
             (self.num is None or (not isinstance(self.num, bool) and self.num >= 1),
              f"num={self.num} must be >= 1 (the number of pairs written)"),
             (self.per_prompt >= 1, f"per_prompt={self.per_prompt} must be >= 1"),
-            (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),
             (0.0 <= self.min_confidence < 1.0, f"min_confidence={self.min_confidence} must be in [0, 1)"),
-            (self.tau >= 0, f"tau={self.tau} must be >= 0 (0 turns refinement off)"),
-            (self.steps is None or self.steps >= 1, f"steps={self.steps} must be >= 1"),
-            (self.guidance is None or 0 <= self.guidance < math.inf,
-             f"guidance={self.guidance} must be a finite number >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+            *sampling_checks(self),
+        ])
 
     def jobs(self) -> list[str]:
         """The prompt of every pair, in order: ``prompts`` then the file's lines, each ``per_prompt`` times
