@@ -142,3 +142,13 @@ def test_help_names_the_key_each_flag_sets(capsys):
     for sets in ("[sets num]", "[sets prompts.source]", "[sets per_prompt]", "[sets data.val_split]",
                  "[sets data.captions]", "[sets splits]"):
         assert sets in " ".join(text.split()), sets
+
+
+def test_sample_num_with_several_prompts_says_what_it_means(tmp_path, caplog):
+    # --num once meant the pairs of each prompt in sample; today's meaning cannot be told apart, so it is said
+    main(["sample", str(tmp_path / "no-model"), "--prompt", "a", "--prompt", "b", "-n", "4",
+          "--out", str(tmp_path / "out")])
+    assert "--per-prompt 4" in caplog.text and "pairs in all" in caplog.text
+    caplog.clear()
+    main(["sample", str(tmp_path / "no-model"), "--prompt", "a", "-n", "4", "--out", str(tmp_path / "out")])
+    assert "--per-prompt" not in caplog.text  # one prompt: both meanings give the same pairs

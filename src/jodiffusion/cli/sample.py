@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from jodiffusion.cli.common import Shorthand, add_config_args, add_shorthands, config_from_args
 from jodiffusion.generation.config import SampleConfig
 from jodiffusion.generation.sample import sample_to_folder
+
+log = logging.getLogger("jodiffusion")
 
 # flag -> the override it stands for (cli/common.py)
 SHORTHANDS = (
@@ -43,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _sample(args) -> int:
     cfg = config_from_args(args, SampleConfig, "sample")
+    if cfg.num is not None and len(set(cfg.jobs())) > 1:
+        # --num once meant the pairs of each prompt here; it cannot be told apart from today's meaning, so say it
+        log.warning("num=%d is the number of pairs in all, the prompts taken in turn (as in generate and "
+                    "eval-joint); for %d pairs of each prompt use --per-prompt %d", cfg.num, cfg.num, cfg.num)
     summary = sample_to_folder(args.model, cfg.jobs(), cfg.out, seed=cfg.seed, steps=cfg.steps,
                                guidance=cfg.guidance, batch_size=cfg.batch_size, min_confidence=cfg.min_confidence,
                                tau=cfg.tau, device=args.device, overwrite=args.overwrite)
