@@ -107,12 +107,12 @@ def test_a_registered_dataset_is_reachable_from_a_config(tmp_path):
 
 
 def test_presets_lists_every_stage_preset_with_what_it_changes(capsys):
-    """Issue 10: every preset of a stage in one listing, with the settings it changes."""
+    """Every preset of a stage in one listing, with the settings it changes."""
     from jodiffusion.cli.main import main
 
     assert main(["presets", "--models"]) == 0
     out = capsys.readouterr().out
-    for group in ("vae", "codec", "joint", "seg", "pipeline"):
+    for group in ("vae", "codec", "joint", "seg", "generate", "pipeline"):
         for name in list_presets(group):
             assert f"\n  {name}\n" in out.split(f"== {group} ")[1].split("\n== ")[0], (group, name)
     joint = out.split("== joint ")[1].split("\n== ")[0]
@@ -120,6 +120,8 @@ def test_presets_lists_every_stage_preset_with_what_it_changes(capsys):
     assert "model.arch.width = 512" in camvid and "data.name = camvid" in camvid
     assert "train.lr = 0.0004" in camvid and "train.seed" not in camvid  # only what differs from the defaults
     assert "unet/small: block_channels=[32, 64, 128]" in out
+    generate = out.split("== generate ")[1].split("\n== ")[0]
+    assert "batch_size = 32" in generate and "out = " not in generate  # the placeholders it needs are not listed
 
 
 def _config_classes_raising_value_error() -> list[str]:

@@ -12,13 +12,25 @@ import textwrap
 from importlib import resources
 
 from jodiffusion.cli.train import TRAINING
-from jodiffusion.config.loader import PRESET_PACKAGE, config_changes, config_to_dict, list_presets, load_config
+from jodiffusion.config.loader import (
+    PRESET_PACKAGE,
+    config_changes,
+    config_to_dict,
+    flatten_config,
+    list_presets,
+    load_config,
+)
 from jodiffusion.experiments.config import PipelineConfig
+from jodiffusion.generation.config import GenerateConfig
 from jodiffusion.models.denoisers import DENOISERS
 
-# preset group -> its command's config class: the training commands' table, and the pipeline's
+# preset group -> its command's config class: the training commands' table, generate's and the pipeline's
 GROUPS = {group: schema for _, group, _, schema, *_ in TRAINING}
+GROUPS["generate"] = GenerateConfig
 GROUPS["pipeline"] = PipelineConfig
+# what a group's config cannot be built without (given on the command line), left out of the listing
+PLACEHOLDERS = {"generate": {"num": 1, "out": "<out>"}}
+DATA_ROOT = {"data": {"root": "<data.root>"}}  # presets of datasets need a root
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,10 +52,11 @@ def preset_changes(group: str, name: str) -> tuple[str, dict]:
             break
         comment.append(line.lstrip("# ").rstrip())
     schema = GROUPS[group]
-    values = {"data": {"root": "<data.root>"}}  # presets of datasets need a root (given on the command line)
+    values = PLACEHOLDERS.get(group, DATA_ROOT)
     preset = config_to_dict(load_config(schema, group=group, preset=name, values=values))
     default = config_to_dict(load_config(schema, values=values))
-    changes = {k: new for k, (_, new) in config_changes(default, preset).items() if k != "data.root"}
+    given = set(flatten_config(values))
+    changes = {k: new for k, (_, new) in config_changes(default, preset).items() if k not in given}
     return " ".join(comment), changes
 
 
