@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One screening run of the joint stage under the fixed protocol of docs/results.md (issue 24): the
+# One screening run of the joint stage under the fixed protocol of docs/results.md: the
 # demo's data, annotation VAE and real-data judge from one demo folder, the demo's joint preset plus one
 # change, probes at fixed sample counts. One thread, so that two screens run side by side.
 #   scripts/screen_joint.sh DEMO_DIR NAME SEED STEPS PROBE_EVERY [key=value ...]

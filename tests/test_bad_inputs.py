@@ -715,7 +715,7 @@ def _(ws, a):
 
 @case("prompts: the model folder carries no captions (an older export) and --captions is not given")
 def _(ws, a):
-    # generate reads the captions the model folder carries, never the training run's config.yaml (issue 10)
+    # generate reads the captions the model folder carries, never the training run's config.yaml
     run = copy(a.model.parent, ws / "joint")
     (run / "export" / "captions.jsonl").unlink()
     argv = gen_args(run / "export", ws / "out", "--prompts", "captions")
@@ -1275,7 +1275,7 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(c: Case, assets, t
 
 
 def test_validate_reports_an_ignore_index_outside_0_255(assets, tmp_path, capsys):
-    """Issue 20: ``"ignore_index": 300`` passed validate with exit 0."""
+    """``"ignore_index": 300`` passed validate with exit 0."""
     ds = copy(assets.dataset, tmp_path / "ds")
     (ds / "classes.json").write_text('{"names": ["a", "b"], "ignore_index": 300}')
     code, out, err = run_cli(["validate", "--dataset", "folder", "--root", str(ds)], capsys)
@@ -1347,7 +1347,7 @@ def folder_commands(ws: Path, a: Assets) -> dict[str, tuple[list[str], tuple[tup
 
 @pytest.mark.parametrize("command", ["generate", "sample", "refine", "train-vae", "train-seg", "train"])
 def test_a_kill_at_each_first_write_never_strands_the_folder(command, assets, tmp_path, capsys, monkeypatch):
-    """Issue 20: a kill while only the marker's temporary file (or the lock's, or the next file's
+    """A kill while only the marker's temporary file (or the lock's, or the next file's
     temporary file) existed left a folder that no rerun accepted. Now every rerun just works: the plain
     one, ``--overwrite`` and (training) ``--resume latest``."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
@@ -1382,7 +1382,7 @@ sys.stdin.read()
 
 def test_a_second_run_into_a_folder_being_written_is_refused_then_a_dead_holder_is_stale(assets, tmp_path, capsys,
                                                                                         monkeypatch):
-    """Issue 20: two ``generate`` runs into one folder both did all the work, and one failed with a message
+    """Two ``generate`` runs into one folder both did all the work, and one failed with a message
     about a missing temporary file. Now the second is refused in one line naming the first (a real second
     process holding the lock); once that process is killed, its lock is stale and a rerun just works."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
@@ -1431,10 +1431,10 @@ def test_the_lock(tmp_path):
 
 
 def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp_path, capsys, caplog):
-    """Issue 20 follow-up: import and make-data build OUT in a hidden folder beside it and rename it into
+    """Import and make-data build OUT in a hidden folder beside it and rename it into
     place. A kill left that folder behind for good, and two runs at once both did all the work (the last
     rename won). Now a lock file beside OUT keeps out a second run, naming the first, and the build
-    folders of killed runs are removed by the next run. Issue 26: only the tool's own temporary names are
+    folders of killed runs are removed by the next run. Only the tool's own temporary names are
     removed (a user's ``.OUT.2024-backup.old/`` was deleted as a leftover), and the log names them."""
     from jodiffusion.utils import lock
 
@@ -1474,7 +1474,7 @@ def test_import_and_make_data_take_a_lock_beside_out_and_clear_killed_builds(tmp
 
 
 def test_generate_removes_only_its_own_leftovers_and_names_them(assets, tmp_path, capsys, caplog, monkeypatch):
-    """Issue 26: a rerun of ``generate`` deleted any ``.*.tmp`` in its folder as its own (a user's
+    """A rerun of ``generate`` deleted any ``.*.tmp`` in its folder as its own (a user's
     ``.thesis-draft.tmp`` too) and said only how many. Now only the tool's temporary names go, named."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     caplog.set_level("INFO", logger="jodiffusion")

@@ -173,7 +173,7 @@ def test_integer_class_names_in_a_yaml_file_are_refused_by_validate_and_train(tm
 
 
 def test_ids_and_sizes_out_of_range_are_refused():
-    """Issue 20: ``"ignore_index": 300`` was accepted. Masks are 8-bit: the ignore index is a pixel value
+    """``"ignore_index": 300`` was accepted. Masks are 8-bit: the ignore index is a pixel value
     0..255 that is no class id, colours are 0..255, at most 255 classes leave room for the ignore value."""
     from jodiffusion.models.annotation_vae import AnnotationVAEConfig
 

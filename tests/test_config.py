@@ -85,7 +85,7 @@ def test_non_finite_numbers_are_refused_for_every_stage_and_in_python():
 
 
 def test_a_registered_dataset_is_reachable_from_a_config(tmp_path):
-    """Issue 10: data.name accepts whatever the registry holds (no second list of names)."""
+    """data.name accepts whatever the registry holds (no second list of names)."""
     from jodiffusion.data.config import DataConfig
     from jodiffusion.data.registry import DATASETS, build_dataset, dataset_names
     from jodiffusion.data.shapes import ShapesDataset

@@ -32,7 +32,7 @@ def test_train_vae_with_two_processes(tmp_path):
 
 @pytest.mark.slow
 def test_a_refusal_on_the_main_process_stops_every_process_at_once(tmp_path):
-    """Issue 20: the main process takes the output folder's lock; when it is refused, the other process
+    """The main process takes the output folder's lock; when it is refused, the other process
     used to wait at the next barrier until the group's 30-minute timeout. Now both stop with the line."""
     from jodiffusion.utils import lock
 

@@ -50,7 +50,7 @@ def _weights(run_dir):
 
 def _assert_same(a, b):
     """Bit-equal: on one CPU process the same seeds give the same float operations in the same order
-    (a wrong RNG state on resume showed as differences of 1e-2; issue 12 measured 0.024)."""
+    (a wrong RNG state on resume showed as differences of 1e-2; once measured at 0.024)."""
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), (key, (a[key] - b[key]).abs().max())

@@ -167,7 +167,7 @@ def test_pca_codec_is_fitted_on_the_training_images_and_travels_in_the_export(tm
 
 
 def test_the_export_describes_itself_and_generates_away_from_its_run(tmp_path, tiny_vae):
-    """Issue 10: the model folder carries the training captions and names its dataset; generation
+    """The model folder carries the training captions and names its dataset; generation
     with caption prompts needs nothing from the run folder around it."""
     import shutil
 
@@ -199,7 +199,7 @@ def test_the_export_describes_itself_and_generates_away_from_its_run(tmp_path, t
     (["model.preset=huge"], r"not a uvit preset; choose one of tiny, small, base, unidiffuser-v1"),
 ])
 def test_a_preset_is_an_architecture_and_arch_changes_only_architecture_fields(overrides, match):
-    """Issue 10: one way to restyle a model (model.arch), the shapes always from the data."""
+    """One way to restyle a model (model.arch), the shapes always from the data."""
     from jodiffusion.errors import ConfigError
 
     with pytest.raises(ConfigError, match=match):

@@ -1,4 +1,4 @@
-"""Real data as it is found (issue 18): pairs of any aspect ratio fitted without losing a pixel (and
+"""Real data as it is found: pairs of any aspect ratio fitted without losing a pixel (and
 counted), figures that cannot discriminate reported as not applicable, warm-ups longer than the run,
 progress bars in log files, and stage records that hold only the settings that apply."""
 

@@ -427,7 +427,7 @@ def test_refine_folder_refuses_to_overwrite_or_to_write_into_the_input(mask_dir,
     (out / "old.png").write_bytes(b"x")
     with pytest.raises(JoDiffusionError, match="not empty.*overwrite"):
         refine_folder(mask_dir, out, workers=1, progress=False)
-    # issue 12: --overwrite replaces only an earlier refine's output, never a folder of the user's files
+    # --overwrite replaces only an earlier refine's output, never a folder of the user's files
     with pytest.raises(JoDiffusionError, match="--overwrite refused.*old.png"):
         refine_folder(mask_dir, out, workers=1, progress=False, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["old.png"] and (out / "old.png").read_bytes() == b"x"
