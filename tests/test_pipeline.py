@@ -209,6 +209,7 @@ def test_without_the_report_the_summary_has_the_real_figures_and_the_stage_times
     real = metrics["probe_real"]
     assert f"(real {real['background_dark']:.0f} / {real['background_light']:.0f})" in summary
     assert f"(total {sum(seconds.values()) / 60:.1f} min)" in summary
+    assert "report: " not in summary  # none drawn by this run
 
 
 def test_a_stage_done_with_other_settings_is_refused_not_overwritten(demo):

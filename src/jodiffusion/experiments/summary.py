@@ -112,5 +112,6 @@ def print_summary(metrics: dict, out: Path, title: str = "jodiffusion demo") -> 
     ]
     if metrics.get("skipped_stages"):
         lines.append("  skipped (already complete): " + ", ".join(metrics["skipped_stages"]))
-    lines.append(f"  report: {out / 'report' / 'index.html'}")
+    if "report" in seconds:  # drawn by this run (report=false draws none, whatever an earlier run left)
+        lines.append(f"  report: {out / 'report' / 'index.html'}")
     print("\n".join(lines))
