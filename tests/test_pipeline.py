@@ -13,11 +13,12 @@ from jodiffusion.config.loader import load_config
 from jodiffusion.errors import ConfigError, JoDiffusionError
 from jodiffusion.experiments.config import PipelineConfig
 from jodiffusion.experiments.demo import run_demo
-from jodiffusion.experiments.generation_stages import generation_config, generation_record
+from jodiffusion.experiments.generation_stages import generation_fields, generation_record
 from jodiffusion.experiments.results import DatasetFigures, GeneratedSet, JointStage
 from jodiffusion.experiments.segmenters import choose
-from jodiffusion.experiments.stages import MARKER, StageRunner, from_record, to_record
+from jodiffusion.experiments.stages import MARKER, StageRunner, from_record, stage_config, to_record
 from jodiffusion.experiments.summary import print_summary
+from jodiffusion.generation.config import GenerateConfig
 from jodiffusion.pipelines.pipeline import JoDiffusionPipeline
 from jodiffusion.training.segmenter import SegmenterResult
 from jodiffusion.training.vae import VAEResult
@@ -265,7 +266,8 @@ def test_the_generate_stage_is_the_generate_commands_preset_and_overrides():
     """The pipeline fills only the pairs, the folder, the split and the prompts; the record its stages
     compare names every other setting that is not the generate command's default."""
     cfg = load_config(PipelineConfig, group="pipeline", preset="demo", overrides=["data.root=/x"])
-    g = generation_config(cfg.generate, 12, "/out", Path("/data/captions.jsonl"), "train")
+    g = stage_config(GenerateConfig, "generate", cfg.generate,  # as the plan builds it
+                     **generation_fields(12, "/out", Path("/data/captions.jsonl"), "train"))
     assert (g.num, g.out, g.split, g.prompts.captions, g.prompts.split) == (12, "/out", "train",
                                                                           "/data/captions.jsonl", "train")
     assert (g.steps, g.batch_size, g.workers, g.tau, g.seed) == (10, 32, 2, 20, 0)  # demo over generate/pipeline
@@ -273,7 +275,8 @@ def test_the_generate_stage_is_the_generate_commands_preset_and_overrides():
                                                          "batch_size": 32, "tau": 20, "workers": 2}
     other = load_config(PipelineConfig, group="pipeline", preset="demo",
                         overrides=["data.root=/x", "generate.overrides=[steps=10,min_confidence=0.5]"])
-    record = generation_record(other.synthetic_pairs, generation_config(other.generate, 12, "/out", None, "train"))
+    g = stage_config(GenerateConfig, "generate", other.generate, **generation_fields(12, "/out", None, "train"))
+    record = generation_record(other.synthetic_pairs, g)
     assert record["other"] == {"min_confidence": 0.5}
 
 

@@ -18,9 +18,8 @@ from jodiffusion.data.registry import build_dataset
 from jodiffusion.evaluation.dataset_stats import compute_stats
 from jodiffusion.evaluation.joint_quality import evaluate_model
 from jodiffusion.evaluation.probe import probe_pairs
-from jodiffusion.experiments.config import SYNTHETIC_SPLIT, StageSpec
+from jodiffusion.experiments.config import SYNTHETIC_SPLIT
 from jodiffusion.experiments.results import DatasetFigures, GeneratedSet
-from jodiffusion.experiments.stages import stage_config
 from jodiffusion.generation.config import GenerateConfig
 from jodiffusion.generation.generate import generate_dataset
 from jodiffusion.generation.prompts import PromptConfig
@@ -39,13 +38,6 @@ def generation_fields(num: int, out: str | Path, captions: Path | None, train_sp
     segmenters read, prompted with the training captions (``captions`` None: those the exported model carries)."""
     prompts = PromptConfig(source="captions", captions=str(captions) if captions else None, split=train_split)
     return {"num": num, "out": str(out), "split": SYNTHETIC_SPLIT, "prompts": prompts}
-
-
-def generation_config(spec: StageSpec, num: int, out: str | Path, captions: Path | None,
-                      train_split: str) -> GenerateConfig:
-    """The generate command's config of a stage: ``spec``'s preset and overrides (the pipeline's ``generate``),
-    then ``generation_fields``."""
-    return stage_config(GenerateConfig, "generate", spec, **generation_fields(num, out, captions, train_split))
 
 
 def generation_record(synthetic_pairs: int, g: GenerateConfig) -> dict:
