@@ -31,8 +31,8 @@ from jodiffusion.engine.runtime import MetricLogger, make_accelerator
 from jodiffusion.errors import CheckpointError, ConfigError
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.lock import LOCK_FILE
-from jodiffusion.utils.output_folder import OutputRules, check, output_folder, prepare, remove_tree
-from jodiffusion.utils.ownership import foreign_entries, is_blank, read_owner
+from jodiffusion.utils.output_folder import OutputRules, check, output_folder, prepare
+from jodiffusion.utils.ownership import foreign_entries, is_blank, read_owner, remove_tree
 from jodiffusion.utils.ranks import main_decides
 from jodiffusion.utils.tempnames import describe_removed
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from jodiffusion.utils.ownership import (
     write_owner,
 )
 from jodiffusion.utils.ranks import main_decides
-from jodiffusion.utils.tempnames import TEMP_PREFIX, describe_removed, is_temp_name
+from jodiffusion.utils.tempnames import describe_removed
 
 log = logging.getLogger("jodiffusion")
 
@@ -129,7 +128,7 @@ def prepare(path: str | os.PathLike, rules: OutputRules, overwrite: bool = False
     path.mkdir(parents=True, exist_ok=True)
     if not resume or fresh:  # a folder continued as it is keeps its marker (or its lack of one)
         write_owner(path, rules.command)  # first, so that a kill at any later moment leaves a folder known as ours
-    removed = _remove_nested_temp_files(path) if rules.nested else remove_temp_files(path)
+    removed = remove_temp_files(path, nested=rules.nested)
     if removed:
         log.info("removed %d temporary file(s) of an interrupted write in %s: %s", len(removed), path,
                  describe_removed(removed))
@@ -176,17 +175,3 @@ def _let_go(held: Path, path: Path, created: bool) -> None:
         with contextlib.suppress(OSError):
             path.rmdir()  # only when empty: a refused first run leaves nothing
 
-
-def _remove_nested_temp_files(folder: Path) -> list[str]:
-    """The temporary files of killed writes anywhere under ``folder`` (relative paths)."""
-    removed = []
-    for path in sorted(folder.rglob(f"{TEMP_PREFIX}*")):
-        if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed.append(str(path.relative_to(folder)))
-    return removed
-
-
-def remove_tree(path: Path) -> None:
-    """Delete ``path``, a folder or a file (a link is removed, never followed)."""
-    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()

@@ -29,7 +29,7 @@ from pathlib import Path
 from jodiffusion.errors import ConfigError
 from jodiffusion.utils.io import write_json_atomic
 from jodiffusion.utils.lock import LOCK_FILE
-from jodiffusion.utils.tempnames import is_temp_name
+from jodiffusion.utils.tempnames import TEMP_PREFIX, is_temp_name
 
 OWNER_FILE = ".jodiffusion-owner.json"
 _SHOWN = 8  # entries named in a refusal before "and N more"
@@ -56,23 +56,29 @@ def is_blank(folder: str | os.PathLike) -> bool:
     return all(is_temp_name(p.name) or p.name == LOCK_FILE for p in Path(folder).iterdir())
 
 
+def remove_tree(path: Path) -> None:
+    """Delete ``path``, a folder or a file (a link is removed, never followed)."""
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def clear_folder(folder: str | os.PathLike) -> None:
     """Delete everything in ``folder`` but the lock (held by the run that clears it for ``--overwrite``)."""
     for path in Path(folder).iterdir():
-        if path.name == LOCK_FILE:
-            continue
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if path.name != LOCK_FILE:
+            remove_tree(path)
 
 
-def remove_temp_files(folder: str | os.PathLike) -> list[str]:
-    """Delete the top-level temporary files of writes a kill interrupted (call it holding the lock, so that
-    none is another run's write under way); returns their names. Only the tool's own temporary names
+def remove_temp_files(folder: str | os.PathLike, nested: bool = False) -> list[str]:
+    """Delete the temporary files of writes a kill interrupted, at the top of ``folder`` (or anywhere under
+    it, ``nested``); call it holding the lock, so that none is another run's write under way. Returns their
+    paths relative to ``folder`` (at the top: their names). Only the tool's own temporary names
     (``jodiffusion.utils.tempnames``) are removed."""
+    folder = Path(folder)
     removed = []
-    for path in sorted(Path(folder).iterdir()):
+    for path in sorted(folder.rglob(f"{TEMP_PREFIX}*") if nested else folder.iterdir()):
         if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
-            removed.append(path.name)
+            removed.append(str(path.relative_to(folder)))
     return removed
 
 
