@@ -23,6 +23,7 @@ from jodiffusion.data.registry import build_dataset
 from jodiffusion.data.transforms import resize_pair
 from jodiffusion.experiments.results import ModelFigures
 from jodiffusion.generation.config import GenerateConfig
+from jodiffusion.generation.output import MANIFEST_FILE
 from jodiffusion.masks.refine import refine_mask
 from jodiffusion.models.image_codec import StableDiffusionVAECodec
 from jodiffusion.pipelines.batching import generate_batches
@@ -38,7 +39,7 @@ TRAJECTORY_PROMPTS, REFINEMENT_PAIRS, CODEC_IMAGES, FRAMES = 3, 6, 6, 6
 
 def first_records(folder: Path, n: int) -> list[dict]:
     """The manifest records of the first ``n`` kept pairs of a generated folder, in index order."""
-    with open(folder / "manifest.jsonl", encoding="utf-8") as f:
+    with open(folder / MANIFEST_FILE, encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     return sorted((r for r in records if r.get("kept", True)), key=lambda r: r["index"])[:n]
 
